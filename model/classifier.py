@@ -1,0 +1,76 @@
+"""Build any timm classifier by name; freezing; the layers CAMs and feature maps can use."""
+from __future__ import annotations
+
+from . import tv_compat  # noqa: F401  (must run before timm imports torchvision)
+
+import timm
+import torch
+
+
+class PretrainedUnavailable(RuntimeError):
+    """Pretrained weights were asked for but could not be fetched."""
+
+
+def build_classifier(arch: str, num_classes: int, pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    """timm.create_model with a clear error when the architecture or its weights are unavailable."""
+    if arch not in timm.list_models() and arch.split(".")[0] not in timm.list_models():
+        raise ValueError(f"Unknown timm architecture {arch!r} (see timm.list_models()).")
+    try:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        if not pretrained:
+            raise
+        raise PretrainedUnavailable(
+            f"Could not fetch pretrained weights for {arch!r} from the Hugging Face Hub ({type(e).__name__}: "
+            f"{str(e)[:200]}). Without internet, train from scratch (omit --pretrained) or place the "
+            "weights in the Hugging Face cache on a machine that has internet first.") from e
+
+
+def model_data_config(model: torch.nn.Module) -> dict:
+    """timm's data config (input size, mean, std, interpolation) for a model."""
+    return timm.data.resolve_data_config({}, model=model)
+
+
+def stage_names(model: torch.nn.Module) -> list[str]:
+    """Module names of the feature stages, shallow to deep (timm feature_info)."""
+    info = getattr(model, "feature_info", None) or []
+    return [f["module"] for f in info if "module" in f]
+
+
+def set_trainable(model: torch.nn.Module, layers: str = "all") -> int:
+    """Choose what trains: 'all', 'head' (classifier only) or 'last-N' (last N stages + head).
+
+    Parameters are taken in registration order: everything from the first parameter of the
+    chosen stage onwards trains. Returns the number of trainable parameters.
+    """
+    params = list(model.named_parameters())
+    if layers == "all":
+        start = 0
+    else:
+        stages = stage_names(model)
+        if layers == "head":
+            last = stages[-1] + "." if stages else None
+            idx = [i for i, (n, _) in enumerate(params) if last and n.startswith(last)]
+            start = idx[-1] + 1 if idx else len(params) - 2
+        elif layers.startswith("last-"):
+            n_stages = int(layers.split("-", 1)[1])
+            if not 1 <= n_stages <= len(stages):
+                raise ValueError(f"{layers!r}: the model has {len(stages)} stages")
+            prefix = stages[-n_stages] + "."
+            start = next(i for i, (n, _) in enumerate(params) if n.startswith(prefix))
+        else:
+            raise ValueError(f"--train-layers must be all, head or last-N, not {layers!r}")
+    for i, (_, p) in enumerate(params):
+        p.requires_grad_(i >= start)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def feature_layers(model: torch.nn.Module) -> list[str]:
+    """Names of the layers whose outputs forward_intermediates returns (one per stage/block)."""
+    names = stage_names(model)
+    return names if names else [f"block{i}" for i in range(len(getattr(model, "blocks", [])))]
+
+
+def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pre-logits feature vector (what the final linear layer sees)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)

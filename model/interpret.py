@@ -1,0 +1,127 @@
+"""Class activation maps and feature maps from one forward pass, without hooks.
+
+timm's `forward_intermediates` returns every stage's output as part of the graph that produces
+the logits, so one forward pass yields the prediction, the feature maps of every stage and,
+after one `autograd.grad` call, the gradients a CAM needs. Nothing is registered on the shared
+model, so concurrent sessions can never see each other's activations. The formulas follow
+pytorch-grad-cam (the tests check ours against it); `library_cam` runs that library itself for
+its extra methods, on a private copy of the model so its hooks never touch the shared one.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .classifier import feature_layers
+
+CAM_METHODS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+}
+LIBRARY_METHODS = {"scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigengradcam": "EigenGradCAM"}
+
+
+@dataclass
+class ForwardResult:
+    logits: np.ndarray                    # (K,)
+    features: np.ndarray                  # pre-logits vector (D,)
+    cams: dict[str, np.ndarray]           # method -> raw (h, w) map at the layer's resolution, >= 0
+    cam_class: int
+    cam_layer: int
+    feature_maps: np.ndarray | None       # (k, h, w) most active channels of the chosen layer
+    feature_channels: list[int]
+    feature_means: list[float]
+
+
+def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """One CAM from activations a and gradients g, both (C, h, w); returns (h, w) before ReLU."""
+    if method == "eigencam":
+        flat = a.reshape(a.shape[0], -1).T.double()           # (hw, C)
+        flat = flat - flat.mean(dim=0)
+        _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+        return (flat @ vh[0]).reshape(a.shape[1:]).float()
+    assert g is not None
+    if method == "gradcam":
+        return (g.mean(dim=(1, 2))[:, None, None] * a).sum(0)
+    if method == "hirescam":
+        return (g * a).sum(0)
+    if method == "xgradcam":
+        w = (g * a).sum(dim=(1, 2)) / (a.sum(dim=(1, 2)) + 1e-7)
+        return (w[:, None, None] * a).sum(0)
+    if method == "layercam":
+        return (torch.relu(g) * a).sum(0)
+    if method == "gradcam++":
+        g2, g3 = g ** 2, g ** 3
+        sum_a = a.sum(dim=(1, 2), keepdim=True)
+        aij = g2 / (2 * g2 + sum_a * g3 + 1e-6)
+        aij = torch.where(g != 0, aij, torch.zeros_like(aij))
+        w = (torch.relu(g) * aij).sum(dim=(1, 2))
+        return (w[:, None, None] * a).sum(0)
+    raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+
+
+def scale_cam(cam: np.ndarray) -> np.ndarray:
+    """ReLU then min-max to [0, 1] (as pytorch-grad-cam's scale_cam_image)."""
+    cam = np.maximum(np.asarray(cam, np.float32), 0)
+    cam = cam - cam.min()
+    return cam / (1e-7 + cam.max())
+
+
+def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | None = None,
+                    cam_layer: int = -1, methods=("gradcam",), feature_layer: int | None = None,
+                    n_feature_maps: int = 16) -> ForwardResult:
+    """Logits, pre-logit features, CAMs for `cam_class` (default: top class) at `cam_layer`,
+    and the most active feature maps of `feature_layer` - all from one forward pass of x (1x3xHxW)."""
+    n_layers = len(feature_layers(model))
+    cam_layer = cam_layer % n_layers
+    wanted = sorted({cam_layer} | ({feature_layer % n_layers} if feature_layer is not None else set()))
+    with torch.enable_grad():
+        final, inter = model.forward_intermediates(x, indices=wanted)
+        by_layer = dict(zip(wanted, inter))
+        feats = model.forward_head(final, pre_logits=True)
+        logits = model.forward_head(final)
+        cls = int(logits[0].argmax()) if cam_class is None else int(cam_class)
+        act = by_layer[cam_layer]
+        grads = None
+        if any(m != "eigencam" for m in methods):
+            grads = torch.autograd.grad(logits[0, cls], act)[0][0].detach()
+    a = act[0].detach().float()
+    cams = {m: _cam(m, a, grads).cpu().numpy() for m in methods}
+    fmaps, channels, means = None, [], []
+    if feature_layer is not None:
+        f = by_layer[feature_layer % n_layers][0].detach().float()
+        mean_act = f.mean(dim=(1, 2))
+        order = torch.argsort(mean_act, descending=True)[:n_feature_maps]
+        fmaps = f[order].cpu().numpy()
+        channels = order.tolist()
+        means = mean_act[order].tolist()
+    return ForwardResult(logits[0].detach().float().cpu().numpy(), feats[0].detach().float().cpu().numpy(),
+                         cams, cls, cam_layer, fmaps, channels, means)
+
+
+def library_cam(model: torch.nn.Module, x: torch.Tensor, method: str, cam_class: int, cam_layer: int = -1) -> np.ndarray:
+    """A CAM computed by pytorch-grad-cam itself (scaled to [0, 1], input resolution).
+
+    The library registers hooks on the model it is given, so it gets a private deep copy: the
+    shared model is never hooked and concurrent sessions stay apart.
+    """
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    classes = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "hirescam": pgc.HiResCAM,
+               "xgradcam": pgc.XGradCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM,
+               "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "eigengradcam": pgc.EigenGradCAM}
+    private = copy.deepcopy(model)
+    layer = private.get_submodule(feature_layers(private)[cam_layer])
+    with classes[method](model=private, target_layers=[layer]) as cam:
+        if hasattr(cam, "batch_size"):
+            cam.batch_size = 16
+        out = cam(input_tensor=x, targets=[ClassifierOutputTarget(cam_class)])
+    return out[0]

@@ -1,0 +1,23 @@
+"""What the HAM10000 diagnosis codes mean. Class *order* always comes from a bundle."""
+from __future__ import annotations
+
+DISPLAY_NAMES = {
+    "akiec": "Actinic keratosis / intraepithelial carcinoma",
+    "bcc": "Basal cell carcinoma",
+    "bkl": "Benign keratosis",
+    "df": "Dermatofibroma",
+    "mel": "Melanoma",
+    "nv": "Melanocytic nevus",
+    "vasc": "Vascular lesion",
+}
+MALIGNANT = frozenset({"mel", "bcc", "akiec"})
+HAM10000_CLASSES = tuple(sorted(DISPLAY_NAMES))  # default order for a new training run only
+
+
+def display_name(code: str) -> str:
+    """Full name for a class code; unknown codes are shown as they are."""
+    return DISPLAY_NAMES.get(code.lower(), code)
+
+
+def is_malignant(code: str) -> bool:
+    return code.lower() in MALIGNANT

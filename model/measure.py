@@ -1,0 +1,114 @@
+"""Measurements derived from a lesion mask (pixels: no physical scale is known) and the share
+of a heatmap that falls on the lesion. Plain numpy/OpenCV."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+# Reference RGB values of the six dermoscopic colours (white, red, light brown, dark brown,
+# blue-gray, black) as used in colour-variegation scoring of the ABCD rule.
+DERMOSCOPIC_COLOURS = {
+    "white": (197, 188, 217),
+    "red": (118, 21, 17),
+    "light brown": (163, 82, 16),
+    "dark brown": (135, 44, 5),
+    "blue-gray": (0, 134, 139),
+    "black": (41, 31, 30),
+}
+COLOUR_MIN_SHARE = 0.05  # a colour counts when at least 5% of lesion pixels are closest to it
+
+
+@dataclass
+class Measurements:
+    area_px: int
+    area_pct: float
+    longest_diameter_px: float
+    asymmetry_major: float        # 0 = mirror-symmetric about the major principal axis, 1 = no overlap
+    asymmetry_minor: float
+    compactness: float            # perimeter^2 / (4 pi area): 1 for a circle, larger = more irregular border
+    solidity: float               # area / convex-hull area: 1 = convex, lower = notched border
+    colours: list[str]            # dermoscopic colours present
+    colour_std: float             # mean per-channel standard deviation inside the lesion (0..1)
+
+    @property
+    def asymmetry(self) -> float:
+        return (self.asymmetry_major + self.asymmetry_minor) / 2
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "asymmetry": self.asymmetry}
+
+
+def _reflect(mask: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Mirror a mask across the line through `centre` along unit vector `direction` (x, y)."""
+    u = direction / np.linalg.norm(direction)
+    r = 2 * np.outer(u, u) - np.eye(2)
+    t = centre - r @ centre
+    m = np.hstack([r, t[:, None]]).astype(np.float32)
+    return cv2.warpAffine(mask.astype(np.uint8), m, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST) > 0
+
+
+def asymmetry(mask: np.ndarray) -> tuple[float, float]:
+    """Share of the lesion not covered by its mirror image about the major and minor principal axes."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 3:
+        return 0.0, 0.0
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    centre = pts.mean(0)
+    evals, evecs = np.linalg.eigh(np.cov((pts - centre).T))
+    major, minor = evecs[:, 1], evecs[:, 0]
+    area = mask.sum()
+    return tuple(float(1 - np.logical_and(mask, _reflect(mask, centre, axis)).sum() / area)
+                 for axis in (major, minor))
+
+
+def longest_diameter(contour: np.ndarray) -> float:
+    hull = cv2.convexHull(contour).reshape(-1, 2).astype(np.float64)
+    if len(hull) < 2:
+        return 0.0
+    d = hull[:, None, :] - hull[None, :, :]
+    return float(np.sqrt((d ** 2).sum(-1)).max())
+
+
+def colour_variegation(rgb: np.ndarray, mask: np.ndarray) -> tuple[list[str], float]:
+    pixels = rgb[mask].astype(np.float32)
+    if len(pixels) == 0:
+        return [], 0.0
+    refs = np.array(list(DERMOSCOPIC_COLOURS.values()), np.float32)
+    nearest = np.argmin(((pixels[:, None, :] - refs[None]) ** 2).sum(-1), axis=1)
+    shares = np.bincount(nearest, minlength=len(refs)) / len(pixels)
+    names = [n for n, s in zip(DERMOSCOPIC_COLOURS, shares) if s >= COLOUR_MIN_SHARE]
+    return names, float((pixels / 255.0).std(axis=0).mean())
+
+
+def measure_lesion(mask: np.ndarray, rgb: np.ndarray) -> Measurements | None:
+    """Shape and colour measurements of the lesion; None when the mask is empty."""
+    mask = np.asarray(mask, bool)
+    area = int(mask.sum())
+    if area == 0:
+        return None
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    perimeter = cv2.arcLength(contour, closed=True)
+    hull_area = cv2.contourArea(cv2.convexHull(contour))
+    a_major, a_minor = asymmetry(mask)
+    # sample at most ~200k pixels for the colour statistics
+    step = max(1, int(np.sqrt(area / 200_000)))
+    colours, colour_std = colour_variegation(rgb[::step, ::step], mask[::step, ::step])
+    return Measurements(
+        area_px=area, area_pct=100.0 * area / mask.size,
+        longest_diameter_px=longest_diameter(contour),
+        asymmetry_major=a_major, asymmetry_minor=a_minor,
+        compactness=float(perimeter ** 2 / (4 * np.pi * area)),
+        solidity=float(area / hull_area) if hull_area > 0 else 1.0,
+        colours=colours, colour_std=colour_std)
+
+
+def attention_on_lesion(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
+    """Share of the heatmap's total weight inside the mask (same shapes); None if no heat or no mask."""
+    heat = np.maximum(np.asarray(heatmap, np.float64), 0)
+    total = heat.sum()
+    if total <= 0 or not np.any(mask):
+        return None
+    return float(heat[np.asarray(mask, bool)].sum() / total)

@@ -1,0 +1,251 @@
+"""The one inference entry point: an image in, everything the app shows out.
+
+    analyzer = Analyzer.from_dir("assets/models")
+    result = analyzer.analyze(image_bytes_or_rgb, cam_class="mel", cam_methods=("gradcam", "eigencam"))
+
+One forward pass gives probabilities, pre-logit features (out-of-distribution check), CAM
+activations and gradients and the chosen layer's feature maps; TTA views go in one extra
+batched pass. Nothing is registered on the shared models, so one Analyzer serves many threads.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .bundle import Bundle, BundleError, load_bundle
+from .classifier import feature_layers
+from .interpret import CAM_METHODS, forward_explain, scale_cam
+from .labels import display_name, is_malignant
+from .measure import attention_on_lesion, measure_lesion
+from .preprocess import ImageError, decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
+from .quality import MIN_SIDE, mahalanobis, sharpness
+from .results import Analysis, BatchPrediction, FeatureMaps
+from .segmenter import postprocess_mask
+
+MAX_WORKING_SIDE = 1024          # larger uploads are analysed (and displayed) at this size
+LOW_CONFIDENCE_PROB = 0.5        # top-class probability under this is flagged
+HIGH_ENTROPY = 0.6               # normalised entropy over this is flagged
+MIN_LESION_PCT = 0.5             # a mask smaller than this share of the image counts as no lesion
+ATTENTION_WARNING = 0.5          # heat share on the lesion under this gets a warning
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1)
+    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+
+
+def _flip_views(x: torch.Tensor) -> torch.Tensor:
+    """The three flipped copies of a 1x3xHxW input (TTA views besides the original)."""
+    return torch.cat([x.flip(3), x.flip(2), x.flip(2, 3)])
+
+
+class Analyzer:
+    """Holds a classifier bundle (and optionally a segmenter bundle) and analyses images."""
+
+    def __init__(self, classifier: Bundle, segmenter: Bundle | None = None):
+        if classifier.task != "classify":
+            raise BundleError(f"{classifier.path} is a {classifier.task} bundle, not a classifier.")
+        if segmenter is not None and segmenter.task != "segment":
+            raise BundleError(f"{segmenter.path} is a {segmenter.task} bundle, not a segmenter.")
+        self.classifier = classifier
+        self.segmenter = segmenter
+        self.layers = feature_layers(classifier.model)
+        q = classifier.meta.get("quality", {})
+        self.ood_threshold = q.get("ood_threshold")
+        self.sharpness_floor = q.get("sharpness_p01")
+        ex = classifier.extras
+        self._ood = (ex["ood_mean"].double().numpy(), ex["ood_precision"].double().numpy()) \
+            if "ood_mean" in ex and "ood_precision" in ex else None
+
+    @classmethod
+    def from_dir(cls, models_dir: str | Path, device: str = "auto") -> "Analyzer":
+        """Load `classifier/` and (if present) `segmenter/` bundles from a models folder."""
+        from .training import pick_device
+
+        models_dir = Path(models_dir)
+        dev = pick_device(device)
+        if not (models_dir / "classifier" / "meta.json").is_file():
+            raise BundleError(f"No classifier bundle in {models_dir / 'classifier'}. Train one with "
+                              "`python train.py classify --data DIR --out assets/models/classifier`.")
+        seg_dir = models_dir / "segmenter"
+        segmenter = load_bundle(seg_dir, dev) if (seg_dir / "meta.json").is_file() else None
+        return cls(load_bundle(models_dir / "classifier", dev), segmenter)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.classifier.model.parameters()).device
+
+    def model_info(self) -> dict[str, str]:
+        info = {"classifier": self.classifier.version}
+        if self.segmenter is not None:
+            info["segmenter"] = self.segmenter.version
+        return info
+
+    def analyze(self, source, *, cam_class: str | None = None, cam_layer: str | None = None,
+                cam_methods: Sequence[str] = ("gradcam",), tta: bool = False,
+                feature_layer: str | None = None, n_feature_maps: int = 16, segment: bool = True) -> Analysis:
+        """Analyse one image (file bytes, a path or an RGB uint8 array). Raises ImageError for bad input."""
+        t = {}
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            t[name] = round((now - clock) * 1000, 2)
+            clock = now
+
+        notes: list[str] = []
+        rgb = source if isinstance(source, np.ndarray) else decode_image(source, notes)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ImageError("Expected an RGB uint8 image.")
+        scale = 1.0
+        if max(rgb.shape[:2]) > MAX_WORKING_SIDE:
+            scale = max(rgb.shape[:2]) / MAX_WORKING_SIDE
+            h, w = (round(s / scale) for s in rgb.shape[:2])
+            rgb = resize_rgb(rgb, (h, w))
+            notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
+        bundle = self.classifier
+        x = normalize(to_uint8_batch([rgb], bundle.input_size).to(self.device), bundle.mean, bundle.std)
+        lap("decode_resize")
+
+        layer_idx = self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1
+        cls_idx = self.classes.index(cam_class) if cam_class else None
+        feat_idx = self.layers.index(feature_layer) if feature_layer else None
+        unknown = [m for m in cam_methods if m not in CAM_METHODS]
+        if unknown:
+            raise ValueError(f"unknown CAM methods {unknown}")
+        fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+        lap("classify_and_cam")
+
+        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
+        tta_spread = tta_agreement = None
+        if tta:
+            with torch.inference_mode():
+                views = bundle.model(_flip_views(x)).float().cpu() / bundle.temperature
+            all_probs = np.vstack([probs[None], torch.softmax(views, 1).numpy()])
+            probs = all_probs.mean(0)
+            top = int(probs.argmax())
+            tta_spread = float(all_probs[:, top].std())
+            tta_agreement = float((all_probs.argmax(1) == top).mean())
+            lap("tta")
+
+        size = rgb.shape[:2]
+        cams = {m: np.clip(resize_map(scale_cam(c), size), 0, 1) for m, c in fwd.cams.items()}
+        lap("cam_render")
+        fmaps = None
+        if fwd.feature_maps is not None:
+            fmaps = FeatureMaps(self.layers[feat_idx], fwd.feature_channels, fwd.feature_means,
+                                np.stack([scale_cam(m) for m in fwd.feature_maps]) if len(fwd.feature_maps)
+                                else np.zeros((0, 1, 1), np.float32))
+            lap("feature_maps")
+
+        mask = measures = None
+        if segment and self.segmenter is not None:
+            mask = self._segment(rgb)
+            lap("segment")
+            measures = measure_lesion(mask, rgb)
+            if measures is not None and scale != 1.0:
+                measures.area_px = int(round(measures.area_px * scale ** 2))
+                measures.longest_diameter_px *= scale
+            lap("measure")
+        attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
+
+        warnings = self._quality_warnings(rgb, fwd.features, mask, notes)
+        ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
+        entropy = _entropy(probs)
+        top_p = float(probs.max())
+        reasons = []
+        if top_p < LOW_CONFIDENCE_PROB:
+            reasons.append(f"top class probability {top_p:.0%} is under {LOW_CONFIDENCE_PROB:.0%}")
+        if entropy > HIGH_ENTROPY:
+            reasons.append(f"normalised entropy {entropy:.2f} is over {HIGH_ENTROPY}")
+        if tta_agreement is not None and tta_agreement < 1:
+            reasons.append(f"flipped views disagree on the top class ({tta_agreement:.0%} agree)")
+        lap("quality")
+        return Analysis(
+            image=rgb, scale_to_original=scale, classes=self.classes,
+            display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
+            malignant_probability=float(sum(p for c, p in zip(self.classes, probs) if is_malignant(c))),
+            entropy=entropy, tta_spread=tta_spread, tta_agreement=tta_agreement,
+            low_confidence=bool(reasons), uncertainty_reasons=reasons, quality_warnings=warnings,
+            ood_distance=ood, ood_threshold=self.ood_threshold,
+            cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
+            attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
+            notes=notes, timings_ms=t, model_info=self.model_info())
+
+    def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
+                      batch_size: int = 32) -> list[BatchPrediction]:
+        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`."""
+        out: list[BatchPrediction | None] = [None] * len(items)
+        good: list[tuple[int, np.ndarray, list[str]]] = []
+        for i, (name, src) in enumerate(items):
+            notes: list[str] = []
+            try:
+                rgb = src if isinstance(src, np.ndarray) else decode_image(src, notes)
+                good.append((i, rgb, notes))
+            except ImageError as e:
+                out[i] = BatchPrediction(name, None, None, None, None, None, ["unreadable"], str(e))
+        bundle = self.classifier
+        for start in range(0, len(good), batch_size):
+            chunk = good[start:start + batch_size]
+            x = normalize(to_uint8_batch([g[1] for g in chunk], bundle.input_size).to(self.device),
+                          bundle.mean, bundle.std)
+            with torch.inference_mode():
+                final = bundle.model.forward_features(x)
+                feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
+                logits = bundle.model.forward_head(final).float()
+                probs = torch.softmax(logits / bundle.temperature, 1)
+                if tta:
+                    for view in (x.flip(3), x.flip(2), x.flip(2, 3)):
+                        probs += torch.softmax(bundle.model(view).float() / bundle.temperature, 1)
+                    probs /= 4
+            probs = probs.cpu().numpy()
+            dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
+            for (i, rgb, notes), p, d in zip(chunk, probs, dist):
+                flags = self._quality_warnings(rgb, None, None, notes, ood_distance=d, short=True)
+                top = int(p.argmax())
+                if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
+                    flags.append("low confidence")
+                out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
+                                         float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
+                                         _entropy(p), flags)
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ internals
+    def _segment(self, rgb: np.ndarray) -> np.ndarray:
+        seg = self.segmenter
+        x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)
+        with torch.inference_mode():
+            prob = torch.sigmoid(seg.model(x).float())[0, 0].cpu().numpy()
+        return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
+
+    def _quality_warnings(self, rgb, features, mask, notes, ood_distance=None, short=False) -> list[str]:
+        w = []
+        if min(rgb.shape[:2]) < MIN_SIDE:
+            w.append("tiny image" if short else f"The image is only {rgb.shape[1]}x{rgb.shape[0]} pixels: "
+                     "too small for a dermoscopic assessment.")
+        if self.sharpness_floor is not None:
+            s = sharpness(rgb, self.classifier.input_size)
+            if s < self.sharpness_floor:
+                w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
+                         f"training images' {self.sharpness_floor:.0f}).")
+        if ood_distance is None and features is not None and self._ood is not None:
+            ood_distance = float(mahalanobis(features[None], *self._ood)[0])
+        if ood_distance is not None and self.ood_threshold is not None and ood_distance > self.ood_threshold:
+            w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
+                     f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
+                     "99th percentile of validation images). It may not be a dermoscopic image.")
+        if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
+            w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
+        if any("Grayscale" in n for n in notes):
+            w.append("grayscale" if short else "Grayscale image: the model was trained on colour dermoscopy.")
+        return w

@@ -1,0 +1,275 @@
+"""The pieces train.py composes: device, sampling, losses, optimiser/schedule, EMA, the epoch
+loop with progress and throughput, checkpoints (atomic, resumable) and temperature scaling."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .preprocess import augment_batch, normalize
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def hardware_summary(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+# ----------------------------------------------------------------------------- imbalance
+def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.bincount(labels, minlength=n_classes)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency loss weights, scaled so the average sample weight is 1."""
+    counts = np.maximum(class_counts(labels, n_classes), 1).astype(float)
+    w = counts.sum() / (n_classes * counts)
+    return torch.tensor(w / (w[labels].mean()), dtype=torch.float32)
+
+
+def epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
+    """Sample order for one epoch: a permutation, or class-balanced draws with replacement."""
+    n = len(labels)
+    if not balanced:
+        return rng.permutation(n)
+    counts = np.bincount(labels)
+    p = 1.0 / counts[labels]
+    return rng.choice(n, size=n, replace=True, p=p / p.sum())
+
+
+# ----------------------------------------------------------------------------- losses
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice for one-channel lesion logits (Nx1xHxW) against {0,1} targets."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum(dim=(1, 2, 3))
+    dice = (2 * inter + 1) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+    return bce + (1 - dice).mean()
+
+
+# ----------------------------------------------------------------------------- optimisation
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float):
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimiser {name!r}")
+
+
+def make_scheduler(opt, name: str, epochs: int, steps_per_epoch: int, warmup_epochs: float):
+    """'cosine' (with linear warm-up) and 'step' are stepped per batch; 'plateau' per epoch."""
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(warmup_epochs * steps_per_epoch)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        if name == "cosine":
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if name == "step":
+            return 0.1 ** int(progress * 3)
+        raise ValueError(f"unknown schedule {name!r}")
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class EMA:
+    """Exponential moving average of a model's weights (evaluated instead of the raw weights)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.is_floating_point():
+                e.lerp_(m.detach(), 1 - self.decay)
+            else:
+                e.copy_(m)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a crash mid-write never replaces a good checkpoint with a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)  # restricted unpickler: tensors only
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class LoopConfig:
+    epochs: int
+    batch_size: int
+    augment: float | np.ndarray  # strength, or one strength per class
+    balanced: bool
+    mean: list[float]
+    std: list[float]
+    device: torch.device
+    channels_last: bool
+    amp: bool
+    patience: int
+    seed: int
+    checkpoint_dir: Path
+    ema_decay: float = 0.0
+    monitor: str = "score"
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    best_score: float = -1.0
+    best_epoch: int = -1
+    history: list[dict] = field(default_factory=list)
+
+
+def _batches(order: np.ndarray, batch_size: int, drop_last: bool):
+    stop = len(order) - (len(order) % batch_size if drop_last and len(order) > batch_size else 0)
+    for i in range(0, stop, batch_size):
+        yield order[i:i + batch_size]
+
+
+def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[torch.nn.Module], dict],
+        opt, sched, cfg: LoopConfig, resume: bool = False, log: Callable[[str], None] = print) -> LoopState:
+    """Train with early stopping on `validate(model)['score']`; keeps the best weights on disk.
+
+    images: uint8 Nx3xHxW (already on cfg.device); labels: int64 numpy; masks: uint8 Nx1xHxW or None.
+    `loss_fn(model, x, y_or_mask)` returns a scalar loss. Resumes from last.pt when `resume`.
+    """
+    dev = cfg.device
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    state = LoopState()
+    last_path, best_path = cfg.checkpoint_dir / "last.pt", cfg.checkpoint_dir / "best.pt"
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume and last_path.is_file():
+        ck = load_checkpoint(last_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if ema is not None and "ema" in ck:
+            ema.module.load_state_dict(ck["ema"])
+        state = LoopState(ck["epoch"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
+        rng = np.random.default_rng(cfg.seed + state.epoch)
+        gen.manual_seed(cfg.seed + state.epoch)
+        log(f"resumed after epoch {state.epoch} (best {state.best_score:.4f} at epoch {state.best_epoch})")
+    strength = torch.as_tensor(cfg.augment, dtype=torch.float32, device=dev)
+    labels_t = torch.as_tensor(labels, device=dev)
+    plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    while state.epoch < cfg.epochs:
+        if state.best_epoch >= 0 and state.epoch - state.best_epoch > cfg.patience:
+            log(f"early stop: no improvement for {cfg.patience} epochs")
+            break
+        model.train()
+        order = epoch_order(labels, cfg.balanced, rng)
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(list(_batches(order, cfg.batch_size, drop_last=True)), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   leave=False, mininterval=2.0, disable=None)
+        for idx in bar:
+            idx_t = torch.as_tensor(idx, device=dev)
+            x = images[idx_t].float().div_(255)
+            target = masks[idx_t].float() if masks is not None else labels_t[idx_t]
+            s = strength[labels_t[idx_t]] if strength.ndim == 1 else strength
+            x, target_aug = augment_batch(x, s, gen, target if masks is not None else None)
+            if masks is not None:
+                target = (target_aug > 0.5).float()
+            x = normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss = loss_fn(model, x, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if not plateau:
+                sched.step()
+            if ema is not None:
+                ema.update(model)
+            seen += len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", ips=f"{seen / (time.time() - t0):.0f}")
+        train_time = time.time() - t0
+        eval_model = ema.module if ema is not None else model
+        metrics = validate(eval_model)
+        if plateau:
+            sched.step(metrics["score"])
+        state.epoch += 1
+        row = {"epoch": state.epoch, "train_loss": round(loss_sum / max(seen, 1), 5),
+               "lr": opt.param_groups[0]["lr"], "images_per_s": round(seen / max(train_time, 1e-9), 1),
+               "epoch_s": round(time.time() - t0, 1), **{k: round(v, 5) for k, v in metrics.items()}}
+        state.history.append(row)
+        improved = metrics["score"] > state.best_score
+        if improved:
+            state.best_score, state.best_epoch = metrics["score"], state.epoch
+            save_checkpoint(best_path, {"model": eval_model.state_dict(), "epoch": state.epoch})
+        log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
+              "history": state.history}
+        if ema is not None:
+            ck["ema"] = ema.module.state_dict()
+        save_checkpoint(last_path, ck)
+    if best_path.is_file():
+        model.load_state_dict(load_checkpoint(best_path)["model"])
+    return state
+
+
+# ----------------------------------------------------------------------------- inference helpers
+@torch.no_grad()
+def batched_outputs(model, images_uint8: torch.Tensor, mean, std, device: torch.device,
+                    batch_size: int = 128, channels_last: bool = False) -> torch.Tensor:
+    """Model outputs (logits) for a uint8 Nx3xHxW tensor, in batches, returned on the CPU."""
+    model.eval()
+    outs = []
+    for chunk in images_uint8.split(batch_size):
+        x = normalize(chunk.to(device), mean, std, channels_last)
+        outs.append(model(x).float().cpu())
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (LBFGS on log T)."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().clamp(0.05, 20.0))

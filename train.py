@@ -1,0 +1,238 @@
+"""Train a dermoscopy classifier or lesion segmenter and write a self-describing bundle.
+
+    python train.py classify --data DIR --out BUNDLE_DIR --epochs N [options]
+    python train.py segment  --data DIR --out BUNDLE_DIR --epochs N [options]
+
+The story: read the dataset -> lesion-disjoint split (reused if given) -> decode everything once
+into memory -> build the model -> train with augmentation on the batch's device, early stopping
+on validation balanced accuracy (Dice for the segmenter) -> calibrate (classifier) -> save the
+bundle -> measure it on the held-out test split with the same code as `python -m model.evaluate`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import tv_compat  # noqa: F401  (before timm)
+from model.bundle import save_bundle, update_meta, load_bundle
+from model.classifier import (PretrainedUnavailable, build_classifier, model_data_config, pooled_features,
+                              set_trainable)
+from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
+from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
+from model.labels import HAM10000_CLASSES
+from model.metrics import classification_report, mask_scores
+from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
+from model.quality import fit_gaussian, mahalanobis, sharpness
+from model.segmenter import DEFAULT_DECODER, build_segmenter
+from model.training import (LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit, fit_temperature,
+                            hardware_summary, make_optimizer, make_scheduler, pick_device)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("task", choices=("classify", "segment"))
+    ap.add_argument("--data", type=Path, required=True, help="HAM10000 folder (any supported layout)")
+    ap.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--arch", help="timm classifier (default resnet18) or U-Net encoder (default tu-mobilenetv3_small_100)")
+    ap.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default 120 160 / 128 160)")
+    ap.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs internet)")
+    ap.add_argument("--train-layers", default="all", help="all | head | last-N (stages)")
+    ap.add_argument("--imbalance", default="weighted", choices=("none", "weighted", "balanced", "both"))
+    ap.add_argument("--augment", default="medium", choices=tuple(AUGMENT_STRENGTHS))
+    ap.add_argument("--class-augment", default="", help="per-class strength, e.g. 'df=strong,vasc=strong'")
+    ap.add_argument("--norm", default="model", choices=("model", "data"), help="mean/std from timm's config or the training set")
+    ap.add_argument("--opt", default="adamw", choices=("adamw", "sgd"))
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--sched", default="cosine", choices=("cosine", "step", "plateau"))
+    ap.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs")
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--ema", type=float, default=0.0, help="EMA decay, e.g. 0.999 (0 = off)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", type=Path, help="reuse a split file (default: OUT/split.json, made if absent)")
+    ap.add_argument("--val-frac", type=float, default=0.15)
+    ap.add_argument("--test-frac", type=float, default=0.15)
+    ap.add_argument("--limit", type=int, help="use only this many images (smoke tests)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/.train/last.pt")
+    ap.add_argument("--half", action="store_true", help="store weights as float16")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    return ap.parse_args(argv)
+
+
+def prepare_data(args, size_hw, with_masks: bool):
+    ds = load_dataset(args.data)
+    for image_id, why in ds.problems[:20]:
+        print(f"  skipped {image_id}: {why}")
+    records = ds.records
+    if with_masks:
+        records = [r for r in records if r.mask_path is not None]
+    if args.limit:
+        records = [records[i] for i in np.random.default_rng(args.seed).permutation(len(records))[:args.limit]]
+    split_file = args.split or args.out / "split.json"
+    if split_file.is_file():
+        splits, split_id = read_split(split_file)
+    else:
+        splits = split_records(records, args.seed, args.val_frac, args.test_frac)
+        split_id = write_split(split_file, splits, seed=args.seed, data=str(args.data), layout=ds.layout)
+    if split_file != args.out / "split.json":
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "split.json").write_text(split_file.read_text())
+    classes = [c for c in HAM10000_CLASSES if c in {r.label for r in records}] + sorted(
+        {r.label for r in records} - set(HAM10000_CLASSES))
+    decoded = {}
+    for name in ("train", "val"):
+        t0 = time.time()
+        decoded[name] = decode_records(select(records, splits[name]), size_hw, classes, with_masks)
+        d = decoded[name]
+        print(f"{name}: {len(d.records)} images decoded in {time.time() - t0:.1f}s"
+              + (f", {len(d.skipped)} skipped (e.g. {d.skipped[0]})" if d.skipped else ""))
+    if len(decoded["val"].records) == 0:
+        print("warning: empty validation split; validating on the training images")
+        decoded["val"] = decoded["train"]
+    test_records = select(records, splits["test"])
+    return ds, classes, decoded, test_records, split_id, {k: len(v) for k, v in splits.items()}
+
+
+def per_class_strength(args, classes) -> np.ndarray | float:
+    base = AUGMENT_STRENGTHS[args.augment]
+    if not args.class_augment:
+        return base
+    strengths = np.full(len(classes), base, dtype=np.float32)
+    for item in args.class_augment.split(","):
+        cls, level = item.split("=")
+        strengths[classes.index(cls.strip())] = AUGMENT_STRENGTHS[level.strip()]
+    return strengths
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    segment = args.task == "segment"
+    size_hw = tuple(args.img_size or ((128, 160) if segment else (120, 160)))
+    args.arch = args.arch or ("tu-mobilenetv3_small_100" if segment else "resnet18")
+    started = time.time()
+    print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
+
+    try:
+        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
+        if segment:
+            model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained), {
+                "decoder_channels": list(DEFAULT_DECODER)}
+        else:
+            model, arch_kwargs = build_classifier(args.arch, len(classes), args.pretrained), {}
+    except (DatasetError, PretrainedUnavailable, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    train, val = data["train"], data["val"]
+    if args.norm == "data":
+        mean, std = channel_stats(train.images)
+    elif segment:
+        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    else:
+        cfg = model_data_config(model)
+        mean, std = [round(float(v), 5) for v in cfg["mean"]], [round(float(v), 5) for v in cfg["std"]]
+    if not segment:
+        print(f"trainable parameters: {set_trainable(model, args.train_layers):,}")
+    channels_last = device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    # ---- loss and validation for the task
+    weights = class_weights(train.labels, len(classes)).to(device) if args.imbalance in ("weighted", "both") else None
+    if segment:
+        def loss_fn(m, x, target):
+            return dice_bce_loss(m(x).float(), target)
+
+        def validate(m) -> dict:
+            probs = torch.sigmoid(batched_outputs(m, val.images, mean, std, device, 64, channels_last))
+            dice = np.mean([mask_scores(p[0].numpy() > 0.5, t[0].numpy() > 0)[0] for p, t in zip(probs, val.masks)])
+            return {"score": float(dice), "val_dice": float(dice)}
+    else:
+        def loss_fn(m, x, y):
+            return torch.nn.functional.cross_entropy(m(x).float(), y, weight=weights,
+                                                     label_smoothing=args.label_smoothing)
+
+        def validate(m) -> dict:
+            logits = batched_outputs(m, val.images, mean, std, device, 128, channels_last)
+            rep = classification_report(val.labels, torch.softmax(logits, 1).numpy(), classes)
+            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(val.labels)).item()
+            return {"score": rep["balanced_accuracy"], "val_balanced_accuracy": rep["balanced_accuracy"],
+                    "val_accuracy": rep["accuracy"], "val_loss": loss}
+
+    steps = max(1, len(train.records) // args.batch_size)
+    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay)
+    sched = make_scheduler(opt, args.sched, args.epochs, steps, args.warmup)
+    loop = LoopConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(train.records)),
+                      augment=per_class_strength(args, classes), balanced=args.imbalance in ("balanced", "both"),
+                      mean=mean, std=std, device=device, channels_last=channels_last,
+                      amp=device.type == "cuda", patience=args.patience, seed=args.seed,
+                      checkpoint_dir=args.out / ".train", ema_decay=args.ema)
+    images = train.images.to(device)
+    masks = train.masks.to(device) if segment else None
+    state = fit(model, images, train.labels, masks, loss_fn, validate, opt, sched, loop, resume=args.resume)
+    model.eval()
+
+    # ---- what the app needs beyond the weights: temperature, feature statistics, sharpness range
+    meta = {
+        "task": args.task, "arch": args.arch, "arch_kwargs": arch_kwargs,
+        "input_size": list(size_hw), "mean": mean, "std": std,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "data": {"layout": ds.layout, "counts": ds.counts(), "split_sizes": split_sizes,
+                 "train_images": len(train.records), "skipped_unreadable": len(train.skipped) + len(val.skipped)},
+        "split": {"file": "split.json", "hash": split_id, "seed": args.seed},
+        "history": state.history, "best_epoch": state.best_epoch,
+        "hardware": hardware_summary(device), "platform": platform.platform(),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+    extras = {}
+    if segment:
+        meta["threshold"] = 0.5
+    else:
+        meta["classes"] = classes
+        val_logits = batched_outputs(model, val.images, mean, std, device, 128, channels_last).numpy()
+        meta["temperature"] = round(fit_temperature(val_logits, val.labels), 4)
+        with torch.no_grad():
+            feats = torch.cat([pooled_features(model, normalize(c.to(device), mean, std, channels_last)).float().cpu()
+                               for c in train.images.split(256)]).numpy()
+            val_feats = torch.cat([pooled_features(model, normalize(c.to(device), mean, std, channels_last)).float().cpu()
+                                   for c in val.images.split(256)]).numpy()
+        f_mean, f_prec = fit_gaussian(feats)
+        val_dist = mahalanobis(val_feats, f_mean, f_prec)
+        extras = {"ood_mean": torch.tensor(f_mean, dtype=torch.float32),
+                  "ood_precision": torch.tensor(f_prec, dtype=torch.float32)}
+        sharp = [sharpness(img.permute(1, 2, 0).numpy(), size_hw) for img in train.images[:2000]]
+        meta["quality"] = {"ood_threshold": float(np.percentile(val_dist, 99)), "ood_reference": "99th percentile of "
+                           "validation Mahalanobis distance to training features",
+                           "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp))}
+    meta["wall_time_s"] = round(time.time() - started, 1)
+    save_bundle(args.out, model, meta, half=args.half, extras=extras)
+
+    # ---- measure the saved bundle on the held-out test split, with the evaluation CLI's code
+    bundle = load_bundle(args.out, device)
+    test = (evaluate_segmenter if segment else evaluate_classifier)(bundle, test_records, progress=False)
+    update_meta(args.out, metrics={"test": {k: v for k, v in test.items() if k not in ("roc", "per_image_dice")},
+                                   "best_val": state.best_score}, wall_time_s=round(time.time() - started, 1))
+    print("test:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline(test).items()}))
+    print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

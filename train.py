@@ -24,8 +24,7 @@ import torch
 
 from model import tv_compat  # noqa: F401  (before timm)
 from model.bundle import save_bundle, update_meta, load_bundle
-from model.classifier import (PretrainedUnavailable, build_classifier, model_data_config, pooled_features,
-                              set_trainable)
+from model.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
 from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
 from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
@@ -124,18 +123,22 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     segment = args.task == "segment"
-    size_hw = tuple(args.img_size or ((128, 160) if segment else (120, 160)))
     args.arch = args.arch or ("tu-mobilenetv3_small_100" if segment else "resnet18")
     started = time.time()
-    print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
-
     try:
-        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
         if segment:
+            size_hw = tuple(args.img_size or (128, 160))
             model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained), {
                 "decoder_channels": list(DEFAULT_DECODER)}
+            if size_hw[0] % 32 or size_hw[1] % 32:
+                raise ValueError(f"U-Net input sides must be multiples of 32, not {size_hw}.")
         else:
-            model, arch_kwargs = build_classifier(args.arch, len(classes), args.pretrained), {}
+            # classes are fixed by the dataset; build once with a placeholder head size to settle the input size
+            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=False)
+        print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
+        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
+        if not segment:
+            model, arch_kwargs, size_hw = build_for_size(args.arch, len(classes), size_hw, pretrained=args.pretrained)
     except (DatasetError, PretrainedUnavailable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

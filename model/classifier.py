@@ -26,6 +26,43 @@ def build_classifier(arch: str, num_classes: int, pretrained: bool = False, **kw
             "weights in the Hugging Face cache on a machine that has internet first.") from e
 
 
+def _accepts(model: torch.nn.Module, size_hw) -> bool:
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, *size_hw))
+        return True
+    except (RuntimeError, AssertionError, ValueError):
+        return False
+    finally:
+        model.train()
+
+
+def build_for_size(arch: str, num_classes: int, size_hw=None, default_hw=(120, 160),
+                   pretrained: bool = False) -> tuple[torch.nn.Module, dict, tuple[int, int]]:
+    """Build a classifier and settle its input size; returns (model, extra create_model kwargs
+    the bundle must record, (H, W)). Without a requested size, CNNs get `default_hw` and models
+    with a fixed input size (ViT, Swin...) their own; a requested size that such a model does
+    not take is passed to it as `img_size`."""
+    model = build_classifier(arch, num_classes, pretrained)
+    if size_hw is None:
+        if _accepts(model, default_hw):
+            return model, {}, tuple(default_hw)
+        own = tuple(model_data_config(model)["input_size"][1:])
+        return model, {}, (int(own[0]), int(own[1]))
+    size_hw = (int(size_hw[0]), int(size_hw[1]))
+    if _accepts(model, size_hw):
+        return model, {}, size_hw
+    kwargs = {"img_size": list(size_hw)}
+    try:
+        model = build_classifier(arch, num_classes, pretrained, **kwargs)
+    except (TypeError, AssertionError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{arch} does not accept {size_hw[0]}x{size_hw[1]} inputs ({e}).") from None
+    if not _accepts(model, size_hw):
+        raise ValueError(f"{arch} does not accept {size_hw[0]}x{size_hw[1]} inputs (try its own size, "
+                         f"{tuple(model_data_config(model)['input_size'][1:])}, or a multiple of its patch size).")
+    return model, kwargs, size_hw
+
+
 def model_data_config(model: torch.nn.Module) -> dict:
     """timm's data config (input size, mean, std, interpolation) for a model."""
     return timm.data.resolve_data_config({}, model=model)

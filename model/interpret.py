@@ -90,10 +90,18 @@ def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | No
         cls = int(logits[0].argmax()) if cam_class is None else int(cam_class)
         act = by_layer[cam_layer]
         grads = None
-        if any(m != "eigencam" for m in methods):
-            grads = torch.autograd.grad(logits[0, cls], act)[0][0].detach()
+        grad_methods = [m for m in methods if m != "eigencam"]
+        if grad_methods:
+            g = torch.autograd.grad(logits[0, cls], act, allow_unused=True)[0]
+            grads = None if g is None else g[0].detach()
     a = act[0].detach().float()
-    cams = {m: _cam(m, a, grads).cpu().numpy() for m in methods}
+    if grad_methods and grads is None:
+        # Token models (ViT, Swin) return reshaped copies of their blocks' outputs, which the
+        # logits do not depend on: take those CAMs from pytorch-grad-cam on a private copy.
+        cams = {m: (library_cam(model, x, m, cls, cam_layer) if m in grad_methods else _cam(m, a, None).cpu().numpy())
+                for m in methods}
+    else:
+        cams = {m: _cam(m, a, grads).cpu().numpy() for m in methods}
     fmaps, channels, means = None, [], []
     if feature_layer is not None:
         f = by_layer[feature_layer % n_layers][0].detach().float()
@@ -104,6 +112,22 @@ def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | No
         means = mean_act[order].tolist()
     return ForwardResult(logits[0].detach().float().cpu().numpy(), feats[0].detach().float().cpu().numpy(),
                          cams, cls, cam_layer, fmaps, channels, means)
+
+
+def _to_nchw(model: torch.nn.Module, input_hw):
+    """pytorch-grad-cam reshape transform: token (B, L, C) or NHWC outputs -> NCHW maps; CNNs: None."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is None:
+        return None
+    grid = (input_hw[0] // patch[0], input_hw[1] // patch[1])
+    n_prefix = int(getattr(model, "num_prefix_tokens", 0))
+
+    def reshape(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 3:
+            t = t[:, n_prefix:, :]
+            return t.reshape(t.shape[0], int(grid[0]), int(grid[1]), t.shape[2]).permute(0, 3, 1, 2)
+        return t.permute(0, 3, 1, 2) if t.ndim == 4 and t.shape[1] != t.shape[3] and t.shape[1] < t.shape[3] else t
+    return reshape
 
 
 def library_cam(model: torch.nn.Module, x: torch.Tensor, method: str, cam_class: int, cam_layer: int = -1) -> np.ndarray:
@@ -120,7 +144,7 @@ def library_cam(model: torch.nn.Module, x: torch.Tensor, method: str, cam_class:
                "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "eigengradcam": pgc.EigenGradCAM}
     private = copy.deepcopy(model)
     layer = private.get_submodule(feature_layers(private)[cam_layer])
-    with classes[method](model=private, target_layers=[layer]) as cam:
+    with classes[method](model=private, target_layers=[layer], reshape_transform=_to_nchw(private, x.shape[2:])) as cam:
         if hasattr(cam, "batch_size"):
             cam.batch_size = 16
         out = cam(input_tensor=x, targets=[ClassifierOutputTarget(cam_class)])

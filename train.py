@@ -185,6 +185,11 @@ def main(argv=None) -> int:
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema)
+    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    commands = (json.loads(log_file.read_text()) if args.resume and log_file.is_file() else []) + [command]
+    log_file.write_text(json.dumps(commands, indent=1))
     images = train.images.to(device)
     masks = train.masks.to(device) if segment else None
     state = fit(model, images, train.labels, masks, loss_fn, validate, opt, sched, loop, resume=args.resume)
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
         "task": args.task, "arch": args.arch, "arch_kwargs": arch_kwargs,
         "input_size": list(size_hw), "mean": mean, "std": std,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python train.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": command, "commands": commands,
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {"layout": ds.layout, "counts": ds.counts(), "split_sizes": split_sizes,
                  "train_images": len(train.records), "skipped_unreadable": len(train.skipped) + len(val.skipped)},
@@ -224,13 +229,14 @@ def main(argv=None) -> int:
         meta["quality"] = {"ood_threshold": float(np.percentile(val_dist, 99)), "ood_reference": "99th percentile of "
                            "validation Mahalanobis distance to training features",
                            "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp))}
-    meta["wall_time_s"] = round(time.time() - started, 1)
+    meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
+    meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
     save_bundle(args.out, model, meta, half=args.half, extras=extras)
 
     # ---- measure the saved bundle on the held-out test split, with the evaluation CLI's code
     bundle = load_bundle(args.out, device)
     test = (evaluate_segmenter if segment else evaluate_classifier)(bundle, test_records, progress=False)
-    update_meta(args.out, metrics={"test": {k: v for k, v in test.items() if k not in ("roc", "per_image_dice")},
+    update_meta(args.out, metrics={"test": {k: v for k, v in test.items() if k != "per_image_dice"},
                                    "best_val": state.best_score}, wall_time_s=round(time.time() - started, 1))
     print("test:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline(test).items()}))
     print(f"bundle written to {args.out} in {time.time() - started:.0f}s")

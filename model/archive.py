@@ -25,11 +25,15 @@ class ArchiveError(ValueError):
 
 
 def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """Read a member in 1 MB chunks, stopping as soon as it passes `limit` (headers can lie)."""
+    parts, size = [], 0
     with zf.open(info) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ArchiveError("member too large")
-    return data
+        while chunk := f.read(2**20):
+            size += len(chunk)
+            if size > limit:
+                raise ArchiveError("member too large")
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def read_image_archive(data: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:

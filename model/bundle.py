@@ -75,6 +75,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the app may run as another user than the trainer
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -46,7 +46,11 @@ def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
         flat = a.reshape(a.shape[0], -1).T.double()           # (hw, C)
         flat = flat - flat.mean(dim=0)
         _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-        return (flat @ vh[0]).reshape(a.shape[1:]).float()
+        proj = (flat @ vh[0]).reshape(a.shape[1:]).float()
+        # an SVD component's sign is arbitrary: orient it to agree with the mean activation
+        if torch.sum((proj - proj.mean()) * (a.mean(0) - a.mean())) < 0:
+            proj = -proj
+        return proj
     assert g is not None
     if method == "gradcam":
         return (g.mean(dim=(1, 2))[:, None, None] * a).sum(0)

@@ -76,7 +76,8 @@ def colour_variegation(rgb: np.ndarray, mask: np.ndarray) -> tuple[list[str], fl
     if len(pixels) == 0:
         return [], 0.0
     refs = np.array(list(DERMOSCOPIC_COLOURS.values()), np.float32)
-    nearest = np.argmin(((pixels[:, None, :] - refs[None]) ** 2).sum(-1), axis=1)
+    # squared distances as |p|^2 - 2 p.r + |r|^2 (|p|^2 is the same for every reference)
+    nearest = np.argmin((refs ** 2).sum(1)[None] - 2 * pixels @ refs.T, axis=1)
     shares = np.bincount(nearest, minlength=len(refs)) / len(pixels)
     names = [n for n, s in zip(DERMOSCOPIC_COLOURS, shares) if s >= COLOUR_MIN_SHARE]
     return names, float((pixels / 255.0).std(axis=0).mean())

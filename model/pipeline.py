@@ -159,8 +159,8 @@ class Analyzer:
             lap("measure")
         attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
 
-        warnings = self._quality_warnings(rgb, fwd.features, mask, notes)
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
+        warnings = self._quality_warnings(rgb, mask, notes, ood_distance=ood)
         entropy = _entropy(probs)
         top_p = float(probs.max())
         reasons = []
@@ -184,41 +184,48 @@ class Analyzer:
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
-        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`."""
+        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`.
+        Images are decoded one batch at a time, so memory does not grow with the number of items."""
         out: list[BatchPrediction | None] = [None] * len(items)
-        good: list[tuple[int, np.ndarray, list[str]]] = []
+        pending: list[tuple[int, np.ndarray, list[str]]] = []
         for i, (name, src) in enumerate(items):
             notes: list[str] = []
             try:
                 rgb = src if isinstance(src, np.ndarray) else decode_image(src, notes)
-                good.append((i, rgb, notes))
             except ImageError as e:
                 out[i] = BatchPrediction(name, None, None, None, None, None, ["unreadable"], str(e))
-        bundle = self.classifier
-        for start in range(0, len(good), batch_size):
-            chunk = good[start:start + batch_size]
-            x = normalize(to_uint8_batch([g[1] for g in chunk], bundle.input_size).to(self.device),
-                          bundle.mean, bundle.std)
-            with torch.inference_mode():
-                final = bundle.model.forward_features(x)
-                feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
-                logits = bundle.model.forward_head(final).float()
-                probs = torch.softmax(logits / bundle.temperature, 1)
-                if tta:
-                    for view in (x.flip(3), x.flip(2), x.flip(2, 3)):
-                        probs += torch.softmax(bundle.model(view).float() / bundle.temperature, 1)
-                    probs /= 4
-            probs = probs.cpu().numpy()
-            dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-            for (i, rgb, notes), p, d in zip(chunk, probs, dist):
-                flags = self._quality_warnings(rgb, None, None, notes, ood_distance=d, short=True)
-                top = int(p.argmax())
-                if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
-                    flags.append("low confidence")
-                out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
-                                         float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
-                                         _entropy(p), flags)
+                continue
+            pending.append((i, rgb, notes))
+            if len(pending) == batch_size:
+                self._classify_chunk(items, pending, tta, out)
+                pending = []
+        if pending:
+            self._classify_chunk(items, pending, tta, out)
         return out  # type: ignore[return-value]
+
+    def _classify_chunk(self, items, chunk, tta: bool, out: list) -> None:
+        bundle = self.classifier
+        x = normalize(to_uint8_batch([g[1] for g in chunk], bundle.input_size).to(self.device),
+                      bundle.mean, bundle.std)
+        with torch.inference_mode():
+            final = bundle.model.forward_features(x)
+            feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
+            logits = bundle.model.forward_head(final).float()
+            probs = torch.softmax(logits / bundle.temperature, 1)
+            if tta:
+                for view in (x.flip(3), x.flip(2), x.flip(2, 3)):
+                    probs += torch.softmax(bundle.model(view).float() / bundle.temperature, 1)
+                probs /= 4
+        probs = probs.cpu().numpy()
+        dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
+        for (i, rgb, notes), p, d in zip(chunk, probs, dist):
+            flags = self._quality_warnings(rgb, None, notes, ood_distance=d, short=True)
+            top = int(p.argmax())
+            if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
+                flags.append("low confidence")
+            out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
+                                     float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
+                                     _entropy(p), flags)
 
     # ------------------------------------------------------------------ internals
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
@@ -228,7 +235,7 @@ class Analyzer:
             prob = torch.sigmoid(seg.model(x).float())[0, 0].cpu().numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
-    def _quality_warnings(self, rgb, features, mask, notes, ood_distance=None, short=False) -> list[str]:
+    def _quality_warnings(self, rgb, mask, notes, ood_distance=None, short=False) -> list[str]:
         w = []
         if min(rgb.shape[:2]) < MIN_SIDE:
             w.append("tiny image" if short else f"The image is only {rgb.shape[1]}x{rgb.shape[0]} pixels: "
@@ -238,8 +245,6 @@ class Analyzer:
             if s < self.sharpness_floor:
                 w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
                          f"training images' {self.sharpness_floor:.0f}).")
-        if ood_distance is None and features is not None and self._ood is not None:
-            ood_distance = float(mahalanobis(features[None], *self._ood)[0])
         if ood_distance is not None and self.ood_threshold is not None and ood_distance > self.ood_threshold:
             w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
                      f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "

@@ -20,7 +20,7 @@ def sharpness(rgb: np.ndarray, size_hw: Sequence[int]) -> float:
 def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """Mahalanobis distance of each feature row to the training distribution."""
     d = np.asarray(features, np.float64) - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, precision, d), 0))
+    return np.sqrt(np.maximum(((d @ precision) * d).sum(axis=1), 0))
 
 
 def fit_gaussian(features: np.ndarray, shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

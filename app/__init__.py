@@ -1,0 +1,1 @@
+"""Streamlit app of the dermoscopy interpretability review tool (research and teaching only)."""

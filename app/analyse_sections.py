@@ -1,0 +1,173 @@
+"""The Analyse page's sections, each a function: widgets in, rendered results out."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.components import (colorize, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
+                            outline_image, percent, probability_figure)
+from app.resources import analyse
+from model.labels import display_name
+from model.measure import attention_on_lesion
+from model.results import Analysis
+
+GT_SOURCES = {"histo": "histopathology", "follow_up": "follow-up examination", "consensus": "expert consensus",
+              "confocal": "in-vivo confocal microscopy"}
+
+
+def summary(a: Analysis, name: str) -> None:
+    """Quality gate, the image and the class probabilities with uncertainty."""
+    if a.gated:
+        st.warning("**Image quality check failed — the probabilities below are not reliable.**\n\n"
+                   + "\n".join(f"- {w}" for w in a.quality_warnings), icon=":material/report:")
+    left, right = st.columns([1, 1.5], gap="large")
+    with left:
+        h, w = a.image.shape[:2]
+        s = a.scale_to_original
+        size = f"{w}×{h} px" if s == 1 else f"analysed at {w}×{h} px (uploaded ≈ {round(w * s)}×{round(h * s)})"
+        st.image(a.image, caption=f"{name} · {size}", width="stretch")
+    with right:
+        if a.gated:
+            st.markdown("### No reliable answer for this image")
+            st.markdown("The image did not pass the quality checks above, so the model's output is "
+                        "hidden by default. Open it only to study how the model behaves on such images.")
+            with st.expander("Probabilities (not reliable: the image failed the quality checks)"):
+                _probabilities(a)
+        else:
+            st.markdown(f"### Top class: {display_name(a.top_class)} — {percent(a.top_probability)}")
+            _probabilities(a)
+
+
+def _probabilities(a: Analysis) -> None:
+    if a.low_confidence:
+        st.markdown(":orange-badge[:material/help: Low confidence] " + "; ".join(a.uncertainty_reasons) + ".")
+    st.plotly_chart(probability_figure(a.classes, a.probabilities), config={"displayModeBar": False},
+                    key="prob_chart", theme=None)
+    cols = st.columns(3 if a.tta_agreement is not None else 2)
+    cols[0].metric("Malignant (sum)", percent(a.malignant_probability),
+                   help="Sum of the probabilities of melanoma, basal cell carcinoma and actinic "
+                        "keratosis / intraepithelial carcinoma.")
+    cols[1].metric("Uncertainty (entropy)", f"{a.entropy:.2f}",
+                   help="Normalised entropy of the probabilities: 0 = all on one class, 1 = spread evenly.")
+    if a.tta_agreement is not None:
+        cols[2].metric("Flipped views agreeing", percent(a.tta_agreement, 0),
+                       help=f"Share of the 4 flipped views with the same top class; the top-class "
+                            f"probability varies by ±{percent(a.tta_spread)} (std) across them.")
+
+
+def ground_truth(example: dict, split: str | None, split_known: bool, top_class: str) -> str:
+    """Show a bundled example's recorded diagnosis after the analysis; returns it as one line."""
+    dx = str(example.get("dx", "?")).lower()
+    how = GT_SOURCES.get(str(example.get("dx_type")), str(example.get("dx_type") or "unknown method"))
+    if not split_known:
+        where = (f"HAM10000 '{example.get('split', '?')}' split according to examples.json (the loaded "
+                 "model has no split.json to check)")
+    elif split is None:
+        where = "not among the images the loaded model was trained, tuned or tested on"
+    elif split == "test":
+        where = "held out from training (test split): the model never saw it"
+    elif split == "val":
+        where = "validation split: not trained on, but used for early stopping and calibration"
+    else:
+        where = "in the TRAINING split: the model has seen this image, so its answer says little"
+    agree = "matches" if dx == top_class else "differs from"
+    line = f"{display_name(dx)} ({dx}), confirmed by {how}; {where}. The model's top class {agree} it."
+    st.info(f"**Ground truth:** {line}", icon=":material/assignment:")
+    return line
+
+
+def lesion_found(a: Analysis, min_pct: float) -> bool:
+    """A usable lesion mask: present and covering at least `min_pct` % of the image."""
+    return a.lesion_mask is not None and a.measurements is not None and a.measurements.area_pct >= min_pct
+
+
+def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, str], image_key: str,
+                has_lesion: bool, warn_under: float) -> dict:
+    """Class, method, layer and opacity pickers; heatmaps beside the image; attention on lesion."""
+    c1, c2, c3, c4 = st.columns([1.2, 2.0, 0.8, 0.9])
+    cls = c1.selectbox("Explain the score of", a.classes, index=a.top_index, format_func=display_name,
+                       key=f"cam_class_{image_key}")  # per image: the default follows its top class
+    methods = c2.multiselect("Methods", list(labels), default=["gradcam"], format_func=labels.get,
+                             key="cam_methods")
+    layer = c3.selectbox("Layer", layers, index=len(layers) - 1, key="cam_layer",
+                         help="Deeper layers are coarser but more class-specific.")
+    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    if not methods:
+        st.info("Pick at least one method.")
+        return {"cams": {}, "attention": {}, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
+    if (cls, layer, tuple(methods)) == (a.cam_class, a.cam_layer, tuple(a.cams)):
+        cams = a.cams
+    else:
+        cams = analyse(data, cam_class=cls, cam_layer=layer, cam_methods=methods, segment=False).cams
+    attention = {m: attention_on_lesion(c, a.lesion_mask) if has_lesion else None for m, c in cams.items()}
+    st.caption(f"Red = regions that most raised the score of **{display_name(cls)}**, blue = little or none. "
+               "A heatmap is not a segmentation and can point at artefacts.")
+    tiles = [("Image", a.image, None)] + [(labels[m], heatmap_overlay(a.image, cams[m], opacity), m) for m in cams]
+    for row in range(0, len(tiles), 3):
+        cols = st.columns(3)
+        for col, (title, img, m) in zip(cols, tiles[row:row + 3]):
+            share = attention.get(m) if m else None
+            note = (f" · {percent(share, 0)} of heat on lesion" if share is not None
+                    else (" · no lesion to compare with" if m and not has_lesion else ""))
+            col.image(img, caption=title + note, width="stretch")
+    low = [labels[m] for m, share in attention.items() if share is not None and share < warn_under]
+    if low:
+        st.warning(f"Less than {percent(warn_under, 0)} of the heat falls on the lesion for "
+                   f"{', '.join(low)}: the model looks mostly outside it — at rulers, ink, hair, the vignette "
+                   "or surrounding skin. Treat its answer with extra caution.", icon=":material/visibility_off:")
+    return {"cams": cams, "attention": attention, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
+
+
+def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key: str) -> None:
+    """Most active channels of a chosen layer, and one enlarged over the image."""
+    c1, c2 = st.columns([1, 2])
+    layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="fmap_layer")
+    fm = (a.feature_maps if a.feature_maps is not None and a.feature_maps.layer == layer
+          else analyse(data, cam_methods=(), feature_layer=layer, segment=False).feature_maps)
+    if fm is None or not len(fm.channels):
+        st.info("This layer has no feature maps to show.")
+        return
+    means = dict(zip(fm.channels, fm.mean_activation))
+    channel = c2.selectbox("Enlarge channel", fm.channels, key=f"fmap_pick_{image_key}_{layer}",
+                           format_func=lambda ch: f"channel {ch} (mean activation {means[ch]:.2f})")
+    pick = fm.channels.index(channel)
+    tiles, captions = feature_tiles(fm.maps, fm.channels, fm.mean_activation)
+    st.image(tiles, caption=captions, width=120)
+    big1, big2, _ = st.columns(3)
+    big1.image(colorize(fm.maps[pick], a.image.shape[:2]), width="stretch",
+               caption=f"{layer}, channel {fm.channels[pick]}: {fm.maps[pick].shape[1]}×{fm.maps[pick].shape[0]} "
+                       "grid (yellow = strong activation)")
+    big2.image(heatmap_overlay(a.image, fm.maps[pick], 0.5), width="stretch", caption="Same map over the image")
+
+
+def lesion_section(a: Analysis, has_lesion: bool) -> None:
+    """Outline or mask over the image, and the measurements with what they mean."""
+    if a.lesion_mask is None:
+        st.info("No segmentation model is loaded, so there is no outline and no measurements.")
+        return
+    if not has_lesion:
+        found = f" (only {a.measurements.area_pct:.2f}% of the image)" if a.measurements else ""
+        st.warning(f"The segmentation model found no clear lesion{found}, so there are no measurements. "
+                   "What it found, if anything, is outlined below.", icon=":material/search_off:")
+    left, right = st.columns([1, 1.25], gap="large")
+    with left:
+        view = st.radio("Show", ["Outline", "Mask", "Image only"], horizontal=True, key="mask_view")
+        img = {"Outline": outline_image, "Mask": mask_image}.get(view, lambda i, m: i)(a.image, a.lesion_mask)
+        st.image(img, width="stretch", caption="Lesion found by the segmentation model")
+    with right:
+        if not has_lesion:
+            return
+        st.table(measurement_rows(a.measurements), border="horizontal")
+        st.caption("Pixel values refer to the uploaded image; without a scale they cannot be converted to mm. "
+                   "Asymmetry, border and colour follow the ABCD idea but are not validated scores.")
+
+
+def details(a: Analysis, load_seconds: float, device: str) -> None:
+    if a.notes:
+        for n in a.notes:
+            st.info(n, icon=":material/info:")
+    with st.expander("Timings per stage"):
+        rows = [{"stage": k.replace("_", " "), "ms": v} for k, v in a.timings_ms.items()]
+        rows.append({"stage": "total analysis", "ms": round(sum(a.timings_ms.values()), 1)})
+        st.dataframe(rows, hide_index=True)
+        st.caption(f"Device: {device}. Model loaded once per server in {load_seconds:.1f} s. Results are cached: "
+                   "changing only display settings does not run the network again.")

@@ -1,0 +1,98 @@
+"""Batch review without Streamlit: gather uploads (images and .zip archives) into named items,
+tabulate predictions, and score them against a labels table."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from model.archive import ArchiveError, read_image_archive
+from model.labels import display_name
+from model.metrics import classification_report
+from model.results import BatchPrediction
+
+
+@dataclass
+class Items:
+    """Images to classify (unique display name, bytes) and what was skipped (name, reason)."""
+    images: list[tuple[str, bytes]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _unique(name: str, seen: set[str]) -> str:
+    out, k = name, 2
+    while out in seen:
+        out = f"{name} ({k})"
+        k += 1
+    seen.add(out)
+    return out
+
+
+def gather(uploads: Sequence[tuple[str, bytes]]) -> Items:
+    """Expand .zip uploads in memory (model.archive's limits apply) next to single images."""
+    items, seen = Items(), set()
+    for name, data in uploads:
+        if name.lower().endswith(".zip"):
+            try:
+                images, skipped = read_image_archive(data)
+            except ArchiveError as e:
+                items.skipped.append((name, str(e)))
+                continue
+            items.images += [(_unique(n, seen), b) for n, b in images]
+            items.skipped += [(f"{name}: {n}", why) for n, why in skipped]
+        else:
+            items.images.append((_unique(name, seen), data))
+    return items
+
+
+def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> pd.DataFrame:
+    """One row per image: the sortable review table (probabilities per class at the end)."""
+    rows = []
+    for p in preds:
+        row = {"file": p.name,
+               "top class": display_name(p.top_class) if p.top_class else "unreadable",
+               "probability": p.top_probability,
+               "malignant probability": p.malignant_probability,
+               "entropy": p.entropy,
+               "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else "")}
+        for i, c in enumerate(classes):
+            row[f"p_{c}"] = None if p.probabilities is None else float(p.probabilities[i])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stem(name: str) -> str:
+    """File stem used to match labels: 'x/ISIC_0024306.jpg (2)' -> 'ISIC_0024306'."""
+    base = name.rsplit(" (", 1)[0] if name.endswith(")") else name
+    return PurePath(base.replace("\\", "/")).stem
+
+
+@dataclass
+class Scored:
+    report: dict | None
+    matched: int
+    unmatched: list[str]           # images without a label
+    unknown_labels: list[str]      # labels the model does not know
+
+
+def score(preds: Sequence[BatchPrediction], labels: dict[str, str], classes: Sequence[str]) -> Scored:
+    """classification_report over the images whose stem is in `labels` (and readable)."""
+    y, probs, unmatched, unknown = [], [], [], []
+    index = {c: i for i, c in enumerate(classes)}
+    for p in preds:
+        if p.probabilities is None:
+            continue
+        label = labels.get(stem(p.name))
+        if label is None:
+            unmatched.append(p.name)
+        elif label not in index:
+            unknown.append(f"{p.name}: {label}")
+        else:
+            y.append(index[label])
+            probs.append(p.probabilities)
+    report = classification_report(y, np.stack(probs), classes) if y else None
+    return Scored(report, len(y), unmatched, unknown)
+

@@ -1,0 +1,166 @@
+"""Pure render helpers: numbers and arrays in, plotly figures / RGB images / table rows out.
+
+No Streamlit calls and no torch: everything here is testable on plain numpy arrays.
+"""
+from __future__ import annotations
+
+import io
+import re
+from typing import Sequence
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+from model.labels import display_name, is_malignant
+from model.measure import Measurements
+
+MALIGNANT_COLOUR = "#b03a2e"
+BENIGN_COLOUR = "#2e6f95"
+OUTLINE_COLOUR = (0, 230, 118)      # bright green, visible on skin tones and on dark lesions
+MASK_COLOUR = (0, 200, 255)
+
+
+# ----------------------------------------------------------------------------- charts
+def class_label(code: str, wrap: int = 30) -> str:
+    """'Full name (code)', broken onto two lines when long (plotly tick labels accept <br>)."""
+    name = display_name(code)
+    if len(name) > wrap and " / " in name:
+        name = name.replace(" / ", " /<br>", 1)
+    return f"{name} ({code})"
+
+
+def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -> go.Figure:
+    """Horizontal bars, most likely class on top; malignant classes red, hatched and marked."""
+    order = np.argsort(np.asarray(probabilities, float))  # ascending: plotly draws bottom-up
+    fig = go.Figure()
+    for malignant in (False, True):
+        idx = [i for i in order if is_malignant(classes[i]) == malignant]
+        if not idx:
+            continue
+        colour = MALIGNANT_COLOUR if malignant else BENIGN_COLOUR
+        fig.add_trace(go.Bar(
+            y=[class_label(classes[i]) for i in idx], x=[float(probabilities[i]) for i in idx],
+            orientation="h", name="malignant class" if malignant else "benign class",
+            marker=dict(color=colour, line=dict(color=colour, width=1),
+                        pattern=dict(shape="/" if malignant else "", fillmode="overlay",
+                                     fgcolor="rgba(255,255,255,0.55)", size=7)),
+            text=[f"{100 * float(probabilities[i]):.1f}%" for i in idx], textposition="outside",
+            cliponaxis=False, hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_layout(
+        template="plotly_white", barmode="overlay", height=90 + 42 * len(classes),
+        margin=dict(l=10, r=60, t=40, b=40),
+        font=dict(size=14, color="#1b2631", family="Source Sans Pro, Source Sans 3, sans-serif"),
+        xaxis=dict(range=[0, 1], tickformat=".0%", title="probability (calibrated)", fixedrange=True),
+        yaxis=dict(categoryorder="array", categoryarray=[class_label(classes[i]) for i in order],
+                   fixedrange=True, automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    return fig
+
+
+# ----------------------------------------------------------------------------- images
+def heatmap_overlay(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Blend a [0, 1] heatmap (jet colormap: red = strongest) over an RGB uint8 image."""
+    heat = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0, 1)
+    if heat.shape != rgb.shape[:2]:
+        heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    a = float(np.clip(opacity, 0, 1))
+    return np.uint8(np.clip((1 - a) * rgb.astype(np.float32) + a * colour.astype(np.float32), 0, 255))
+
+
+def outline_image(rgb: np.ndarray, mask: np.ndarray | None, colour=OUTLINE_COLOUR) -> np.ndarray:
+    """The image with the mask's outer contour drawn (dark halo + colour line, scaled to the image)."""
+    out = np.ascontiguousarray(rgb.copy())
+    if mask is None or not np.any(mask):
+        return out
+    contours, _ = cv2.findContours(np.asarray(mask, np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    t = max(2, round(max(rgb.shape[:2]) / 250))
+    cv2.drawContours(out, contours, -1, (0, 0, 0), t + 2, lineType=cv2.LINE_AA)
+    cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), t, lineType=cv2.LINE_AA)
+    return out
+
+
+def mask_image(rgb: np.ndarray, mask: np.ndarray | None, opacity: float = 0.4) -> np.ndarray:
+    """The segmentation mask as a translucent fill plus its outline."""
+    out = rgb.astype(np.float32)
+    if mask is not None and np.any(mask):
+        m = np.asarray(mask, bool)
+        out[m] = (1 - opacity) * out[m] + opacity * np.array(MASK_COLOUR, np.float32)
+    return outline_image(np.uint8(out), mask, MASK_COLOUR)
+
+
+def colorize(values: np.ndarray, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A [0, 1] map as a viridis RGB image, optionally resized (nearest: shows the real grid)."""
+    v = np.uint8(255 * np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1))
+    if size_hw is not None:
+        v = cv2.resize(v, (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+
+
+def feature_tiles(maps: np.ndarray, channels: Sequence[int], means: Sequence[float],
+                  tile: int = 120) -> tuple[list[np.ndarray], list[str]]:
+    """One viridis tile per feature map (most active first) and its caption."""
+    tiles, captions = [], []
+    for m, ch, mean in zip(maps, channels, means):
+        h, w = m.shape
+        s = tile / max(h, w)
+        tiles.append(colorize(m, (max(1, round(h * s)), max(1, round(w * s)))))
+        captions.append(f"ch {ch} · {mean:.2f}")
+    return tiles, captions
+
+
+def fit_within(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale (never enlarge) so the longer side is at most max_side."""
+    h, w = rgb.shape[:2]
+    s = max_side / max(h, w)
+    if s >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- tables and text
+MEASURE_NOTES = {
+    "area": "Lesion pixels, and their share of the image.",
+    "diameter": "Longest distance across the outline (no physical scale: not mm).",
+    "asym_major": "Mismatch after mirroring about the long axis: 0 symmetric, 1 none overlaps.",
+    "asym_minor": "Same about the short axis.",
+    "compactness": "Perimeter² / (4π·area): 1 for a circle, higher for an irregular border.",
+    "solidity": "Area / convex-hull area: 1 smooth and convex, lower for notches.",
+    "colours": "Dermoscopic colours covering ≥ 5% of the lesion (nearest reference colour).",
+    "colour_std": "Mean RGB standard deviation inside the lesion (0–1): colour variegation.",
+}
+
+
+def measurement_rows(m: Measurements) -> list[dict[str, str]]:
+    """Rows for the measurements table: what, value with unit, one-line meaning."""
+    rows = [
+        ("Area", f"{m.area_px:,} px ({m.area_pct:.1f}% of image)", "area"),
+        ("Longest diameter", f"{m.longest_diameter_px:,.0f} px", "diameter"),
+        ("Asymmetry, long axis", f"{m.asymmetry_major:.2f}", "asym_major"),
+        ("Asymmetry, short axis", f"{m.asymmetry_minor:.2f}", "asym_minor"),
+        ("Border compactness", f"{m.compactness:.2f}", "compactness"),
+        ("Solidity", f"{m.solidity:.2f}", "solidity"),
+        ("Colours present", ", ".join(m.colours) or "none ≥ 5%", "colours"),
+        ("Colour variation (std)", f"{m.colour_std:.3f}", "colour_std"),
+    ]
+    return [{"Measure": a, "Value": b, "Meaning": MEASURE_NOTES[k]} for a, b, k in rows]
+
+
+def percent(p: float | None, digits: int = 1) -> str:
+    return "–" if p is None else f"{100 * p:.{digits}f}%"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_escape(text: str) -> str:
+    """Make user-supplied text (file names) inert in Streamlit markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))[:200]

@@ -1,0 +1,31 @@
+"""Entry point: `streamlit run app/main.py` from the repository root.
+
+Sets the page, adds the sidebar (model summary + disclaimer) and routes to the pages in
+app/views/. (Not app/pages/: Streamlit treats a `pages/` folder beside the main script as a
+legacy multipage app, and the first session after start-up would then bypass this router.)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on the path
+    sys.path.insert(0, str(REPO_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.sidebar import render_sidebar  # noqa: E402
+
+st.set_page_config(page_title="Dermoscopy review (research only)", page_icon="🔬", layout="wide",
+                   initial_sidebar_state="expanded")
+
+PAGES = [
+    st.Page("views/analyse.py", title="Analyse", icon=":material/biotech:", default=True),
+    st.Page("views/batch.py", title="Batch review", icon=":material/table_view:"),
+    st.Page("views/model_card.py", title="Model card", icon=":material/fact_check:"),
+    st.Page("views/about.py", title="About", icon=":material/info:"),
+]
+page = st.navigation(PAGES)
+render_sidebar()
+page.run()

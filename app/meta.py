@@ -1,0 +1,51 @@
+"""Read a bundle's meta.json and split.json without importing torch (model card, sidebar).
+
+`model.bundle.read_meta` does the full validation but imports torch; the pages only need the
+measured facts, so this reads the JSON and checks just enough to display it safely.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+META = "meta.json"
+SPLIT = "split.json"
+
+
+class MetaError(ValueError):
+    """A meta.json that cannot be displayed; the message says why."""
+
+
+def read_meta(bundle_dir: str | Path) -> dict[str, Any] | None:
+    """The bundle's meta.json as a dict; None if the folder has none; MetaError if it is unusable."""
+    path = Path(bundle_dir) / META
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MetaError(f"{path} is not readable JSON ({e}).") from None
+    if not isinstance(meta, dict) or meta.get("task") not in ("classify", "segment"):
+        raise MetaError(f"{path} does not describe a classifier or segmenter bundle.")
+    return meta
+
+
+def read_split_ids(bundle_dir: str | Path) -> dict[str, set[str]] | None:
+    """image id sets per split ('train', 'val', 'test') from the bundle's split.json, if present."""
+    path = Path(bundle_dir) / SPLIT
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): {str(i) for i in v} for k, v in doc["splits"].items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def dig(meta: dict | None, *keys: str, default: Any = None) -> Any:
+    """meta[k1][k2]... or `default` when any level is missing or not a dict."""
+    node: Any = meta
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return default
+        node = node[k]
+    return node

@@ -1,0 +1,45 @@
+"""About: purpose, regulatory status, data licence and citation."""
+from __future__ import annotations
+
+import streamlit as st
+
+st.title("About this tool")
+st.error("**Not a medical device.** This is a research and teaching tool. It has not been clinically "
+         "validated or approved by any regulator, and its output must not be used to diagnose, triage or "
+         "treat anyone.", icon=":material/gpp_bad:")
+
+st.markdown("""
+### Purpose
+To let clinicians, students and researchers see **how** a small dermoscopy classifier reaches its
+answer: class probabilities with their uncertainty, image-quality and out-of-distribution checks,
+class activation maps (where the model looked), feature maps (what its layers respond to), a lesion
+outline with simple shape and colour measurements, and the model's measured performance on held-out
+images (see *Model card*). It is meant to build intuition about the strengths and failure modes of
+such models — for example attention on rulers, ink or hair — not to replace dermoscopic expertise.
+
+### Privacy
+Uploaded images are processed in memory and are not stored on disk by the app. Results are cached
+in the server's memory for a short time so that changing display settings is fast.
+
+### Data
+The models were trained on the **HAM10000** dataset (*"Human Against Machine with 10000 training
+images"*): dermatoscopic images of pigmented skin lesions from the Department of Dermatology at the
+Medical University of Vienna (Austria) and a skin cancer practice in Queensland (Australia), with
+seven diagnostic categories.
+
+- Licence: **CC BY-NC-SA 4.0** (Attribution-NonCommercial-ShareAlike 4.0 International,
+  https://creativecommons.org/licenses/by-nc-sa/4.0/). Models trained on it and the bundled example
+  images inherit its non-commercial terms.
+- Full dataset: Harvard Dataverse, **doi:10.7910/DVN/DBW86T** (https://doi.org/10.7910/DVN/DBW86T), and
+  the ISIC Archive (https://www.isic-archive.com), also as the ISIC 2018 Challenge Task 3 data.
+
+**Citation:** Tschandl P., Rosendahl C., Kittler H. *The HAM10000 dataset, a large collection of
+multi-source dermatoscopic images of common pigmented skin lesions.* Scientific Data 5, 180161 (2018).
+doi:10.1038/sdata.2018.161
+
+### Methods in brief
+Class activation maps: Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM and EigenCAM, computed
+from one forward pass without hooks on the shared model. Probabilities are calibrated by temperature
+scaling on the validation split. The quality gate flags tiny, blurred and grayscale images, images far
+from the training images in the model's feature space, and images where no lesion is found.
+""")

@@ -1,0 +1,80 @@
+"""Analyse page: one image in; probabilities, uncertainty, heatmaps, feature maps, outline,
+measurements and a downloadable case report out."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from app import analyse_sections as view
+from app.analyse_input import choose_source
+from app.case_report import build_case_report
+from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
+from model.preprocess import ImageError
+
+st.title("Analyse a dermoscopic image")
+st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")
+
+loaded = get_loaded()  # stops the page with instructions when no model is available
+source = choose_source()
+tta = st.toggle("Test-time augmentation (average over 4 flipped views)", key="tta",
+                help="Slower; reports how much the answer changes when the image is flipped.")
+if source is None:
+    st.info("Upload a dermoscopic image, or pick one of the bundled examples.")
+    st.stop()
+
+try:
+    # ask for the feature maps the page will show, so a new image costs one network pass
+    fmap_layer = st.session_state.get("fmap_layer")
+    base = analyse(source.data, tta=tta,
+                   feature_layer=fmap_layer if fmap_layer in loaded.analyzer.layers else loaded.analyzer.layers[-1])
+except ImageError as e:
+    st.error(f"This file cannot be analysed: {e}", icon=":material/broken_image:")
+    st.stop()
+except Exception as e:  # noqa: BLE001 - a bug must not show a traceback to a clinician
+    logging.getLogger(__name__).exception("analysis failed")
+    st.error(f"The analysis failed unexpectedly ({type(e).__name__}). The details are in the server log.")
+    st.stop()
+
+st.divider()
+view.summary(base, source.name)
+truth = None
+if source.example is not None:
+    try:
+        split, known = training_split_of(str(source.example.get("image_id"))), True
+    except LookupError:
+        split, known = None, False
+    truth = view.ground_truth(source.example, split, known, base.top_class)
+
+st.header("Where the model looked", divider="gray")
+labels = cam_method_labels()
+image_key = sha256(source.data)[:12]
+limits = thresholds()
+has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
+cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
+                       limits["attention_warning"])
+
+st.header("Lesion outline and measurements", divider="gray")
+view.lesion_section(base, has_lesion)
+
+st.header("Feature maps", divider="gray")
+st.caption("What individual channels of a layer respond to: its most active channels, strongest first "
+           "(ch = channel number, then its mean activation).")
+view.feature_maps_section(source.data, base, loaded.analyzer.layers, image_key)
+
+st.header("Details and report", divider="gray")
+view.details(base, loaded.load_seconds, loaded.device)
+
+
+def _report() -> str:
+    return build_case_report(base, file_name=source.name, image_sha256=sha256(source.data), cams=cam["cams"],
+                             cam_class=cam["cam_class"], cam_layer=cam["cam_layer"], attention=cam["attention"],
+                             method_labels=labels, opacity=cam["opacity"], ground_truth=truth,
+                             lesion_found=has_lesion)
+
+
+stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.name).stem)[:60] or "image"
+st.download_button("Download case report (HTML)", data=_report, file_name=f"case-report-{stem}.html",
+                   mime="text/html", on_click="ignore", icon=":material/download:", key="report", type="primary")

@@ -1,0 +1,109 @@
+"""Batch review: classify many images (or a .zip), sort and flag them, open one in Analyse,
+export CSV, and score against a labels table when one is given."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.analyse_input import UPLOAD_TYPES, hand_over
+from app.batch_table import gather, results_frame, score
+from app.components import md_escape
+from app.resources import get_loaded, model_key
+from model.data import DatasetError, parse_labels_table
+from model.report import confusion_figure, per_class_table
+
+CHUNK = 16
+STATE_KEY = "batch_results"
+
+st.title("Batch review")
+st.caption("Research and teaching tool — not a medical device. Flags and probabilities are for review only.")
+loaded = get_loaded()
+classes = loaded.analyzer.classes
+
+files = st.file_uploader("Images, or .zip archives of images", type=UPLOAD_TYPES + ["zip"],
+                         accept_multiple_files=True, key="batch_files",
+                         help="Archives are read in memory; nested archives and non-images are skipped.")
+labels_file = st.file_uploader("Optional labels (HAM10000 metadata.csv or ISIC 2018 GroundTruth.csv)",
+                               type=["csv"], key="batch_labels",
+                               help="Rows are matched to images by file name without extension.")
+tta = st.toggle("Test-time augmentation (4 flipped views, 4× slower)", key="batch_tta")
+if not files:
+    st.info("Upload images or a .zip archive to classify them.")
+    st.stop()
+
+signature = (tuple(f.file_id for f in files), tta, model_key())
+state = st.session_state.get(STATE_KEY)
+if state is None or state["signature"] != signature:
+    items = gather([(f.name, f.getvalue()) for f in files])
+    bar = st.progress(0.0, text="Classifying…")
+    preds = []
+    for start in range(0, len(items.images), CHUNK):
+        preds += loaded.analyzer.classify_many(items.images[start:start + CHUNK], tta=tta)
+        done = min(start + CHUNK, len(items.images))
+        bar.progress(done / len(items.images), text=f"Classified {done} of {len(items.images)} images")
+    bar.empty()
+    state = {"signature": signature, "preds": preds, "skipped": items.skipped}
+    st.session_state[STATE_KEY] = state
+
+preds, skipped = state["preds"], state["skipped"]
+if skipped:
+    with st.expander(f"{len(skipped)} archive members or files skipped"):
+        st.dataframe([{"file": n, "reason": why} for n, why in skipped], hide_index=True)
+if not preds:
+    st.warning("No images to classify in the upload.")
+    st.stop()
+
+df = results_frame(preds, classes)
+n_flagged = int((df["flags"] != "").sum())
+st.markdown(f"**{len(df)} images** · {n_flagged} flagged. Click a column header to sort; "
+            "select a row to open it in the Analyse page.")
+shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability")})
+pct = st.column_config.NumberColumn(format="%.1f %%")
+event = st.dataframe(
+    shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
+    column_order=["file", "top class", "probability", "malignant probability", "entropy", "flags"],
+    column_config={"probability": pct, "malignant probability": pct,
+                   "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
+                   "flags": st.column_config.TextColumn(width="medium")})
+rows = event.selection.rows if event is not None else []
+c1, c2 = st.columns(2)
+if rows:
+    name = df.iloc[rows[0]]["file"]
+    if c1.button(f"Open {name} in Analyse", type="primary", icon=":material/biotech:"):
+        data = dict(gather([(f.name, f.getvalue()) for f in files]).images).get(name)
+        if data is not None:
+            hand_over(name, data)
+            st.switch_page("views/analyse.py")
+c2.download_button("Download table (CSV)", df.to_csv(index=False), file_name="batch-review.csv",
+                   mime="text/csv", on_click="ignore", icon=":material/download:")
+
+if labels_file is not None:
+    st.header("Agreement with the labels", divider="gray")
+    try:
+        labels = parse_labels_table(labels_file.getvalue().decode("utf-8-sig", errors="replace"))
+    except DatasetError as e:
+        st.error(f"The labels file cannot be used: {e}")
+        st.stop()
+    scored = score(preds, labels, classes)
+    if scored.unknown_labels:
+        st.warning(f"{len(scored.unknown_labels)} labels are not classes of this model and were left out.")
+    if scored.report is None:
+        st.warning("No uploaded image matched a row of the labels file (matching is by file name "
+                   "without extension).")
+        st.stop()
+    rep = scored.report
+    st.caption(f"{scored.matched} labelled images scored; {len(scored.unmatched)} images had no label.")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Accuracy", f"{rep['accuracy']:.1%}")
+    m2.metric("Balanced accuracy", f"{rep['balanced_accuracy']:.1%}", help="Mean recall over classes present.")
+    if rep.get("melanoma_sensitivity") is not None:
+        m3.metric("Melanoma sensitivity", f"{rep['melanoma_sensitivity']:.1%}")
+    left, right = st.columns([1, 1.2])
+    left.dataframe([{k: r[k] for k in ("name", "support", "recall", "precision")} for r in per_class_table(rep)],
+                   hide_index=True, column_config={"name": st.column_config.TextColumn("class", width="large")})
+    right.plotly_chart(confusion_figure(rep["confusion_matrix"], classes,
+                                        title="Confusion matrix (rows: label, share of row)"), key="batch_cm")
+    if scored.matched < 30:
+        st.caption(f"Only {scored.matched} images: these figures are very uncertain.")
+    if scored.unmatched:
+        with st.expander("Images without a label"):
+            st.write(", ".join(md_escape(n) for n in scored.unmatched))

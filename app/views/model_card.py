@@ -1,0 +1,148 @@
+"""Model card: what the loaded bundles are, how they were trained and how well they did,
+read from their meta.json (measured by train.py / model.evaluate; nothing typed in here)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.meta import dig
+from app.resources import bundle_metas, models_dir, show_no_model
+from model.labels import display_name, is_malignant
+from model.report import confusion_figure, history_figure, per_class_table, reliability_figure
+
+NOT_RECORDED = "not recorded"
+
+
+def pct(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else NOT_RECORDED
+
+
+def num(v, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else NOT_RECORDED
+
+
+def metric_grid(items: list[tuple[str, str, str]], per_row: int = 4) -> None:
+    for start in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for col, (label, value, help_) in zip(cols, items[start:start + per_row]):
+            col.metric(label, value, help=help_ or None)
+
+
+def curves(history: list, groups: dict[str, list[str]]) -> None:
+    if not isinstance(history, list) or not history or not isinstance(history[0], dict):
+        st.caption("No training log recorded.")
+        return
+    cols = st.columns(len(groups))
+    for col, (title, keys) in zip(cols, groups.items()):
+        present = [k for k in keys if any(k in h for h in history)]
+        if present:
+            fig = history_figure(history, present)
+            fig.update_layout(title=title)
+            col.plotly_chart(fig, key=f"hist_{title}")
+
+
+st.title("Model card")
+st.caption("Every figure on this page is read from the bundles' meta.json, as measured when they were "
+           "trained and evaluated.")
+cls, seg, error = bundle_metas()
+if error:
+    st.error(error)
+if cls is None:
+    show_no_model(models_dir())
+    st.stop()
+
+cfg = cls.get("train_config") if isinstance(cls.get("train_config"), dict) else {}
+size = cls.get("input_size") if isinstance(cls.get("input_size"), list) else None
+test = dig(cls, "metrics", "test", default={}) or {}
+
+st.header("Overview", divider="gray")
+st.markdown(f"**Classifier** `{cls.get('arch', '?')}` · trained {str(cls.get('created', '?'))[:10]} · "
+            f"input {f'{size[1]}×{size[0]} px' if size else '?'} · "
+            f"{'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'} · "
+            f"temperature {num(cls.get('temperature'), 2)} · weights {cls.get('weights_dtype', '?')}")
+st.dataframe([{"code": c, "class": display_name(c), "malignant": "yes" if is_malignant(c) else "no"}
+              for c in cls.get("classes", [])], hide_index=True)
+
+st.header("Intended use and limitations", divider="gray")
+st.markdown(f"""
+- **Intended use:** teaching and research on how a dermoscopy classifier behaves and where it looks.
+  **Not a medical device**; not for diagnosis, triage or any decision about a patient.
+- **Training data:** {sum(v for v in dig(cls, 'data', 'counts', default={}).values() if isinstance(v, int)) or '?'}
+  HAM10000 images (layout `{dig(cls, 'data', 'layout', default='?')}`), mostly fair skin, collected in Austria
+  (Vienna) and Australia (Queensland); skin of colour, other devices and other populations are not represented.
+- **Resolution:** images are shrunk to {f'{size[1]}×{size[0]}' if size else '?'} pixels, far below what a
+  dermatologist sees; fine structures (networks, dots, vessels) are largely lost.
+- **Classes:** only the {len(cls.get('classes', []))} classes above; any other lesion (or a non-lesion) is forced
+  into one of them. Class frequencies are very unequal (melanocytic nevi dominate).
+- **Labels:** confirmed by histopathology, follow-up, expert consensus or confocal microscopy, depending on
+  the image; several images can show the same lesion (the split keeps each lesion on one side).
+- **Heatmaps** show what raised a class score, not why; they can highlight rulers, ink, hair or vignetting.
+""")
+
+st.header("Held-out test results", divider="gray")
+if not test:
+    st.info("No test metrics recorded in meta.json.")
+else:
+    st.caption(f"{test.get('n', '?')} test images never used for training or model selection "
+               "(lesion-disjoint split). Probabilities calibrated by temperature scaling.")
+    metric_grid([
+        ("Balanced accuracy", pct(test.get("balanced_accuracy")), "Mean of per-class recall."),
+        ("Macro AUC", num(test.get("macro_auc")), "One-vs-rest ROC AUC averaged over classes."),
+        ("Accuracy", pct(test.get("accuracy")), "Dominated by the common nevus class."),
+        ("Macro F1", num(test.get("macro_f1")), ""),
+        ("Melanoma sensitivity", pct(test.get("melanoma_sensitivity")), "Share of melanomas called melanoma."),
+        ("Melanoma specificity", pct(test.get("melanoma_specificity")), "Share of non-melanomas not called melanoma."),
+        ("ECE before calibration", num(test.get("ece_before_temperature")), "Expected calibration error."),
+        ("ECE after calibration", num(test.get("ece_after_temperature")), "Lower is better calibrated."),
+    ])
+    rows = per_class_table(test)
+    if rows:
+        st.dataframe(rows, hide_index=True, column_config={"name": st.column_config.TextColumn(width="large")})
+    left, right = st.columns(2)
+    if isinstance(test.get("confusion_matrix"), list):
+        left.plotly_chart(confusion_figure(test["confusion_matrix"], test.get("classes", cls.get("classes", [])),
+                                           title="Confusion matrix (test)"), key="card_cm")
+    if isinstance(test.get("reliability"), dict):
+        right.plotly_chart(reliability_figure(test["reliability"]), key="card_rel")
+
+st.header("Data and split", divider="gray")
+counts = dig(cls, "data", "counts", default={})
+sizes = dig(cls, "data", "split_sizes", default={})
+st.markdown(f"Split: hash `{dig(cls, 'split', 'hash', default='?')}`, seed {dig(cls, 'split', 'seed', default='?')}, "
+            f"lesion-disjoint and stratified by class · train {sizes.get('train', '?')} / val "
+            f"{sizes.get('val', '?')} / test {sizes.get('test', '?')} images · "
+            f"{dig(cls, 'data', 'skipped_unreadable', default=0)} unreadable images skipped.")
+if counts:
+    st.dataframe([{"class": display_name(k), "code": k, "images": v} for k, v in counts.items()], hide_index=True)
+
+st.header("Training recipe", divider="gray")
+st.markdown(f"Hardware: {cls.get('hardware', NOT_RECORDED)} · wall time "
+            f"{num(cls.get('wall_time_s', None), 0)} s · best epoch {cls.get('best_epoch', '?')} · "
+            f"torch {dig(cls, 'versions', 'torch', default='?')}")
+if cls.get("command"):
+    st.code(str(cls["command"]), language="bash")
+if cfg:
+    with st.expander("Full training configuration"):
+        st.json(cfg)
+curves(cls.get("history"), {"Loss": ["train_loss", "val_loss"],
+                            "Validation scores": ["val_balanced_accuracy", "val_accuracy"]})
+quality = cls.get("quality") if isinstance(cls.get("quality"), dict) else {}
+if quality:
+    st.caption(f"Quality gate: out-of-distribution threshold {num(quality.get('ood_threshold'), 1)} "
+               f"({quality.get('ood_reference', '')}); blur threshold {num(quality.get('sharpness_p01'), 1)} "
+               "(1st percentile of training-image sharpness).")
+
+st.header("Lesion segmenter", divider="gray")
+if seg is None:
+    st.info("No segmenter bundle: the Analyse page shows no outline or measurements.")
+else:
+    seg_test = dig(seg, "metrics", "test", default={}) or {}
+    ssize = seg.get("input_size") if isinstance(seg.get("input_size"), list) else None
+    st.markdown(f"`{seg.get('arch', '?')}` · input {f'{ssize[1]}×{ssize[0]} px' if ssize else '?'} · "
+                f"threshold {seg.get('threshold', '?')} · {seg_test.get('n', '?')} test images")
+    metric_grid([("Mean Dice", num(seg_test.get("mean_dice")), "Overlap with the reference masks."),
+                 ("Mean IoU", num(seg_test.get("mean_iou")), "Intersection over union."),
+                 ("Thresholded Jaccard", num(seg_test.get("thresholded_jaccard")),
+                  "ISIC 2018 score: images with IoU < 0.65 count 0.")], per_row=3)
+    if seg.get("command"):
+        st.code(str(seg["command"]), language="bash")
+    curves(seg.get("history"), {"Segmenter loss": ["train_loss"], "Validation Dice": ["val_dice"]})

@@ -1,0 +1,1 @@
+"""Benchmarks of the analysis pipeline against a naive reference (`python -m bench`)."""

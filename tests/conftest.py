@@ -1,0 +1,85 @@
+"""Shared fixtures: the committed test data and tiny trained bundles (made once per session).
+
+Everything here uses data inside the repository only (tests/data). The tiny bundles are real
+`python train.py` runs (in-process, 1 epoch, timm's `test_*` architectures), so they have the same
+layout and meta.json as the shipped models in assets/models/.
+"""
+from __future__ import annotations
+
+import model.tv_compat  # noqa: F401  (first: makes torchvision importable next to a CPU torch)
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+HAM_SMALL = DATA / "ham_small"
+FULLRES = DATA / "fullres"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CLASSIFIER_ARGS = ["--arch", "test_resnet", "--img-size", "64", "80", "--epochs", "1",
+                   "--batch-size", "16", "--threads", "1"]
+SEGMENTER_ARGS = ["--arch", "tu-test_resnet", "--img-size", "64", "96", "--epochs", "1",
+                  "--batch-size", "8", "--threads", "1"]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: one thread, repo importable, no colour/progress noise."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    return env
+
+
+def train_bundle(task: str, out: Path, extra: list[str] | None = None, data: Path = HAM_SMALL) -> Path:
+    """Run train.main in-process; returns the bundle folder (asserts success)."""
+    import train
+
+    args = CLASSIFIER_ARGS if task == "classify" else SEGMENTER_ARGS
+    rc = train.main([task, "--data", str(data), "--out", str(out), *args, *(extra or [])])
+    assert rc == 0, f"train.py {task} failed with exit code {rc}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def ham_small() -> Path:
+    """tests/data/ham_small: 42 images (6 per class), masks, metadata.csv."""
+    return HAM_SMALL
+
+
+@pytest.fixture(scope="session")
+def fullres() -> Path:
+    """tests/data/fullres: 3 original 600x450 images with masks and metadata.csv."""
+    return FULLRES
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory) -> Path:
+    """A tiny classifier bundle (timm test_resnet, 64x80, 1 epoch) trained on ham_small."""
+    return train_bundle("classify", tmp_path_factory.mktemp("bundles") / "classifier")
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_dir(tmp_path_factory) -> Path:
+    """A tiny U-Net bundle (encoder tu-test_resnet, 64x96, 1 epoch) trained on ham_small."""
+    return train_bundle("segment", tmp_path_factory.mktemp("bundles") / "segmenter")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory, tiny_classifier_dir, tiny_segmenter_dir) -> Path:
+    """A folder laid out like assets/models/: classifier/ and segmenter/ bundles (copies)."""
+    root = tmp_path_factory.mktemp("models")
+    ignore = shutil.ignore_patterns(".train")
+    shutil.copytree(tiny_classifier_dir, root / "classifier", ignore=ignore)
+    shutil.copytree(tiny_segmenter_dir, root / "segmenter", ignore=ignore)
+    return root

@@ -1,0 +1,108 @@
+"""Batch review, Model card and About pages in AppTest on the tiny bundles."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+
+from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
+
+
+def _images(n: int = 8):
+    return [(p.name, p.read_bytes(), "image/jpeg") for p in sorted((SMALL / "images").glob("*.jpg"))[:n]]
+
+
+def test_batch_with_labels_shows_metrics_and_opens_a_row(make_app):
+    at = make_app(page="views/batch.py")
+    no_exception(at)
+    at.file_uploader(key="batch_files").set_value(_images(8))
+    at.file_uploader(key="batch_labels").set_value(("metadata.csv", (SMALL / "metadata.csv").read_bytes(), "text/csv"))
+    at.run()
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert len(table) == 8
+    assert {"file", "top class", "probability", "malignant probability", "entropy", "flags"} <= set(table.columns)
+    shown = texts(at)
+    assert "Accuracy" in shown and "Balanced accuracy" in shown and "8 labelled images scored" in shown
+    assert at.get("plotly_chart"), "confusion matrix missing"
+    assert any(d.label == "Download table (CSV)" for d in at.get("download_button"))
+
+    at.session_state["batch_table"] = {"selection": {"rows": [3], "columns": [], "cells": []}}
+    at.run()
+    name = table.iloc[3]["file"]
+    button = next(b for b in at.button if b.label == f"Open {name} in Analyse")
+    button.click().run()
+    no_exception(at)
+    assert "Opened from Batch review" in texts(at)
+    assert at.header and at.header[0].value == "Where the model looked"
+
+
+def test_batch_zip_reports_skipped_members(make_app):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data, _ in _images(3):
+            zf.writestr(f"cases/{name}", data)
+        zf.writestr("cases/readme.txt", "not an image")
+        zf.writestr("cases/inner.zip", b"PK")
+        zf.writestr("cases/broken.jpg", b"\xff\xd8 nope")
+    at = make_app(page="views/batch.py")
+    at.file_uploader(key="batch_files").set_value(("cases.zip", buf.getvalue(), "application/zip")).run()
+    no_exception(at)
+    table = at.dataframe(key="batch_table").value
+    assert len(table) == 4
+    assert table.set_index("file").loc["broken.jpg", "top class"] == "unreadable"
+    skipped = next(e for e in at.expander if "skipped" in e.label)
+    reasons = skipped.dataframe[0].value.set_index("file")["reason"].to_dict()
+    assert reasons == {"cases.zip: readme.txt": "not an image file",
+                       "cases.zip: inner.zip": "nested archive not opened"}
+
+
+def test_batch_rejects_a_bad_labels_file(make_app):
+    at = make_app(page="views/batch.py")
+    at.file_uploader(key="batch_files").set_value(_images(2))
+    at.file_uploader(key="batch_labels").set_value(("labels.csv", b"a,b\n1,2\n", "text/csv")).run()
+    no_exception(at)
+    assert any("labels file cannot be used" in e.value for e in at.error)
+
+
+def test_model_card_renders_measured_figures(make_app, app_models_dir):
+    at = make_app(page="views/model_card.py")
+    no_exception(at)
+    meta = json.loads((app_models_dir / "classifier" / "meta.json").read_text())
+    shown = texts(at)
+    bacc = meta["metrics"]["test"]["balanced_accuracy"]
+    assert f"Balanced accuracy {bacc:.1%}" in shown
+    assert meta["split"]["hash"] in shown
+    assert "Mean Dice" in shown
+    assert len(at.get("plotly_chart")) >= 3  # confusion, reliability, training curves
+    assert any(meta["command"] == c.value for c in at.code)
+
+
+def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
+    shutil.copytree(app_models_dir / "classifier", tmp_path / "classifier")
+    meta_path = tmp_path / "classifier" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("metrics", "history", "data", "split", "train_config", "quality", "command"):
+        meta.pop(key, None)
+    meta_path.write_text(json.dumps(meta))
+    at = make_app(models=tmp_path, page="views/model_card.py")
+    no_exception(at)
+    shown = texts(at)
+    assert "No test metrics recorded" in shown and "No segmenter bundle" in shown
+
+
+def test_model_card_reports_broken_meta(make_app, tmp_path):
+    (tmp_path / "classifier").mkdir()
+    (tmp_path / "classifier" / "meta.json").write_text("{not json")
+    at = make_app(models=tmp_path, page="views/model_card.py")
+    no_exception(at)
+    assert any("not readable JSON" in e.value for e in at.error)
+
+
+def test_about_page(make_app):
+    at = make_app(page="views/about.py")
+    no_exception(at)
+    shown = texts(at)
+    assert "Not a medical device" in shown
+    assert "CC BY-NC-SA 4.0" in shown and "10.7910/DVN/DBW86T" in shown and "Tschandl" in shown

@@ -1,0 +1,133 @@
+"""The benchmark runs end to end on the tiny bundles, reports every stage, and its agreement
+check between the fast pipeline and the naive pytorch-grad-cam reference holds (and can fail)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `bench` is a top-level package of the repository
+FULLRES = REPO / "tests" / "data" / "fullres" / "images"
+METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam")
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--models", "--repeats", "--out", "--device", "--markdown"):
+        assert flag in out.stdout
+
+
+def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
+    from bench.run import main
+
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    rc = main(["--models", str(tiny_models_dir), "--repeats", "1", "--out", str(out), "--markdown", str(md),
+               "--device", "cpu", "--images", str(FULLRES / "*.jpg"), "--max-images", "2",
+               "--batch-images", "6", "--batch-size", "4", "--train-steps", "1", "--train-batch", "4",
+               "--skip", "cold"])  # the cold start has its own test below
+    assert rc == 0
+    r = json.loads(out.read_text())
+
+    m = r["machine"]
+    for key in ("cpu_model", "cpus_usable", "torch_threads", "torch", "loadavg_at_start", "gpu"):
+        assert key in m
+    cpu = r["devices"]["cpu"]
+    ana = cpu["analysis"]
+    fast_stages = {"decode_resize", "classify", "cam_backward", "tta", "feature_maps", "segment", "measure",
+                   "quality", "render", "total"} | {f"cam:{x}" for x in METHODS}
+    naive_stages = {"load_models", "decode_resize", "classify", "tta", "feature_maps", "segment", "measure",
+                    "render", "total"} | {f"cam:{x}" for x in METHODS}
+    assert fast_stages <= set(ana["fast"]), fast_stages - set(ana["fast"])
+    assert naive_stages <= set(ana["naive"]), naive_stages - set(ana["naive"])
+    for stats in list(ana["fast"].values()) + list(ana["naive"].values()):
+        assert stats["n"] == 2 and stats["median"] >= 0 and stats["p95"] >= stats["min"]
+    assert {"decode_resize", "classify_and_cam", "tta", "cam_render", "segment", "measure"} <= set(
+        ana["fast_pipeline_timings"])
+    assert ana["speedup_median"] > 0
+
+    agree = ana["agreement"]
+    assert agree["ok"], agree
+    assert agree["n_images"] == 2
+    assert agree["prob_max_abs_diff"] <= 1e-4
+    assert agree["masks_identical"] is True
+    assert set(agree["cams"]) == set(METHODS)
+    assert agree["feature_maps"]["same_channels"]
+
+    assert cpu["batch"]["images"] == 6 and cpu["batch"]["images_per_s"]["median"] > 0
+    assert "cold_start" not in cpu and r["config"]["skip"] == ["cold"]
+    assert set(cpu["training"]) == {"classifier", "segmenter"}
+    for t in cpu["training"].values():
+        assert t["images_per_s"]["median"] > 0 and t["batch_size"] == 4
+
+    names = [t["target"] for t in r["targets"]]
+    assert len(names) == 4 and all(t["pass"] is not None for t in r["targets"])
+    text = md.read_text()
+    assert "| stage |" in text and "CAM: eigencam" in text and "images/s" in text
+    assert "| stage |" in capsys.readouterr().out  # the table is printed too
+
+
+def test_cold_start_runs_a_fresh_process(tiny_models_dir):
+    from bench.run import bench_cold_start
+
+    cold = bench_cold_start(tiny_models_dir, sorted(FULLRES.glob("*.jpg"))[0], "cpu", METHODS, runs=1)
+    for key in ("process_wall_s", "import_s", "load_s", "first_analysis_s"):
+        assert cold[key] > 0
+    assert cold["process_wall_s"] >= cold["import_s"] + cold["load_s"] + cold["first_analysis_s"]
+    assert cold["runs"] == 1
+
+
+def test_agreement_check_catches_differences(tiny_models_dir):
+    """The comparison is not vacuous: a wrong CAM, probability or mask makes it fail."""
+    import copy
+
+    from bench.naive import naive_analyze
+    from bench.run import compare_outputs
+    from model.pipeline import Analyzer
+
+    analyzer = Analyzer.from_dir(tiny_models_dir, "cpu")
+    data = sorted(FULLRES.glob("*.jpg"))[0].read_bytes()
+    fast = analyzer.analyze(data, cam_methods=METHODS, tta=True, feature_layer=analyzer.layers[-1])
+    naive = naive_analyze(tiny_models_dir, data, METHODS, tta=True, feature_layer=-1)
+    size = analyzer.classifier.input_size
+    assert compare_outputs(fast, naive, size)["ok"]
+
+    bad = copy.deepcopy(naive)
+    bad.cams["gradcam"] = bad.cams["gradcam"][::-1, ::-1].copy()  # upside-down map
+    bad.cams["gradcam"][:10] = 1.0
+    res = compare_outputs(fast, bad, size)
+    assert not res["ok"] and not res["cams"]["gradcam"]["ok"]
+
+    bad = copy.deepcopy(naive)
+    bad.probabilities = bad.probabilities.copy()
+    bad.probabilities[0] += 1e-3
+    assert not compare_outputs(fast, bad, size)["ok"]
+
+    if naive.lesion_mask is not None:
+        bad = copy.deepcopy(naive)
+        bad.lesion_mask = bad.lesion_mask.copy()
+        bad.lesion_mask[0, 0] = ~bad.lesion_mask[0, 0]
+        assert not compare_outputs(fast, bad, size)["ok"]
+
+    # EigenCAM: the other SVD sign counts as agreeing (the sign is arbitrary) and says so; another map does not
+    from bench.naive import eigencam_flipped
+
+    shape = fast.image.shape[:2]
+    row = compare_outputs(fast, naive, size)["cams"]["eigencam"]
+    if "note" in row:  # on this model our SVD sign is the library's opposite
+        assert row["ok"] and "sign" in row["note"]
+    else:
+        other = copy.deepcopy(fast)
+        other.cams["eigencam"] = eigencam_flipped(naive.eigencam_activations, size, shape)
+        row = compare_outputs(other, naive, size)["cams"]["eigencam"]
+        if (row["corr"] or 0) < 0.99 and row["max_abs_diff"] >= 0.05:  # the flip changed the map
+            assert row["ok"] and "sign" in row["note"]
+    wrong = copy.deepcopy(fast)
+    wrong.cams["eigencam"] = np.random.default_rng(0).random(shape).astype(np.float32)
+    assert not compare_outputs(wrong, naive, size)["cams"]["eigencam"]["ok"]

@@ -1,0 +1,105 @@
+"""The real app in a real browser: `streamlit run app/main.py` on the tiny bundles, driven by
+Debian's Chromium through Playwright; a full-resolution image goes through the file input and
+the probability chart and a heatmap must appear. Saves a screenshot ($SCREENSHOT_DIR or tmp).
+
+Needs `pip install playwright` (the Python package only) and `apt-get install chromium`;
+skipped with the reason when either is missing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import FULLRES, app_models_dir  # noqa: F401
+
+pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+START_TIMEOUT_S = 120
+RESULT_TIMEOUT_MS = 180_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(app_models_dir, tmp_path):
+    """A streamlit server on a free local port; yields its URL, stops it afterwards."""
+    port = _free_port()
+    log = open(tmp_path / "streamlit.log", "w")
+    env = {**os.environ, "DERMO_MODELS_DIR": str(app_models_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("streamlit did not become healthy in time")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            page.goto(server, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("Where the model looked").wait_for(timeout=RESULT_TIMEOUT_MS)
+            gated = page.get_by_text("Probabilities (not reliable", exact=False)
+            if gated.count():  # the quality gate collapses the chart: open it
+                gated.first.click()
+            page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text(re.compile(r"^Grad-CAM")).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            heatmaps = page.locator("[data-testid=stImage] img")
+            assert heatmaps.count() >= 2
+            assert page.locator("[data-testid=stException]").count() == 0
+            page.wait_for_timeout(500)
+            shot = shots / "analyse-upload.png"
+            page.screenshot(path=str(shot), full_page=True)
+            with page.expect_download(timeout=RESULT_TIMEOUT_MS) as download:  # report built on click
+                page.get_by_text("Download case report (HTML)").click()
+            report = Path(download.value.path()).read_text(encoding="utf-8")
+            assert "NOT a medical device" in report and report.count("data:image/png;base64,") >= 2
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,198 @@
+"""Training pieces (calibration, imbalance, schedule, checkpoints) and train.py smoke runs."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import train_bundle
+from model.bundle import load_bundle, read_meta
+from model.data import read_split
+from model.training import (EMA, class_weights, dice_bce_loss, epoch_order, fit_temperature, load_checkpoint,
+                            make_optimizer, make_scheduler, save_checkpoint)
+
+
+# ----------------------------------------------------------------------------- temperature scaling
+@pytest.mark.parametrize("t_true", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_known_temperature(t_true):
+    rng = np.random.default_rng(int(t_true * 10))
+    n, k = 20000, 5
+    z = rng.normal(0, 3, (n, k))
+    p = np.exp(z / t_true)
+    p /= p.sum(1, keepdims=True)
+    y = (p.cumsum(1) > rng.random((n, 1))).argmax(1)  # labels drawn from softmax(z / T)
+    assert fit_temperature(z, y) == pytest.approx(t_true, rel=0.07)
+
+
+def test_fit_temperature_overconfident_logits_get_t_above_one():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    z = rng.normal(0, 1, (3000, 3))
+    z[np.arange(3000), y] += 1.0
+    t_ok = fit_temperature(z, y)
+    assert fit_temperature(z * 4, y) == pytest.approx(4 * t_ok, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- imbalance
+def test_class_weights():
+    labels = np.array([0, 0, 0, 1])
+    w = class_weights(labels, 2)
+    assert w.dtype == torch.float32
+    assert float(w[1] / w[0]) == pytest.approx(3.0)  # inverse frequency
+    assert float(w[torch.as_tensor(labels)].mean()) == pytest.approx(1.0)  # mean sample weight 1
+    labels = np.array([0] * 90 + [1] * 9 + [2])
+    w = class_weights(labels, 4)  # class 3 absent: finite weight, no division by zero
+    assert torch.isfinite(w).all()
+    assert float(w[1] / w[0]) == pytest.approx(10.0) and float(w[2] / w[0]) == pytest.approx(90.0)
+    assert float(w[torch.as_tensor(labels)].mean()) == pytest.approx(1.0)
+
+
+def test_epoch_order_plain_is_a_permutation():
+    labels = np.array([0] * 90 + [1] * 10)
+    order = epoch_order(labels, False, np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(100))
+    assert order.tolist() != list(range(100))
+    np.testing.assert_array_equal(order, epoch_order(labels, False, np.random.default_rng(0)))
+
+
+def test_epoch_order_balanced_draws_classes_equally():
+    labels = np.array([0] * 180 + [1] * 15 + [2] * 5)
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([labels[epoch_order(labels, True, rng)] for _ in range(50)])
+    assert len(drawn) == 50 * 200
+    share = np.bincount(drawn, minlength=3) / len(drawn)
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.03)
+    one = epoch_order(labels, True, np.random.default_rng(1))
+    assert len(one) == len(labels) and len(set(one.tolist())) < len(labels)  # with replacement
+
+
+# ----------------------------------------------------------------------------- losses, schedule, EMA, checkpoints
+def test_dice_bce_loss_prefers_the_right_mask():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    good = dice_bce_loss((target * 2 - 1) * 10, target)
+    bad = dice_bce_loss((1 - target * 2) * 10, target)
+    assert float(good) < 0.01 < 1.5 < float(bad)
+
+
+def test_cosine_schedule_with_warmup():
+    model = torch.nn.Linear(3, 2)
+    opt = make_optimizer(model, "adamw", 1.0, 0.05)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]  # no decay on biases
+    sched = make_scheduler(opt, "cosine", epochs=10, steps_per_epoch=10, warmup_epochs=1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decreasing
+    assert lrs[-1] < 0.05
+    with pytest.raises(ValueError):
+        make_optimizer(model, "rmsprop", 1.0, 0.0)
+
+
+def test_ema_moves_towards_the_model():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, 0.9)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.module.weight.clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.module.weight, before + 0.1)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = tmp_path / "ck" / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "epoch": 3, "history": [{"epoch": 1}]})
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == 3 and torch.equal(ck["model"]["w"], torch.ones(2))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+# ----------------------------------------------------------------------------- train.py smoke runs
+def test_classifier_smoke_bundle(tiny_classifier_dir):
+    out = tiny_classifier_dir
+    meta = read_meta(out)
+    assert meta["task"] == "classify" and meta["arch"] == "test_resnet"
+    assert meta["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert meta["input_size"] == [64, 80]
+    assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert 0.05 <= meta["temperature"] <= 20
+    assert len(meta["history"]) == 1 and meta["history"][0]["epoch"] == 1
+    assert {"train_loss", "val_balanced_accuracy", "lr"} <= set(meta["history"][0])
+    splits, h = read_split(out / "split.json")
+    assert meta["split"]["hash"] == h and meta["split"]["seed"] == 0
+    test = meta["metrics"]["test"]
+    assert test["n"] == len(splits["test"]) == 7
+    for key in ("balanced_accuracy", "accuracy", "macro_f1", "ece", "confusion_matrix", "melanoma_sensitivity"):
+        assert key in test
+    assert 0 <= test["balanced_accuracy"] <= 1
+    assert meta["data"]["counts"] == {c: 6 for c in meta["classes"]}
+    assert meta["data"]["split_sizes"] == {k: len(v) for k, v in splits.items()}
+    assert meta["command"].startswith("python train.py classify")
+    assert meta["quality"]["ood_threshold"] > 0
+    assert (out / "extras.safetensors").is_file()
+    assert load_bundle(out).classes == meta["classes"]
+
+
+def test_segmenter_smoke_bundle(tiny_segmenter_dir):
+    meta = read_meta(tiny_segmenter_dir)
+    assert meta["task"] == "segment" and meta["arch"] == "tu-test_resnet"
+    assert meta["input_size"] == [64, 96] and meta["threshold"] == 0.5
+    assert meta["arch_kwargs"]["decoder_channels"]
+    assert len(meta["history"]) == 1 and "val_dice" in meta["history"][0]
+    test = meta["metrics"]["test"]
+    assert test["n"] >= 1 and 0 <= test["mean_dice"] <= 1 and "thresholded_jaccard" in test
+    assert "per_image_dice" not in test
+    assert meta["split"]["hash"] == read_split(tiny_segmenter_dir / "split.json")[1]
+    b = load_bundle(tiny_segmenter_dir)
+    assert b.model(torch.zeros(1, 3, 64, 96)).shape == (1, 1, 64, 96)
+
+
+def test_resume_continues_training(tmp_path, tiny_classifier_dir, capsys):
+    out = tmp_path / "resumable"
+    # reuse the fixture bundle's split file: the run must keep exactly that split
+    split = ["--split", str(tiny_classifier_dir / "split.json")]
+    train_bundle("classify", out, split)
+    first = read_meta(out)["history"]
+    assert len(first) == 1
+    capsys.readouterr()
+    train_bundle("classify", out, [*split, "--epochs", "2", "--resume"])
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    meta = read_meta(out)
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["history"][0] == first[0]
+    assert meta["split"]["hash"] == read_meta(tiny_classifier_dir)["split"]["hash"]
+    assert (out / "split.json").read_text() == (tiny_classifier_dir / "split.json").read_text()
+    load_bundle(out)
+
+
+def test_training_skips_unreadable_images(ham_small, tmp_path):
+    data = tmp_path / "damaged"
+    shutil.copytree(ham_small, data)
+    with open(data / "metadata.csv", newline="") as f:
+        ids = [r["image_id"] for r in csv.DictReader(f)]
+    (data / "images" / f"{ids[0]}.jpg").write_text("not an image")
+    (data / "images" / f"{ids[1]}.jpg").unlink()
+    out = train_bundle("classify", tmp_path / "bundle", data=data)
+    meta = read_meta(out)
+    assert meta["data"]["counts"]["akiec"] == 5  # the missing file is not a record
+    splits, _ = read_split(out / "split.json")
+    assert ids[1] not in sum(splits.values(), [])
+    skipped = meta["data"]["skipped_unreadable"] + len(meta["metrics"]["test"].get("skipped", []))
+    assert skipped == 1
+
+
+def test_train_reports_missing_data(tmp_path, capsys):
+    import train
+
+    rc = train.main(["classify", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b"), "--epochs", "1"])
+    assert rc == 2
+    assert "error: Data folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "weights.safetensors").exists()

@@ -7,7 +7,7 @@ import streamlit as st
 from app.meta import dig
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
-from model.report import confusion_figure, history_figure, per_class_table, reliability_figure
+from model.report import confusion_figure, history_figure, per_class_table, reliability_figure, roc_figure
 
 NOT_RECORDED = "not recorded"
 
@@ -103,6 +103,12 @@ else:
                                            title="Confusion matrix (test)"), key="card_cm")
     if isinstance(test.get("reliability"), dict):
         right.plotly_chart(reliability_figure(test["reliability"]), key="card_rel")
+    roc = test.get("roc")
+    if isinstance(roc, dict) and roc:
+        per_class = test.get("per_class", {})
+        st.plotly_chart(roc_figure({c: (v["fpr"], v["tpr"], dig(per_class, c, "auc", default=None))
+                                    for c, v in roc.items() if isinstance(v, dict) and "fpr" in v and "tpr" in v}),
+                        key="card_roc")
 
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})

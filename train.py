@@ -30,7 +30,7 @@ from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
 from model.metrics import classification_report, mask_scores
 from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
-from model.quality import fit_gaussian, mahalanobis, sharpness
+from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.segmenter import DEFAULT_DECODER, build_segmenter
 from model.training import (LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit, fit_temperature,
                             hardware_summary, make_optimizer, make_scheduler, pick_device)
@@ -228,7 +228,9 @@ def main(argv=None) -> int:
         sharp = [sharpness(img.permute(1, 2, 0).numpy(), size_hw) for img in train.images[:2000]]
         meta["quality"] = {"ood_threshold": float(np.percentile(val_dist, 99)), "ood_reference": "99th percentile of "
                            "validation Mahalanobis distance to training features",
-                           "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp))}
+                           "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp)),
+                           **colour_reference((img.permute(1, 2, 0).numpy() for img in train.images),
+                                              (img.permute(1, 2, 0).numpy() for img in val.images), size_hw)}
     meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
     meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
     save_bundle(args.out, model, meta, half=args.half, extras=extras)

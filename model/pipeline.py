@@ -22,7 +22,7 @@ from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
 from .measure import attention_on_lesion, measure_lesion
 from .preprocess import ImageError, decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
-from .quality import MIN_SIDE, mahalanobis, sharpness
+from .quality import MIN_SIDE, colour_features, mahalanobis, sharpness
 from .results import Analysis, BatchPrediction, FeatureMaps
 from .segmenter import postprocess_mask
 
@@ -57,6 +57,8 @@ class Analyzer:
         q = classifier.meta.get("quality", {})
         self.ood_threshold = q.get("ood_threshold")
         self.sharpness_floor = q.get("sharpness_p01")
+        self._colour = (np.asarray(q["colour_mean"]), np.asarray(q["colour_precision"]), float(q["colour_threshold"])) \
+            if {"colour_mean", "colour_precision", "colour_threshold"} <= q.keys() else None
         ex = classifier.extras
         self._ood = (ex["ood_mean"].double().numpy(), ex["ood_precision"].double().numpy()) \
             if "ood_mean" in ex and "ood_precision" in ex else None
@@ -249,6 +251,13 @@ class Analyzer:
             w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
                      f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
                      "99th percentile of validation images). It may not be a dermoscopic image.")
+        if self._colour is not None:
+            mean, precision, limit = self._colour
+            d = float(mahalanobis(colour_features(rgb, self.classifier.input_size)[None], mean, precision)[0])
+            if d > limit:
+                w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
+                         f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
+                         "percentile of validation images). It may not be a dermoscopic image.")
         if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
             w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
         if any("Grayscale" in n for n in notes):

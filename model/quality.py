@@ -30,3 +30,22 @@ def fit_gaussian(features: np.ndarray, shrinkage: float = 0.1) -> tuple[np.ndarr
     cov = np.cov(f - mean, rowvar=False)
     cov = (1 - shrinkage) * cov + shrinkage * np.eye(len(mean)) * np.trace(cov) / len(mean)
     return mean, np.linalg.inv(cov)
+
+
+def colour_features(rgb: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """Mean and spread of CIELAB lightness and the two colour axes at the model's input size:
+    six numbers that separate skin seen through a dermatoscope from text, screenshots, noise..."""
+    lab = cv2.cvtColor(resize_rgb(rgb, size_hw).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    flat = lab.reshape(-1, 3)
+    return np.concatenate([flat.mean(0), flat.std(0)]).astype(np.float64)
+
+
+def colour_reference(train_rgbs, val_rgbs, size_hw: Sequence[int], percentile: float = 99.0) -> dict:
+    """Gaussian of the training images' colour features and the distance that `percentile` % of
+    validation images stay under (stored in a classifier bundle's meta.json)."""
+    train = np.stack([colour_features(im, size_hw) for im in train_rgbs])
+    val = np.stack([colour_features(im, size_hw) for im in val_rgbs])
+    mean, precision = fit_gaussian(train, shrinkage=0.01)
+    return {"colour_mean": mean.round(5).tolist(), "colour_precision": precision.round(6).tolist(),
+            "colour_threshold": float(np.percentile(mahalanobis(val, mean, precision), percentile)),
+            "colour_reference": f"{percentile:g}th percentile of validation colour distance to training images"}

@@ -27,6 +27,20 @@ def metric_grid(items: list[tuple[str, str, str]], per_row: int = 4) -> None:
             col.metric(label, value, help=help_ or None)
 
 
+def recipe_facts(meta: dict) -> None:
+    """Training time over all epochs, hardware, and every command that shaped the bundle."""
+    train_s = meta.get("train_time_s")
+    st.markdown(f"Training time {num(train_s / 60, 0) + ' min (all epochs)' if isinstance(train_s, (int, float)) else NOT_RECORDED}"
+                f" · last run on {meta.get('hardware', NOT_RECORDED)} ({num(meta.get('wall_time_s'), 0)} s) · "
+                f"best epoch {meta.get('best_epoch', '?')} of {len(meta.get('history') or [])} · "
+                f"torch {dig(meta, 'versions', 'torch', default='?')}")
+    commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
+    if len(commands) > 1:
+        st.caption("Commands, in order (later ones resumed the run):")
+    for c in commands:
+        st.code(str(c), language="bash")
+
+
 def curves(history: list, groups: dict[str, list[str]]) -> None:
     if not isinstance(history, list) or not history or not isinstance(history[0], dict):
         st.caption("No training log recorded.")
@@ -121,11 +135,7 @@ if counts:
     st.dataframe([{"class": display_name(k), "code": k, "images": v} for k, v in counts.items()], hide_index=True)
 
 st.header("Training recipe", divider="gray")
-st.markdown(f"Hardware: {cls.get('hardware', NOT_RECORDED)} · wall time "
-            f"{num(cls.get('wall_time_s', None), 0)} s · best epoch {cls.get('best_epoch', '?')} · "
-            f"torch {dig(cls, 'versions', 'torch', default='?')}")
-if cls.get("command"):
-    st.code(str(cls["command"]), language="bash")
+recipe_facts(cls)
 if cfg:
     with st.expander("Full training configuration"):
         st.json(cfg)
@@ -134,8 +144,9 @@ curves(cls.get("history"), {"Loss": ["train_loss", "val_loss"],
 quality = cls.get("quality") if isinstance(cls.get("quality"), dict) else {}
 if quality:
     st.caption(f"Quality gate: out-of-distribution threshold {num(quality.get('ood_threshold'), 1)} "
-               f"({quality.get('ood_reference', '')}); blur threshold {num(quality.get('sharpness_p01'), 1)} "
-               "(1st percentile of training-image sharpness).")
+               f"({quality.get('ood_reference', '')}); colour threshold {num(quality.get('colour_threshold'), 1)} "
+               f"({quality.get('colour_reference', 'not recorded')}); blur threshold "
+               f"{num(quality.get('sharpness_p01'), 1)} (1st percentile of training-image sharpness).")
 
 st.header("Lesion segmenter", divider="gray")
 if seg is None:
@@ -149,6 +160,5 @@ else:
                  ("Mean IoU", num(seg_test.get("mean_iou")), "Intersection over union."),
                  ("Thresholded Jaccard", num(seg_test.get("thresholded_jaccard")),
                   "ISIC 2018 score: images with IoU < 0.65 count 0.")], per_row=3)
-    if seg.get("command"):
-        st.code(str(seg["command"]), language="bash")
+    recipe_facts(seg)
     curves(seg.get("history"), {"Segmenter loss": ["train_loss"], "Validation Dice": ["val_dice"]})

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The classifier recipe comparison in the README: five recipes at an equal budget of 5 epochs,
+# on the shipped models' split. Usage: bash bench/recipes.sh DATA_DIR SPLIT_JSON [OUT_DIR]
+set -euo pipefail
+DATA=${1:?data folder, e.g. ../shared/data/ham10000}
+SPLIT=${2:?split file, e.g. assets/models/classifier/split.json}
+OUT=${3:-runs/compare}
+PY=${PYTHON:-.venv/bin/python}
+COMMON="--data $DATA --split $SPLIT --epochs 5 --label-smoothing 0.1 --lr 2e-3 --warmup 1 --weight-decay 0.05 --half --threads 2 --patience 30 --augment medium"
+STRONG="--class-augment df=strong,vasc=strong,akiec=strong,bcc=strong"
+run() { name=$1; shift; echo "== $name"; $PY train.py classify --out "$OUT/$name" $COMMON "$@" | tail -n 2; }
+run mnv4s-112-balanced --arch mobilenetv4_conv_small --img-size 112 144 --imbalance balanced $STRONG
+run mnv4s-112-weighted --arch mobilenetv4_conv_small --img-size 112 144 --imbalance weighted $STRONG
+run mnv4s-96-balanced --arch mobilenetv4_conv_small --img-size 96 128 --imbalance balanced $STRONG
+run regnetx002-112-balanced --arch regnetx_002 --img-size 112 144 --imbalance balanced $STRONG
+run mnv4s-112-balanced-lightaug --arch mobilenetv4_conv_small --img-size 112 144 --imbalance balanced --augment light

@@ -133,12 +133,13 @@ def main(argv=None) -> int:
             if size_hw[0] % 32 or size_hw[1] % 32:
                 raise ValueError(f"U-Net input sides must be multiples of 32, not {size_hw}.")
         else:
-            # classes are fixed by the dataset; build once with a placeholder head size to settle the input size
-            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=False)
+            # the input size must be settled before decoding; the head is resized once the classes are known
+            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained)
         print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
         ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
         if not segment:
-            model, arch_kwargs, size_hw = build_for_size(args.arch, len(classes), size_hw, pretrained=args.pretrained)
+            if len(classes) != model.num_classes:
+                model.reset_classifier(len(classes))
     except (DatasetError, PretrainedUnavailable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,8 @@ def _entropy(p: np.ndarray) -> float:
 
 
 def _flip_views(x: torch.Tensor) -> torch.Tensor:
-    """The three flipped copies of a 1x3xHxW input (TTA views besides the original)."""
+    """The three flipped copies of an Nx3xHxW batch (TTA views besides the original), stacked
+    view by view: rows [0, N) are the horizontal flips, then vertical, then both."""
     return torch.cat([x.flip(3), x.flip(2), x.flip(2, 3)])
 
 
@@ -215,9 +216,8 @@ class Analyzer:
             logits = bundle.model.forward_head(final).float()
             probs = torch.softmax(logits / bundle.temperature, 1)
             if tta:
-                for view in (x.flip(3), x.flip(2), x.flip(2, 3)):
-                    probs += torch.softmax(bundle.model(view).float() / bundle.temperature, 1)
-                probs /= 4
+                views = torch.softmax(bundle.model(_flip_views(x)).float() / bundle.temperature, 1)
+                probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
         probs = probs.cpu().numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
         for (i, rgb, notes), p, d in zip(chunk, probs, dist):

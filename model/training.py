@@ -174,9 +174,11 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
     last_path, best_path = cfg.checkpoint_dir / "last.pt", cfg.checkpoint_dir / "best.pt"
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    best_weights = None  # the best epoch's weights; last.pt carries them so one atomic write holds the whole state
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
         model.load_state_dict(ck["model"])
+        best_weights = ck.get("best_model")  # absent in checkpoints written before it was added: best.pt then
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         if ema is not None and "ema" in ck:
@@ -232,15 +234,21 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
         improved = metrics["score"] > state.best_score
         if improved:
             state.best_score, state.best_epoch = metrics["score"], state.epoch
-            save_checkpoint(best_path, {"model": eval_model.state_dict(), "epoch": state.epoch})
+            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
         log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
               "history": state.history}
         if ema is not None:
             ck["ema"] = ema.module.state_dict()
-        save_checkpoint(last_path, ck)
-    if best_path.is_file():
+        if best_weights is not None:
+            ck["best_model"] = best_weights
+        save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together
+        if improved:  # a convenience copy; a kill before this line leaves the previous one, never a mismatch
+            save_checkpoint(best_path, {"model": best_weights, "epoch": state.epoch})
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
+    elif best_path.is_file():
         model.load_state_dict(load_checkpoint(best_path)["model"])
     return state
 

@@ -74,7 +74,7 @@ def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
 
 
 def test_cold_start_runs_a_fresh_process(tiny_models_dir):
-    from bench.run import bench_cold_start
+    from bench.cold_start import bench_cold_start
 
     cold = bench_cold_start(tiny_models_dir, sorted(FULLRES.glob("*.jpg"))[0], "cpu", METHODS, runs=1)
     for key in ("process_wall_s", "import_s", "load_s", "first_analysis_s"):
@@ -88,7 +88,7 @@ def test_agreement_check_catches_differences(tiny_models_dir):
     import copy
 
     from bench.naive import naive_analyze
-    from bench.run import compare_outputs
+    from bench.agreement import compare_outputs
     from model.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(tiny_models_dir, "cpu")

@@ -84,7 +84,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, capsys):
     ck = load_checkpoint(last)                    # the checkpoint on disk is whole
     done = ck["epoch"]
     assert 1 <= done < 3 and [h["epoch"] for h in ck["history"]] == list(range(1, done + 1))
-    assert (out / ".train" / "best.pt").is_file()
+    assert ck["best_epoch"] >= 1 and "best_model" in ck  # the best weights travel with the history
     # leftovers of a write that was cut short must never be read: plant garbage ones
     for name in (".last.pt.tmp", ".best.pt.tmp"):
         (out / ".train" / name).write_bytes(b"\x00garbage from a killed write")
@@ -99,6 +99,33 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, capsys):
         assert len(meta["commands"]) == 2 and meta["commands"][-1].endswith("--resume")
     bundle = load_bundle(out)
     assert bundle.classes == meta["classes"]
+
+
+def test_resume_keeps_the_recorded_best_even_if_best_pt_is_stale(tmp_path, capsys):
+    """last.pt holds the best weights with the history that names their epoch: a kill between the
+    two checkpoint writes leaves a best.pt that disagrees, and the resumed run ships last.pt's best."""
+    from model.bundle import load_bundle
+    from model.training import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "bundle"
+    assert _run_train_in_process(_train_args(HAM_SMALL, out, 2)) == 0
+    ck = load_checkpoint(out / ".train" / "last.pt")
+    assert 1 <= ck["best_epoch"] <= 2 and "best_model" in ck
+    best_pt = load_checkpoint(out / ".train" / "best.pt")
+    assert best_pt["epoch"] == ck["best_epoch"]
+    for k, v in ck["best_model"].items():
+        assert torch.equal(best_pt["model"][k], v), k
+    stale = {k: torch.zeros_like(v) for k, v in ck["best_model"].items()}
+    save_checkpoint(out / ".train" / "best.pt", {"model": stale, "epoch": 3})  # as if from an unrecorded epoch
+
+    assert _run_train_in_process(_train_args(HAM_SMALL, out, 2, "--resume")) == 0
+    assert "resumed after epoch 2" in capsys.readouterr().out
+    model = load_bundle(out).model
+    shipped = model.state_dict()
+    floats = [k for k, v in ck["best_model"].items() if v.is_floating_point() and v.abs().sum() > 0]
+    assert floats
+    for k in floats:
+        torch.testing.assert_close(shipped[k].float(), ck["best_model"][k].float())
 
 
 def test_corrupt_images_are_skipped_and_counted(tmp_path, capsys):

@@ -1,0 +1,138 @@
+"""Timed single-image analysis (fast and naive, interleaved) and batch-review throughput."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bench.agreement import compare_outputs, merge_agreement
+from bench.common import Clock, log, summarize
+from bench.rendering import render
+
+
+def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -> dict[str, float]:
+    """Own timers inside the one-pass CAM step (the pipeline reports it as one number):
+    the forward pass (prediction + activations), the one backward pass the gradient methods
+    share, and each method's formula plus its scaling/resizing to the image."""
+    import torch
+    from model.interpret import _cam, scale_cam
+    from model.preprocess import decode_image, normalize, resize_map, to_uint8_batch
+
+    b = analyzer.classifier
+    rgb = decode_image(data)
+    x = normalize(to_uint8_batch([rgb], b.input_size).to(analyzer.device), b.mean, b.std)
+    layer = len(analyzer.layers) - 1
+    t: dict[str, float] = {}
+    clk = Clock(clock_device)
+    with torch.enable_grad():
+        final, inter = b.model.forward_intermediates(x, indices=[layer])
+        b.model.forward_head(final, pre_logits=True)
+        logits = b.model.forward_head(final)
+        cls = int(logits[0].argmax())
+        logits.detach()[0, cls].item()  # waits for the device: the forward pass is done
+        t["classify"] = clk.lap()
+        act = inter[0]
+        grads = None
+        if any(m != "eigencam" for m in methods):
+            grads = torch.autograd.grad(logits[0, cls], act)[0][0].detach()
+            t["cam_backward"] = clk.lap()
+    a = act[0].detach().float()
+    for m in methods:
+        c = _cam(m, a, grads).cpu().numpy()
+        np.clip(resize_map(scale_cam(c), rgb.shape[:2]), 0, 1)
+        t[f"cam:{m}"] = clk.lap()
+    return {k: round(v, 3) for k, v in t.items()}
+
+
+def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int, methods: Sequence[str],
+                   device: str, fns, naive: bool = True) -> dict:
+    """Fast and naive pipelines interleaved image by image (so background load hits both alike)."""
+    from bench.naive import naive_analyze
+
+    feature_layer = analyzer.layers[-1]
+    opts = dict(cam_methods=tuple(methods), tta=True, feature_layer=feature_layer, n_feature_maps=16, segment=True)
+    blobs = [(p.name, p.read_bytes()) for p in images]
+    # warm-up (first calls allocate, pick kernels, import pytorch_grad_cam): not timed
+    a = analyzer.analyze(blobs[0][1], **opts)
+    render(fns, a.image, a.cams, a.lesion_mask, a.feature_maps.maps, a.feature_maps.channels)
+    if naive:
+        naive_analyze(models_dir, blobs[0][1], methods, tta=True, feature_layer=-1, device=device)
+    fast_stages: dict[str, list[float]] = {}
+    pipe_stages: dict[str, list[float]] = {}
+    naive_stages: dict[str, list[float]] = {}
+    agreement, per_image = [], []
+    total_runs = repeats * len(blobs)
+    k = 0
+    for rep in range(repeats):
+        for name, data in blobs:
+            k += 1
+            clk = Clock(device)
+            a = analyzer.analyze(data, **opts)
+            analyse_ms = clk.lap()
+            fm = a.feature_maps
+            render(fns, a.image, a.cams, a.lesion_mask, fm.maps, fm.channels, fm.mean_activation)
+            render_ms = clk.lap()
+            for key, v in a.timings_ms.items():
+                pipe_stages.setdefault(key, []).append(v)
+            bd = cam_breakdown(analyzer, data, methods, device)
+            row = {"decode_resize": a.timings_ms.get("decode_resize"), **bd}
+            for key in ("tta", "feature_maps", "segment", "measure", "quality"):
+                if key in a.timings_ms:
+                    row[key] = a.timings_ms[key]
+            row["render"] = render_ms
+            row["total"] = analyse_ms + render_ms
+            for key, v in row.items():
+                fast_stages.setdefault(key, []).append(v)
+            line = f"  [{device}] {k}/{total_runs} {name}: fast {row['total']:.0f} ms"
+            rec = {"image": name, "repeat": rep, "fast_ms": round(row["total"], 2)}
+            if naive:
+                clk = Clock(device)
+                n = naive_analyze(models_dir, data, methods, tta=True, feature_layer=-1, device=device)
+                naive_ms = clk.lap()
+                render(fns, n.image, n.cams, n.lesion_mask, n.feature_maps, n.feature_channels)
+                n_render = clk.lap()
+                for key, v in {**n.timings_ms, "render": n_render, "total": naive_ms + n_render}.items():
+                    naive_stages.setdefault(key, []).append(v)
+                if rep == 0:
+                    agreement.append(compare_outputs(a, n, analyzer.classifier.input_size))
+                line += f", naive {naive_ms + n_render:.0f} ms"
+                rec["naive_ms"] = round(naive_ms + n_render, 2)
+            per_image.append(rec)
+            log(line)
+    out = {
+        "settings": {"cam_methods": list(methods), "tta": True, "feature_layer": feature_layer, "n_feature_maps": 16,
+                     "segment": analyzer.segmenter is not None, "images": [n for n, _ in blobs],
+                     "image_sizes": sorted({f"{a.image.shape[1]}x{a.image.shape[0]}"}), "repeats": repeats,
+                     "render": fns[4]},
+        "fast": {k: summarize(v) for k, v in fast_stages.items()},
+        "fast_pipeline_timings": {k: summarize(v) for k, v in pipe_stages.items()},
+        "per_run": per_image,
+    }
+    if naive:
+        out["naive"] = {k: summarize(v) for k, v in naive_stages.items()}
+        f, n = out["fast"]["total"]["median"], out["naive"]["total"]["median"]
+        out["speedup_median"] = round(n / f, 2)
+        load = out["naive"].get("load_models", {}).get("median") or 0.0
+        out["speedup_median_excluding_naive_model_reload"] = round((n - load) / f, 2)
+        out["agreement"] = merge_agreement(agreement)
+    return out
+
+
+# ----------------------------------------------------------------------------- batch review
+def bench_batch(analyzer, images: list[Path], n_items: int, batch_size: int, repeats: int, device: str) -> dict:
+    blobs = [p.read_bytes() for p in images]
+    items = [(f"img{i}.jpg", blobs[i % len(blobs)]) for i in range(n_items)]
+    analyzer.classify_many(items[:min(4, n_items)], batch_size=batch_size)  # warm-up
+    rates, per_image = [], []
+    for r in range(max(1, repeats)):
+        clk = Clock(device)
+        preds = analyzer.classify_many(items, tta=False, batch_size=batch_size)
+        ms = clk.lap()
+        assert all(p.error is None for p in preds), [p.error for p in preds if p.error]
+        rates.append(n_items / (ms / 1000))
+        per_image.append(ms / n_items)
+        log(f"  [{device}] batch review {r + 1}/{max(1, repeats)}: {n_items} images in {ms:.0f} ms "
+            f"({rates[-1]:.1f} images/s)")
+    return {"images": n_items, "batch_size": batch_size, "tta": False, "input": "JPEG bytes (decode included)",
+            "images_per_s": summarize(rates), "ms_per_image": summarize(per_image)}

@@ -1,0 +1,124 @@
+"""Targets and the markdown / JSON report of a benchmark run."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bench.common import ALL_METHODS
+
+TARGETS = {"speedup_vs_naive": 3.0, "analysis_median_ms": 300.0, "batch_images_per_s": 20.0}
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    cpu = results.get("devices", {}).get("cpu")
+    m = results["machine"]
+    cores_note = (f"measured with {m['torch_threads']} torch threads on {m['cpus_usable']} usable CPUs "
+                  f"(target stated for 2 cores); load average at start {m['loadavg_at_start'][0]}")
+    rows = []
+
+    def add(name, value, threshold, better, unit):
+        ok = None if value is None else (value >= threshold if better == "higher" else value <= threshold)
+        rows.append({"target": name, "value": value, "threshold": threshold, "unit": unit, "pass": ok,
+                     "note": cores_note})
+
+    ana = (cpu or {}).get("analysis", {})
+    add("full analysis speed-up vs naive (median)", ana.get("speedup_median"), TARGETS["speedup_vs_naive"], "higher", "x")
+    add("full analysis median latency", (ana.get("fast", {}).get("total") or {}).get("median"),
+        TARGETS["analysis_median_ms"], "lower", "ms")
+    add("batch review throughput without CAM (median)",
+        ((cpu or {}).get("batch", {}).get("images_per_s") or {}).get("median"), TARGETS["batch_images_per_s"],
+        "higher", "images/s")
+    agree = ana.get("agreement", {}).get("ok")
+    rows.append({"target": "fast and naive outputs agree", "value": agree, "threshold": True, "unit": "",
+                 "pass": agree, "note": "probabilities, CAM class, 6 CAMs, feature maps, masks"})
+    return rows
+
+
+def _fmt(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+STAGE_ORDER = ["load_models", "decode_resize", "classify", "cam_backward", *[f"cam:{m}" for m in ALL_METHODS],
+               "tta", "feature_maps", "segment", "measure", "quality", "render", "total"]
+STAGE_LABELS = {"load_models": "reload both bundles from disk", "decode_resize": "decode + resize + normalise",
+                "classify": "classify (forward pass)", "cam_backward": "CAM backward pass (shared)",
+                "tta": "TTA (3 flipped views)", "feature_maps": "feature maps", "segment": "segmentation",
+                "measure": "measurements", "quality": "quality / OOD checks",
+                "render": "rendering (colourise + overlay)", "total": "**total**"}
+
+
+def to_markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Benchmark `{results['created']}` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
+             f"{m['torch_threads']} torch threads, torch {m['torch']}"
+             + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+             + f"; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}.", ""]
+    if m.get("load_warning"):
+        lines += [f"**Warning:** {m['load_warning']}.", ""]
+    for dev, r in results["devices"].items():
+        ana = r.get("analysis")
+        if ana:
+            s = ana["settings"]
+            lines += [f"### Single-image analysis on {dev} ({len(s['images'])} images, {s['repeats']} repeats; "
+                      f"{len(s['cam_methods'])} CAM methods, TTA, feature maps, segmentation)", "",
+                      "| stage | fast median ms | fast p95 ms | naive median ms | naive p95 ms |",
+                      "|---|---:|---:|---:|---:|"]
+            fast, naive = ana["fast"], ana.get("naive", {})
+            keys = [k for k in STAGE_ORDER if k in fast or k in naive]
+            naive_by = {**naive}
+            for k in keys:
+                label = STAGE_LABELS.get(k, k.replace("cam:", "CAM: "))
+                f, n = fast.get(k, {}), naive_by.get(k, {})
+                lines.append(f"| {label} | {_fmt(f.get('median'))} | {_fmt(f.get('p95'))} | "
+                             f"{_fmt(n.get('median'))} | {_fmt(n.get('p95'))} |")
+            if "speedup_median" in ana:
+                ag = ana["agreement"]
+                lines += ["", f"Speed-up (median total, naive / fast): **{ana['speedup_median']}x** "
+                          f"({ana['speedup_median_excluding_naive_model_reload']}x if the naive pipeline kept its "
+                          f"models loaded). Outputs agree: **{'yes' if ag['ok'] else 'NO'}** (probabilities max "
+                          f"|diff| {ag['prob_max_abs_diff']:.1e}; CAM min correlation "
+                          + ", ".join(f"{k} {_fmt(v.get('min_corr_up_to_sign', v['min_corr']), 4)}"
+                                      + (" up to sign" if any("sign" in n for n in v.get("notes", [])) else "")
+                                      for k, v in ag["cams"].items())
+                          + (f"; masks identical: {ag['masks_identical']}" if "masks_identical" in ag else "") + ")."]
+            lines.append("")
+        b = r.get("batch")
+        if b:
+            lines += [f"Batch review on {dev} (classify_many, no CAM, {b['images']} JPEGs, batch {b['batch_size']}): "
+                      f"**{_fmt(b['images_per_s']['median'])} images/s** median "
+                      f"({_fmt(b['ms_per_image']['median'])} ms per image).", ""]
+        c = r.get("cold_start")
+        if c:
+            lines += [f"Cold start on {dev} (fresh process to first full result): **{c['process_wall_s']:.2f} s** = "
+                      f"imports {c['import_s']:.2f} s"
+                      + (f" (+ streamlit {c['import_streamlit_s']:.2f} s)" if c.get("import_streamlit_s") is not None else "")
+                      + f", model load {c['load_s']:.2f} s, first analysis {c['first_analysis_s']:.2f} s, "
+                      "rest interpreter start.", ""]
+        tr = r.get("training")
+        if tr:
+            lines += [f"Training throughput on {dev}:", "", "| task | arch | input | batch | images/s (median) | ms/step |",
+                      "|---|---|---|---:|---:|---:|"]
+            for task, t in tr.items():
+                lines.append(f"| {task} | {t['arch']} | {t['input_size'][0]}x{t['input_size'][1]} | {t['batch_size']} | "
+                             f"{_fmt(t['images_per_s']['median'])} | {_fmt(t['ms_per_step']['median'], 0)} |")
+            lines.append("")
+    if results.get("targets"):
+        lines += ["| target | value | threshold | pass |", "|---|---:|---:|---|"]
+        for t in results["targets"]:
+            v = t["value"]
+            vs = _fmt(v, 2) if isinstance(v, float) else str(v)
+            thr = t["threshold"]
+            thr_s = (f"≥ {thr}" if "speed" in t["target"] or "throughput" in t["target"] else
+                     f"≤ {thr}" if "latency" in t["target"] else str(thr))
+            lines.append(f"| {t['target']} | {vs} {t['unit']} | {thr_s} {t['unit']} | "
+                         f"{'PASS' if t['pass'] else 'not measured' if t['pass'] is None else 'FAIL'} |")
+        lines += ["", f"_{results['targets'][0]['note']}._"]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)

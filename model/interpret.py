@@ -4,7 +4,7 @@ timm's `forward_intermediates` returns every stage's output as part of the graph
 the logits, so one forward pass yields the prediction, the feature maps of every stage and,
 after one `autograd.grad` call, the gradients a CAM needs. Nothing is registered on the shared
 model, so concurrent sessions can never see each other's activations. The formulas follow
-pytorch-grad-cam (the tests check ours against it); `library_cam` runs that library itself for
+pytorch-grad-cam (the tests check ours against it); `library_cams` runs that library itself for
 its extra methods, on a private copy of the model so its hooks never touch the shared one.
 """
 from __future__ import annotations
@@ -102,8 +102,8 @@ def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | No
     if grad_methods and grads is None:
         # Token models (ViT, Swin) return reshaped copies of their blocks' outputs, which the
         # logits do not depend on: take those CAMs from pytorch-grad-cam on a private copy.
-        cams = {m: (library_cam(model, x, m, cls, cam_layer) if m in grad_methods else _cam(m, a, None).cpu().numpy())
-                for m in methods}
+        cams = library_cams(model, x, grad_methods, cls, cam_layer)
+        cams = {m: cams[m] if m in cams else _cam(m, a, None).cpu().numpy() for m in methods}
     else:
         cams = {m: _cam(m, a, grads).cpu().numpy() for m in methods}
     fmaps, channels, means = None, [], []
@@ -134,11 +134,28 @@ def _to_nchw(model: torch.nn.Module, input_hw):
     return reshape
 
 
-def library_cam(model: torch.nn.Module, x: torch.Tensor, method: str, cam_class: int, cam_layer: int = -1) -> np.ndarray:
-    """A CAM computed by pytorch-grad-cam itself (scaled to [0, 1], input resolution).
+def _library_target(model: torch.nn.Module, cam_layer: int) -> torch.nn.Module:
+    """The module whose output pytorch-grad-cam hooks for layer `cam_layer`.
 
-    The library registers hooks on the model it is given, so it gets a private deep copy: the
-    shared model is never hooked and concurrent sessions stay apart.
+    A class-token ViT's head reads only the class token after the last block, so the gradient of
+    the logits with respect to that block's patch tokens is zero and every gradient CAM would be
+    blank; as pytorch-grad-cam advises, the last block's first norm (its attention input) is used.
+    """
+    names = feature_layers(model)
+    idx = cam_layer % len(names)
+    block = model.get_submodule(names[idx])
+    if (idx == len(names) - 1 and getattr(model, "global_pool", None) == "token"
+            and isinstance(getattr(block, "norm1", None), torch.nn.Module)):
+        return block.norm1
+    return block
+
+
+def library_cams(model: torch.nn.Module, x: torch.Tensor, methods, cam_class: int,
+                 cam_layer: int = -1) -> dict[str, np.ndarray]:
+    """CAMs computed by pytorch-grad-cam itself (scaled to [0, 1], input resolution), one per method.
+
+    The library registers hooks on the model it is given, so it gets one private deep copy per
+    call, shared by the methods: the shared model is never hooked and concurrent sessions stay apart.
     """
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -146,10 +163,15 @@ def library_cam(model: torch.nn.Module, x: torch.Tensor, method: str, cam_class:
     classes = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "hirescam": pgc.HiResCAM,
                "xgradcam": pgc.XGradCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM,
                "scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM, "eigengradcam": pgc.EigenGradCAM}
+    if not methods:
+        return {}
     private = copy.deepcopy(model)
-    layer = private.get_submodule(feature_layers(private)[cam_layer])
-    with classes[method](model=private, target_layers=[layer], reshape_transform=_to_nchw(private, x.shape[2:])) as cam:
-        if hasattr(cam, "batch_size"):
-            cam.batch_size = 16
-        out = cam(input_tensor=x, targets=[ClassifierOutputTarget(cam_class)])
-    return out[0]
+    layer = _library_target(private, cam_layer)
+    reshape = _to_nchw(private, x.shape[2:])
+    out = {}
+    for method in methods:
+        with classes[method](model=private, target_layers=[layer], reshape_transform=reshape) as cam:
+            if hasattr(cam, "batch_size"):
+                cam.batch_size = 16
+            out[method] = cam(input_tensor=x, targets=[ClassifierOutputTarget(cam_class)])[0]
+    return out

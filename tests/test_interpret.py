@@ -1,0 +1,64 @@
+"""CAMs: ours agree with pytorch-grad-cam on a CNN; on a class-token ViT (where the library is
+used) every gradient method gives a real, class-dependent map and the shared model stays unhooked."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import tv_compat  # noqa: F401  (timm imports torchvision)
+from model.interpret import CAM_METHODS, forward_explain, library_cams, scale_cam
+from model.preprocess import resize_map
+
+GRADIENT_METHODS = [m for m in CAM_METHODS if m != "eigencam"]
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def image():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, 3, 64, 64, generator=g)
+
+
+def test_our_cams_match_pytorch_grad_cam_on_a_cnn(image):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=7).eval()
+    ours = forward_explain(model, image, methods=tuple(GRADIENT_METHODS))
+    theirs = library_cams(model, image, GRADIENT_METHODS, ours.cam_class)
+    assert _hooks(model) == 0
+    for m in GRADIENT_METHODS:
+        mine = np.clip(resize_map(scale_cam(ours.cams[m]), image.shape[2:]), 0, 1)
+        assert theirs[m].shape == mine.shape
+        if theirs[m].std() < 1e-6:  # a flat map (possible for an untrained net): both must be flat
+            assert mine.std() < 0.05, m
+        else:
+            assert _corr(mine, theirs[m]) > 0.95, m
+
+
+def test_class_token_vit_cams_are_real_and_the_model_stays_unhooked(image):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", num_classes=7, img_size=(64, 64)).eval()
+    assert model.global_pool == "token"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = forward_explain(model, image, methods=tuple(CAM_METHODS))
+    assert set(res.cams) == set(CAM_METHODS)
+    for m, cam in res.cams.items():
+        scaled = scale_cam(cam)
+        assert np.isfinite(scaled).all(), m
+        assert scaled.std() > 0.05, f"{m}: blank map (gradients of the last block's patch tokens are zero)"
+    other = forward_explain(model, image, cam_class=(res.cam_class + 1) % 7, methods=("gradcam",))
+    assert np.abs(scale_cam(other.cams["gradcam"]) - scale_cam(res.cams["gradcam"])).max() > 0.1
+    assert _hooks(model) == 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

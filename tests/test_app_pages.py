@@ -6,6 +6,8 @@ import json
 import shutil
 import zipfile
 
+import pytest
+
 from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
 
 
@@ -90,6 +92,19 @@ def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
     no_exception(at)
     shown = texts(at)
     assert "No test metrics recorded" in shown and "No segmenter bundle" in shown
+
+
+@pytest.mark.parametrize("imbalance, warned", [("balanced", True), ("both", True), ("weighted", False)])
+def test_model_card_warns_when_probabilities_assume_balanced_classes(make_app, app_models_dir, tmp_path,
+                                                                     imbalance, warned):
+    shutil.copytree(app_models_dir / "classifier", tmp_path / "classifier")
+    meta_path = tmp_path / "classifier" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["train_config"]["imbalance"] = imbalance
+    meta_path.write_text(json.dumps(meta))
+    at = make_app(models=tmp_path, page="views/model_card.py")
+    no_exception(at)
+    assert ("Probabilities assume equally common classes" in texts(at)) == warned
 
 
 def test_model_card_reports_broken_meta(make_app, tmp_path):

@@ -91,6 +91,14 @@ st.markdown(f"""
   the image; several images can show the same lesion (the split keeps each lesion on one side).
 - **Heatmaps** show what raised a class score, not why; they can highlight rulers, ink, hair or vignetting.
 """)
+if cfg.get("imbalance") in ("balanced", "both"):
+    st.markdown("""
+- **Probabilities assume equally common classes.** The classifier was trained with class-balanced sampling, so
+  its probabilities describe a population in which every class is equally frequent: rare classes (and the
+  malignant sum) come out higher than HAM10000's own frequencies, or a clinic's, would give. Temperature
+  scaling sharpens or softens them but cannot undo this shift of class frequencies, which is the main part
+  of the calibration error below.
+""")
 
 st.header("Held-out test results", divider="gray")
 if not test:

@@ -131,3 +131,20 @@ def test_agreement_check_catches_differences(tiny_models_dir):
     wrong = copy.deepcopy(fast)
     wrong.cams["eigencam"] = np.random.default_rng(0).random(shape).astype(np.float32)
     assert not compare_outputs(wrong, naive, size)["cams"]["eigencam"]["ok"]
+
+
+def test_recipe_table_reads_the_bundles(tiny_classifier_dir, tmp_path, capsys):
+    import json
+
+    from bench.recipe_table import main as recipe_table
+
+    meta = json.loads((tiny_classifier_dir / "meta.json").read_text())
+    assert recipe_table([str(tiny_classifier_dir), str(tmp_path)]) == 0   # tmp_path: no bundle, skipped
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert len(lines) == 3 and "no meta.json" in out.err
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[1] == "test_resnet" and cells[2] == "64x80"
+    assert cells[5] == str(len(meta["history"]))
+    assert cells[8] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
+    assert cells[11] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"

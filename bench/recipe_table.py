@@ -1,0 +1,48 @@
+"""The README's recipe table, read from the bundles' meta.json (nothing typed in by hand).
+
+    python -m bench.recipe_table runs/cls-mnv4s-112 runs/compare/*/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HEADER = ("| run | arch | input | imbalance | augmentation | epochs | train min | best val bal. acc. | "
+          "test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) |")
+
+
+def _f(v, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def recipe_row(bundle: Path) -> str:
+    """One markdown row for a classifier bundle folder."""
+    meta = json.loads((bundle / "meta.json").read_text())
+    cfg, test = meta.get("train_config", {}), meta.get("metrics", {}).get("test", {})
+    aug = cfg.get("augment", "?") + (f" + {cfg['class_augment']}" if cfg.get("class_augment") else "")
+    h, w = meta["input_size"]
+    epochs = len(meta.get("history", []))
+    return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {cfg.get('imbalance', '?')} | {aug} | {epochs} | "
+            f"{meta.get('train_time_s', 0) / 60:.0f} | {_f(meta.get('metrics', {}).get('best_val'))} | "
+            f"{_f(test.get('balanced_accuracy'))} | {_f(test.get('macro_auc'))} | "
+            f"{_f(test.get('melanoma_sensitivity'))} | {_f(test.get('ece_after_temperature'))} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.recipe_table", description=__doc__.split("\n")[0])
+    ap.add_argument("bundles", nargs="+", type=Path, help="classifier bundle folders (with meta.json)")
+    args = ap.parse_args(argv)
+    rows = []
+    for b in args.bundles:
+        if not (b / "meta.json").is_file():
+            print(f"skipped {b}: no meta.json (unfinished run?)", file=sys.stderr)
+            continue
+        rows.append(recipe_row(b))
+    print("\n".join([HEADER, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

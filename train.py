@@ -59,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ema", type=float, default=0.0, help="EMA decay, e.g. 0.999 (0 = off)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
+    ap.add_argument("--keep", default="best", choices=("best", "last"),
+                    help="weights to ship: the best validation epoch, or the last epoch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", type=Path, help="reuse a split file (default: OUT/split.json, made if absent)")
     ap.add_argument("--val-frac", type=float, default=0.15)
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
                       augment=per_class_strength(args, classes), balanced=args.imbalance in ("balanced", "both"),
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
-                      checkpoint_dir=args.out / ".train", ema_decay=args.ema)
+                      checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep)
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
         "data": {"layout": ds.layout, "counts": ds.counts(), "split_sizes": split_sizes,
                  "train_images": len(train.records), "skipped_unreadable": len(train.skipped) + len(val.skipped)},
         "split": {"file": "split.json", "hash": split_id, "seed": args.seed},
-        "history": state.history, "best_epoch": state.best_epoch,
+        "history": state.history, "best_epoch": state.best_epoch, "kept_epoch": state.kept_epoch,
         "hardware": hardware_summary(device), "platform": platform.platform(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }

@@ -145,6 +145,7 @@ class LoopConfig:
     checkpoint_dir: Path
     ema_decay: float = 0.0
     monitor: str = "score"
+    keep: str = "best"  # weights the run ends with: "best" validation score, or "last" epoch
 
 
 @dataclass
@@ -153,6 +154,7 @@ class LoopState:
     best_score: float = -1.0
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
+    kept_epoch: int = -1  # the epoch whose weights the model holds when fit returns
 
 
 def _batches(order: np.ndarray, batch_size: int, drop_last: bool):
@@ -246,10 +248,16 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
         save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together
         if improved:  # a convenience copy; a kill before this line leaves the previous one, never a mismatch
             save_checkpoint(best_path, {"model": best_weights, "epoch": state.epoch})
-    if best_weights is not None:
+    if cfg.keep == "last":
+        if ema is not None:
+            model.load_state_dict(ema.module.state_dict())
+        state.kept_epoch = state.epoch
+    elif best_weights is not None:
         model.load_state_dict(best_weights)
+        state.kept_epoch = state.best_epoch
     elif best_path.is_file():
         model.load_state_dict(load_checkpoint(best_path)["model"])
+        state.kept_epoch = state.best_epoch
     return state
 
 

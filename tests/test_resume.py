@@ -128,6 +128,28 @@ def test_resume_keeps_the_recorded_best_even_if_best_pt_is_stale(tmp_path, capsy
         torch.testing.assert_close(shipped[k].float(), ck["best_model"][k].float())
 
 
+def test_keep_last_ships_the_final_epoch(tmp_path):
+    """--keep last (here on a finished run, resumed) ships the last epoch's weights and says so."""
+    from model.bundle import load_bundle
+    from model.training import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "bundle"
+    assert _run_train_in_process(_train_args(HAM_SMALL, out, 2)) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kept_epoch"] == meta["best_epoch"]
+    ck = load_checkpoint(out / ".train" / "last.pt")
+    # make the recorded best differ from the last epoch for certain
+    ck_edit = {**ck, "best_epoch": 1, "best_model": {k: torch.zeros_like(v) for k, v in ck["model"].items()}}
+    save_checkpoint(out / ".train" / "last.pt", ck_edit)
+    assert _run_train_in_process(_train_args(HAM_SMALL, out, 2, "--resume", "--keep", "last")) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kept_epoch"] == 2 and meta["best_epoch"] == 1 and meta["train_config"]["keep"] == "last"
+    shipped = load_bundle(out).model.state_dict()
+    for k, v in ck["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(shipped[k].float(), v.float())
+
+
 def test_corrupt_images_are_skipped_and_counted(tmp_path, capsys):
     from model.data import load_dataset, split_records
 

@@ -32,7 +32,8 @@ def recipe_facts(meta: dict) -> None:
     train_s = meta.get("train_time_s")
     st.markdown(f"Training time {num(train_s / 60, 0) + ' min (all epochs)' if isinstance(train_s, (int, float)) else NOT_RECORDED}"
                 f" · last run on {meta.get('hardware', NOT_RECORDED)} ({num(meta.get('wall_time_s'), 0)} s) · "
-                f"best epoch {meta.get('best_epoch', '?')} of {len(meta.get('history') or [])} · "
+                f"weights of epoch {meta.get('kept_epoch', meta.get('best_epoch', '?'))} of "
+                f"{len(meta.get('history') or [])} (best validation score at epoch {meta.get('best_epoch', '?')}) · "
                 f"torch {dig(meta, 'versions', 'torch', default='?')}")
     commands = meta.get("commands") or ([meta["command"]] if meta.get("command") else [])
     if len(commands) > 1:

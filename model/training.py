@@ -163,6 +163,22 @@ def _batches(order: np.ndarray, batch_size: int, drop_last: bool):
         yield order[i:i + batch_size]
 
 
+UNSTABLE_LOSS_RATIO = 3.0
+
+
+def _unstable(metrics: dict, earlier: list[dict]) -> bool:
+    """An epoch whose validation loss is not finite, or over UNSTABLE_LOSS_RATIO x the lowest of the
+    earlier epochs: its score may be high, but a few images get exploding outputs (seen here once:
+    balanced accuracy at its peak while the loss jumped from 0.9 to 22)."""
+    loss = metrics.get("val_loss")
+    if loss is None:
+        return False
+    if not math.isfinite(loss):
+        return True
+    before = [h["val_loss"] for h in earlier if isinstance(h.get("val_loss"), (int, float)) and math.isfinite(h["val_loss"])]
+    return bool(before) and loss > UNSTABLE_LOSS_RATIO * min(before)
+
+
 def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[torch.nn.Module], dict],
         opt, sched, cfg: LoopConfig, resume: bool = False, log: Callable[[str], None] = print) -> LoopState:
     """Train with early stopping on `validate(model)['score']`; keeps the best weights on disk.
@@ -233,7 +249,11 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
                "lr": opt.param_groups[0]["lr"], "images_per_s": round(seen / max(train_time, 1e-9), 1),
                "epoch_s": round(time.time() - t0, 1), **{k: round(v, 5) for k, v in metrics.items()}}
         state.history.append(row)
-        improved = metrics["score"] > state.best_score
+        unstable = _unstable(metrics, state.history[:-1])
+        improved = metrics["score"] > state.best_score and not unstable
+        if unstable:
+            log(f"epoch {state.epoch}: validation loss {metrics['val_loss']:.3g} is over {UNSTABLE_LOSS_RATIO:g}x the "
+                "lowest so far (exploding outputs on some images): never kept as the best epoch")
         if improved:
             state.best_score, state.best_epoch = metrics["score"], state.epoch
             best_weights = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}

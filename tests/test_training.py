@@ -196,3 +196,31 @@ def test_train_reports_missing_data(tmp_path, capsys):
     assert rc == 2
     assert "error: Data folder not found" in capsys.readouterr().err
     assert not (tmp_path / "b" / "weights.safetensors").exists()
+
+
+def test_an_epoch_with_exploding_validation_loss_is_never_kept_as_best(tmp_path):
+    """The loop keeps the best *stable* epoch: a higher score that comes with a validation loss
+    over 3x the lowest so far (or not finite) is logged and passed over."""
+    from model.training import LoopConfig, fit, make_optimizer, make_scheduler
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 2))
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    labels = np.arange(16) % 2
+    script = iter([(0.50, 1.0), (0.70, 0.9), (0.95, 22.0), (0.90, float("nan")), (0.60, 0.95)])
+
+    def validate(m):
+        score, loss = next(script)
+        return {"score": score, "val_loss": loss}
+
+    opt = make_optimizer(model, "adamw", 1e-3, 0.0)
+    cfg = LoopConfig(epochs=5, batch_size=8, augment=0.0, balanced=False, mean=[0.5] * 3, std=[0.25] * 3,
+                     device=torch.device("cpu"), channels_last=False, amp=False, patience=10, seed=0,
+                     checkpoint_dir=tmp_path / ".train")
+    logged = []
+    state = fit(model, images, labels, None, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), validate,
+                opt, make_scheduler(opt, "cosine", 5, 2, 0.0), cfg, log=logged.append)
+    assert state.epoch == 5 and state.best_epoch == 2 and state.best_score == pytest.approx(0.70)
+    assert state.kept_epoch == 2
+    assert sum("never kept as the best epoch" in line for line in logged) == 2

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-HEADER = ("| run | arch | input | imbalance | augmentation | epochs | train min | best val bal. acc. | "
+HEADER = ("| run | arch | input | imbalance | augmentation | epochs | train min | val bal. acc. (kept epoch) | "
           "test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) |")
 
 
@@ -23,9 +23,13 @@ def recipe_row(bundle: Path) -> str:
     cfg, test = meta.get("train_config", {}), meta.get("metrics", {}).get("test", {})
     aug = cfg.get("augment", "?") + (f" + {cfg['class_augment']}" if cfg.get("class_augment") else "")
     h, w = meta["input_size"]
-    epochs = len(meta.get("history", []))
+    history = meta.get("history", [])
+    epochs = len(history)
+    kept = meta.get("kept_epoch", meta.get("best_epoch"))
+    kept_row = history[kept - 1] if isinstance(kept, int) and 1 <= kept <= epochs else {}
+    val = kept_row.get("val_balanced_accuracy", kept_row.get("score"))
     return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {cfg.get('imbalance', '?')} | {aug} | {epochs} | "
-            f"{meta.get('train_time_s', 0) / 60:.0f} | {_f(meta.get('metrics', {}).get('best_val'))} | "
+            f"{meta.get('train_time_s', 0) / 60:.0f} | {_f(val)} ({kept}) | "
             f"{_f(test.get('balanced_accuracy'))} | {_f(test.get('macro_auc'))} | "
             f"{_f(test.get('melanoma_sensitivity'))} | {_f(test.get('ece_after_temperature'))} |")
 

@@ -16,3 +16,4 @@ run regnetx002-112-balanced --arch regnetx_002 --img-size 112 144 --imbalance ba
 run mnv4s-112-balanced-lightaug --arch mobilenetv4_conv_small --img-size 112 144 --imbalance balanced --augment light
 run mnv4s-112-both --arch mobilenetv4_conv_small --img-size 112 144 --imbalance both $STRONG
 run mnv4s-150-balanced --arch mobilenetv4_conv_small --img-size 150 200 --imbalance balanced $STRONG
+$PY -m bench.recipe_table "$OUT"/*/   # the README table, from the bundles' meta.json

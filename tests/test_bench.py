@@ -146,5 +146,7 @@ def test_recipe_table_reads_the_bundles(tiny_classifier_dir, tmp_path, capsys):
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[1] == "test_resnet" and cells[2] == "64x80"
     assert cells[5] == str(len(meta["history"]))
+    kept = meta["best_epoch"]
+    assert cells[7] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
     assert cells[8] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
     assert cells[11] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"

@@ -36,6 +36,9 @@ from model.training import (LoopConfig, batched_outputs, class_weights, dice_bce
                             hardware_summary, make_optimizer, make_scheduler, pick_device)
 
 
+SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.epoch_order
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("task", choices=("classify", "segment"))
@@ -46,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default 120 160 / 128 160)")
     ap.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs internet)")
     ap.add_argument("--train-layers", default="all", help="all | head | last-N (stages)")
-    ap.add_argument("--imbalance", default="weighted", choices=("none", "weighted", "balanced", "both"))
+    ap.add_argument("--imbalance", default="weighted", choices=("none", "weighted", "balanced", "sqrt", "both"),
+                    help="weighted loss, class-balanced sampling, square-root sampling, or balanced sampling + weighted loss")
     ap.add_argument("--augment", default="medium", choices=tuple(AUGMENT_STRENGTHS))
     ap.add_argument("--class-augment", default="", help="per-class strength, e.g. 'df=strong,vasc=strong'")
     ap.add_argument("--norm", default="model", choices=("model", "data"), help="mean/std from timm's config or the training set")
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
     opt = make_optimizer(model, args.opt, args.lr, args.weight_decay)
     sched = make_scheduler(opt, args.sched, args.epochs, steps, args.warmup)
     loop = LoopConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(train.records)),
-                      augment=per_class_strength(args, classes), balanced=args.imbalance in ("balanced", "both"),
+                      augment=per_class_strength(args, classes), balanced=SAMPLING_BALANCE.get(args.imbalance, 0.0),
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep)

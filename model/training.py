@@ -44,13 +44,15 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w / (w[labels].mean()), dtype=torch.float32)
 
 
-def epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
-    """Sample order for one epoch: a permutation, or class-balanced draws with replacement."""
+def epoch_order(labels: np.ndarray, balanced: float, rng: np.random.Generator) -> np.ndarray:
+    """Sample order for one epoch. `balanced` 0 (or False): a permutation; otherwise draws with
+    replacement in which a class of n images is drawn in proportion to n ** (1 - balanced):
+    1 (or True) = every class equally often, 0.5 = square-root sampling."""
     n = len(labels)
     if not balanced:
         return rng.permutation(n)
     counts = np.bincount(labels)
-    p = 1.0 / counts[labels]
+    p = counts[labels].astype(np.float64) ** -float(balanced)
     return rng.choice(n, size=n, replace=True, p=p / p.sum())
 
 
@@ -134,7 +136,7 @@ class LoopConfig:
     epochs: int
     batch_size: int
     augment: float | np.ndarray  # strength, or one strength per class
-    balanced: bool
+    balanced: float  # 0 = natural frequencies, 1 = balanced classes, 0.5 = square-root sampling
     mean: list[float]
     std: list[float]
     device: torch.device

@@ -71,6 +71,22 @@ def test_epoch_order_balanced_draws_classes_equally():
     assert len(one) == len(labels) and len(set(one.tolist())) < len(labels)  # with replacement
 
 
+def test_epoch_order_square_root_sampling():
+    """--imbalance sqrt: a class of n images is drawn in proportion to sqrt(n)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import train
+
+    args = train.parse_args(["classify", "--data", "d", "--out", "o", "--imbalance", "sqrt"])
+    power = train.SAMPLING_BALANCE[args.imbalance]
+    assert power == 0.5 and train.SAMPLING_BALANCE["balanced"] == 1.0 and "weighted" not in train.SAMPLING_BALANCE
+    labels = np.array([0] * 180 + [1] * 15 + [2] * 5)
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([labels[epoch_order(labels, power, rng)] for _ in range(50)])
+    expected = np.sqrt([180, 15, 5]) / np.sqrt([180, 15, 5]).sum()
+    np.testing.assert_allclose(np.bincount(drawn, minlength=3) / len(drawn), expected, atol=0.02)
+
+
 # ----------------------------------------------------------------------------- losses, schedule, EMA, checkpoints
 def test_dice_bce_loss_prefers_the_right_mask():
     target = torch.zeros(2, 1, 8, 8)

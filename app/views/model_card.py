@@ -92,11 +92,14 @@ st.markdown(f"""
   the image; several images can show the same lesion (the split keeps each lesion on one side).
 - **Heatmaps** show what raised a class score, not why; they can highlight rulers, ink, hair or vignetting.
 """)
-if cfg.get("imbalance") in ("balanced", "both"):
-    st.markdown("""
-- **Probabilities assume equally common classes.** The classifier was trained with class-balanced sampling, so
-  its probabilities describe a population in which every class is equally frequent: rare classes (and the
-  malignant sum) come out higher than HAM10000's own frequencies, or a clinic's, would give. Temperature
+if cfg.get("imbalance") in ("balanced", "both", "sqrt"):
+    how = ("square-root sampling (a class of n images drawn in proportion to √n), so its probabilities describe a "
+           "population in which the classes are far closer to equally frequent than in HAM10000"
+           if cfg.get("imbalance") == "sqrt" else "class-balanced sampling, so its probabilities describe a "
+           "population in which every class is equally frequent")
+    st.markdown(f"""
+- **Probabilities assume equally common classes** (or nearly so). The classifier was trained with {how}: rare
+  classes (and the malignant sum) come out higher than HAM10000's own frequencies, or a clinic's, would give. Temperature
   scaling sharpens or softens them but cannot undo this shift of class frequencies, which is the main part
   of the calibration error below.
 """)

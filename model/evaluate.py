@@ -44,9 +44,10 @@ def _chunks(records, size, desc, progress):
     bar.close()
 
 
-def evaluate_classifier(bundle: Bundle, records: Sequence[Record], batch_size: int = 64,
-                        progress: bool = True) -> dict:
-    """Metrics of a classifier bundle on labelled records (decoded from their files)."""
+def classifier_split_logits(bundle: Bundle, records: Sequence[Record], batch_size: int = 64,
+                            progress: bool = True) -> tuple[np.ndarray, np.ndarray, list]:
+    """Raw logits and class indices of labelled records (decoded from their files), and the
+    (image_id, reason) of those skipped."""
     classes = bundle.classes
     logits, labels, skipped = [], [], []
     for chunk in _chunks(list(records), batch_size, "evaluate", progress):
@@ -60,8 +61,14 @@ def evaluate_classifier(bundle: Bundle, records: Sequence[Record], batch_size: i
             labels += [classes.index(r.label) for r, _ in ok]
     if not labels:
         raise DatasetError("No readable, labelled images to evaluate.")
-    z = np.concatenate(logits)
-    y = np.asarray(labels)
+    return np.concatenate(logits), np.asarray(labels), skipped
+
+
+def evaluate_classifier(bundle: Bundle, records: Sequence[Record], batch_size: int = 64,
+                        progress: bool = True) -> dict:
+    """Metrics of a classifier bundle on labelled records (decoded from their files)."""
+    classes = bundle.classes
+    z, y, skipped = classifier_split_logits(bundle, records, batch_size, progress)
     raw, cal = softmax(z), calibrated_probs(bundle, z)
     report = classification_report(y, cal, classes)
     report["temperature"] = bundle.temperature

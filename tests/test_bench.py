@@ -150,3 +150,21 @@ def test_recipe_table_reads_the_bundles(tiny_classifier_dir, tmp_path, capsys):
     assert cells[7] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
     assert cells[8] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
     assert cells[11] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"
+
+
+def test_calibration_check_on_a_tiny_bundle(tiny_classifier_dir, capsys):
+    import json
+
+    from bench.calibration_check import main as calibration_check
+    from model.bundle import read_meta
+
+    data = REPO / "tests" / "data" / "ham_small"
+    assert calibration_check([str(tiny_classifier_dir), "--data", str(data)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "val" and out["n"] == read_meta(tiny_classifier_dir)["data"]["split_sizes"]["val"]
+    assert out["temperature"] == read_meta(tiny_classifier_dir)["temperature"]
+    for v in (out["ece_raw"], out["ece_with_temperature"], out["prior_adjusted"]["ece"],
+              out["balanced_accuracy"], out["prior_adjusted"]["balanced_accuracy"]):
+        assert 0.0 <= v <= 1.0
+    assert 0 <= out["images_with_abs_logit_over_50"] <= out["n"]
+    assert out["max_abs_logit"] >= out["median_max_abs_logit"] > 0

@@ -100,8 +100,8 @@ if cfg.get("imbalance") in ("balanced", "both", "sqrt"):
     st.markdown(f"""
 - **Probabilities assume equally common classes** (or nearly so). The classifier was trained with {how}: rare
   classes (and the malignant sum) come out higher than HAM10000's own frequencies, or a clinic's, would give. Temperature
-  scaling sharpens or softens them but cannot undo this shift of class frequencies, which is the main part
-  of the calibration error below.
+  scaling sharpens or softens them but cannot undo this shift of class frequencies
+  (`python -m bench.calibration_check` measures how much of the calibration error it accounts for).
 """)
 
 st.header("Held-out test results", divider="gray")

@@ -32,11 +32,13 @@ from model.metrics import classification_report, mask_scores
 from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
 from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.segmenter import DEFAULT_DECODER, build_segmenter
-from model.training import (LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit, fit_temperature,
-                            hardware_summary, make_optimizer, make_scheduler, pick_device)
+from model.training import (CHANNELS_LAST, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
+                            fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler,
+                            pick_device)
 
 
 SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.epoch_order
+IMBALANCE_CHOICES = ("none", "weighted", "balanced", "sqrt", "both", "logit-adjust")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,8 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default 120 160 / 128 160)")
     ap.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs internet)")
     ap.add_argument("--train-layers", default="all", help="all | head | last-N (stages)")
-    ap.add_argument("--imbalance", default="weighted", choices=("none", "weighted", "balanced", "sqrt", "both"),
-                    help="weighted loss, class-balanced sampling, square-root sampling, or balanced sampling + weighted loss")
+    ap.add_argument("--imbalance", default="weighted", choices=IMBALANCE_CHOICES,
+                    help="weighted loss, class-balanced sampling, square-root sampling, balanced sampling + weighted "
+                         "loss, or logit-adjusted loss with natural sampling")
     ap.add_argument("--augment", default="medium", choices=tuple(AUGMENT_STRENGTHS))
     ap.add_argument("--class-augment", default="", help="per-class strength, e.g. 'df=strong,vasc=strong'")
     ap.add_argument("--norm", default="model", choices=("model", "data"), help="mean/std from timm's config or the training set")
@@ -60,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sched", default="cosine", choices=("cosine", "step", "plateau"))
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up epochs")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha, e.g. 0.2 (0 = off)")
+    ap.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha, e.g. 1.0 (0 = off)")
     ap.add_argument("--ema", type=float, default=0.0, help="EMA decay, e.g. 0.999 (0 = off)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
@@ -159,11 +164,12 @@ def main(argv=None) -> int:
         mean, std = [round(float(v), 5) for v in cfg["mean"]], [round(float(v), 5) for v in cfg["std"]]
     if not segment:
         print(f"trainable parameters: {set_trainable(model, args.train_layers):,}")
-    channels_last = device.type == "cuda"
+    channels_last = CHANNELS_LAST
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     # ---- loss and validation for the task
     weights = class_weights(train.labels, len(classes)).to(device) if args.imbalance in ("weighted", "both") else None
+    logit_shift = log_prior(train.labels, len(classes)).to(device) if args.imbalance == "logit-adjust" else 0.0
     if segment:
         def loss_fn(m, x, target):
             return dice_bce_loss(m(x).float(), target)
@@ -174,7 +180,7 @@ def main(argv=None) -> int:
             return {"score": float(dice), "val_dice": float(dice)}
     else:
         def loss_fn(m, x, y):
-            return torch.nn.functional.cross_entropy(m(x).float(), y, weight=weights,
+            return torch.nn.functional.cross_entropy(m(x).float() + logit_shift, y, weight=weights,
                                                      label_smoothing=args.label_smoothing)
 
         def validate(m) -> dict:
@@ -191,7 +197,9 @@ def main(argv=None) -> int:
                       augment=per_class_strength(args, classes), balanced=SAMPLING_BALANCE.get(args.imbalance, 0.0),
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
-                      checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep)
+                      checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
+                      mixup=0.0 if segment else args.mixup, cutmix=0.0 if segment else args.cutmix,
+                      num_classes=len(classes))
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
     log_file.parent.mkdir(parents=True, exist_ok=True)

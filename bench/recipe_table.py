@@ -9,12 +9,19 @@ import json
 import sys
 from pathlib import Path
 
-HEADER = ("| run | arch | input | imbalance | augmentation | epochs | train min | val bal. acc. (kept epoch) | "
-          "test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) |")
+HEADER = ("| run | arch | input | imbalance | augmentation | regularisation | epochs | train min | "
+          "val bal. acc. (kept epoch) | test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) |")
 
 
 def _f(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def regularisation(cfg: dict) -> str:
+    """Label smoothing, mixup/CutMix and EMA of a run, in a few words ("–" for none)."""
+    parts = [f"{name} {cfg[key]:g}" for key, name in (("label_smoothing", "smoothing"), ("mixup", "mixup"),
+                                                       ("cutmix", "CutMix"), ("ema", "EMA")) if cfg.get(key)]
+    return ", ".join(parts) or "–"
 
 
 def recipe_row(bundle: Path) -> str:
@@ -28,7 +35,8 @@ def recipe_row(bundle: Path) -> str:
     kept = meta.get("kept_epoch", meta.get("best_epoch"))
     kept_row = history[kept - 1] if isinstance(kept, int) and 1 <= kept <= epochs else {}
     val = kept_row.get("val_balanced_accuracy", kept_row.get("score"))
-    return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {cfg.get('imbalance', '?')} | {aug} | {epochs} | "
+    return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {cfg.get('imbalance', '?')} | {aug} | "
+            f"{regularisation(cfg)} | {epochs} | "
             f"{meta.get('train_time_s', 0) / 60:.0f} | {_f(val)} ({kept}) | "
             f"{_f(test.get('balanced_accuracy'))} | {_f(test.get('macro_auc'))} | "
             f"{_f(test.get('melanoma_sensitivity'))} | {_f(test.get('ece_after_temperature'))} |")
@@ -44,7 +52,7 @@ def main(argv=None) -> int:
             print(f"skipped {b}: no meta.json (unfinished run?)", file=sys.stderr)
             continue
         rows.append(recipe_row(b))
-    print("\n".join([HEADER, "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows]))
+    print("\n".join([HEADER, "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows]))
     return 0
 
 

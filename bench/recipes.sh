@@ -17,4 +17,9 @@ run mnv4s-112-balanced-lightaug --arch mobilenetv4_conv_small --img-size 112 144
 run mnv4s-112-both --arch mobilenetv4_conv_small --img-size 112 144 --imbalance both $STRONG
 run mnv4s-112-sqrt --arch mobilenetv4_conv_small --img-size 112 144 --imbalance sqrt $STRONG
 run mnv4s-150-balanced --arch mobilenetv4_conv_small --img-size 150 200 --imbalance balanced $STRONG
+# 10 epochs (the last --epochs wins): the shipped recipe, + mixup/CutMix, and logit adjustment + mixup/CutMix
+MNV4="--arch mobilenetv4_conv_small --img-size 112 144 --epochs 10 $STRONG"
+run cmp10-balanced $MNV4 --imbalance balanced
+run cmp10-balanced-mix $MNV4 --imbalance balanced --mixup 0.2 --cutmix 1.0
+run cmp10-logitadj-mix $MNV4 --imbalance logit-adjust --mixup 0.2 --cutmix 1.0
 $PY -m bench.recipe_table "$OUT"/*/   # the README table, from the bundles' meta.json

@@ -37,7 +37,7 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     import torch.nn.functional as F
     from model.bundle import build_from_meta, read_meta
     from model.preprocess import AUGMENT_STRENGTHS, augment_batch, normalize
-    from model.training import EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
+    from model.training import CHANNELS_LAST, EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
 
     meta = read_meta(bundle_dir)
     cfg = meta.get("train_config", {})
@@ -47,7 +47,7 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     images, labels, masks, source = _training_data(meta, bs * 2, data_dir, segment)
     torch.manual_seed(0)
     model = build_from_meta(meta)
-    channels_last = dev.type == "cuda"
+    channels_last = CHANNELS_LAST
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
     opt = make_optimizer(model, cfg.get("opt", "adamw"), float(cfg.get("lr", 2e-3)), float(cfg.get("weight_decay", 0.05)))
     sched = make_scheduler(opt, "cosine", 1, steps + 1, 0.0)

@@ -251,3 +251,36 @@ def _rotate_hue(x, radians):
     m[:, 2, 1] = k * (1 - cos) + sq * sin
     m[:, 2, 2] = cos + k * (1 - cos)
     return torch.einsum("nij,njhw->nihw", m, x)
+
+
+def mix_batch(x, targets, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, generator=None):
+    """Mixup or CutMix a float batch (Nx3xHxW) with its own reversal; `targets` are NxC soft labels.
+
+    Each batch is mixed by one of the two (an even draw when both alphas are set) with a weight
+    lam ~ Beta(alpha, alpha): mixup blends whole images; CutMix pastes a box of about 1 - lam of
+    the area, and lam becomes the share actually left once the box is clipped to the image. The
+    labels are mixed with the same weight. Returns (images, targets, lam); alphas of 0 change nothing.
+    """
+    import torch
+
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return x, targets, 1.0
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    rng = np.random.default_rng(seed)  # Beta has no torch sampler that takes a generator
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    lam = float(rng.beta(alpha, alpha))
+    flipped_x, flipped_t = x.flip(0), targets.flip(0)
+    if use_cutmix:
+        h, w = x.shape[2:]
+        cut = math.sqrt(1.0 - lam)
+        ch, cw = int(round(h * cut)), int(round(w * cut))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = flipped_x[:, :, y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
+    else:
+        x = x * lam + flipped_x * (1.0 - lam)
+    return x, targets * lam + flipped_t * (1.0 - lam), lam

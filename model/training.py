@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .preprocess import augment_batch, normalize
+from .preprocess import augment_batch, mix_batch, normalize
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -32,6 +32,11 @@ def hardware_summary(device: torch.device) -> str:
     return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
+# Training keeps images and weights channels-last on every device: faster on CUDA, and on CPUs too
+# (oneDNN): mobilenetv4_conv_small at 112x144 trains at 199 instead of 107 images/s on 2 Zen 4 cores.
+CHANNELS_LAST = True
+
+
 # ----------------------------------------------------------------------------- imbalance
 def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=n_classes)
@@ -42,6 +47,14 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     counts = np.maximum(class_counts(labels, n_classes), 1).astype(float)
     w = counts.sum() / (n_classes * counts)
     return torch.tensor(w / (w[labels].mean()), dtype=torch.float32)
+
+
+def log_prior(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """log of the training class frequencies, for the logit-adjusted loss (Menon et al., ICLR 2021):
+    training on softmax(logits + log prior) with natural sampling leaves the raw logits estimating
+    p(x | class), i.e. the posterior under equally common classes, without repeating rare images."""
+    counts = np.maximum(class_counts(labels, n_classes), 1).astype(np.float64)
+    return torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
 def epoch_order(labels: np.ndarray, balanced: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,21 +113,32 @@ def make_scheduler(opt, name: str, epochs: int, steps_per_epoch: int, warmup_epo
 
 
 class EMA:
-    """Exponential moving average of a model's weights (evaluated instead of the raw weights)."""
+    """Exponential moving average of a model's weights (evaluated instead of the raw weights).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so the average follows
+    the model closely at first instead of holding on to the random initialisation for thousands
+    of steps (with ~90 steps an epoch, a fixed 0.998 still weighed the init after 5 epochs).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        d = self.current_decay()
         for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
             if e.is_floating_point():
-                e.lerp_(m.detach(), 1 - self.decay)
+                e.lerp_(m.detach(), 1 - d)
             else:
                 e.copy_(m)
+        self.updates += 1
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -148,6 +172,9 @@ class LoopConfig:
     ema_decay: float = 0.0
     monitor: str = "score"
     keep: str = "best"  # weights the run ends with: "best" validation score, or "last" epoch
+    mixup: float = 0.0  # Beta alpha for mixup (0 = off); classification only
+    cutmix: float = 0.0  # Beta alpha for CutMix (0 = off); with both set, each batch uses one of them
+    num_classes: int = 0  # for the soft targets of mixed batches (0 = from the labels)
 
 
 @dataclass
@@ -203,6 +230,7 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
         sched.load_state_dict(ck["scheduler"])
         if ema is not None and "ema" in ck:
             ema.module.load_state_dict(ck["ema"])
+            ema.updates = int(ck.get("ema_updates", 10_000))  # older checkpoints: past the warm-up
         state = LoopState(ck["epoch"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
         rng = np.random.default_rng(cfg.seed + state.epoch)
         gen.manual_seed(cfg.seed + state.epoch)
@@ -210,6 +238,8 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
     strength = torch.as_tensor(cfg.augment, dtype=torch.float32, device=dev)
     labels_t = torch.as_tensor(labels, device=dev)
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    mixing = masks is None and (cfg.mixup > 0 or cfg.cutmix > 0)
+    n_classes = cfg.num_classes or int(labels.max()) + 1
     while state.epoch < cfg.epochs:
         if state.best_epoch >= 0 and state.epoch - state.best_epoch > cfg.patience:
             log(f"early stop: no improvement for {cfg.patience} epochs")
@@ -227,6 +257,8 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             x, target_aug = augment_batch(x, s, gen, target if masks is not None else None)
             if masks is not None:
                 target = (target_aug > 0.5).float()
+            elif mixing:  # soft targets: cross-entropy takes class probabilities as well as indices
+                x, target, _ = mix_batch(x, F.one_hot(target, n_classes).float(), cfg.mixup, cfg.cutmix, gen)
             x = normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 loss = loss_fn(model, x, target)
@@ -264,7 +296,7 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
               "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
               "history": state.history}
         if ema is not None:
-            ck["ema"] = ema.module.state_dict()
+            ck["ema"], ck["ema_updates"] = ema.module.state_dict(), ema.updates
         if best_weights is not None:
             ck["best_model"] = best_weights
         save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together

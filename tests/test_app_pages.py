@@ -94,7 +94,8 @@ def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
     assert "No test metrics recorded" in shown and "No segmenter bundle" in shown
 
 
-@pytest.mark.parametrize("imbalance, warned", [("balanced", True), ("both", True), ("sqrt", True), ("weighted", False)])
+@pytest.mark.parametrize("imbalance, warned", [("balanced", True), ("both", True), ("sqrt", True), ("logit-adjust", True),
+                                               ("weighted", False)])
 def test_model_card_warns_when_probabilities_assume_balanced_classes(make_app, app_models_dir, tmp_path,
                                                                      imbalance, warned):
     shutil.copytree(app_models_dir / "classifier", tmp_path / "classifier")

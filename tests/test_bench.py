@@ -145,11 +145,20 @@ def test_recipe_table_reads_the_bundles(tiny_classifier_dir, tmp_path, capsys):
     assert len(lines) == 3 and "no meta.json" in out.err
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[1] == "test_resnet" and cells[2] == "64x80"
-    assert cells[5] == str(len(meta["history"]))
+    assert cells[5] == "–"  # the tiny bundle: no smoothing, mixing or EMA
+    assert cells[6] == str(len(meta["history"]))
     kept = meta["best_epoch"]
-    assert cells[7] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
-    assert cells[8] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
-    assert cells[11] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"
+    assert cells[8] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
+    assert cells[9] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
+    assert cells[12] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"
+
+
+def test_recipe_table_names_the_regularisation():
+    from bench.recipe_table import regularisation
+
+    assert regularisation({"label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": 0.999, "lr": 1}) == \
+        "smoothing 0.1, mixup 0.2, CutMix 1, EMA 0.999"
+    assert regularisation({"label_smoothing": 0.0, "ema": 0.0}) == "–"
 
 
 def test_calibration_check_on_a_tiny_bundle(tiny_classifier_dir, capsys):

@@ -262,3 +262,63 @@ def test_augment_masks_get_the_same_geometry():
     assert moved >= n // 2  # the geometry really changed for most samples
     # masks get no colour change: they stay within [0, 1] and keep their binary levels in the interior
     assert float(m_out.min()) >= 0.0 and float(m_out.max()) <= 1.0 + 1e-6
+
+
+# ----------------------------------------------------------------------------- mixup / CutMix
+def _mix_inputs(n=6, classes=4):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 12, 16, generator=g)
+    y = torch.nn.functional.one_hot(torch.arange(n) % classes, classes).float()
+    return x, y
+
+
+def test_mix_batch_with_no_alpha_changes_nothing():
+    from model.preprocess import mix_batch
+
+    x, y = _mix_inputs()
+    out, t, lam = mix_batch(x, y, 0.0, 0.0, torch.Generator().manual_seed(1))
+    assert lam == 1.0 and out is x and t is y
+
+
+def test_mixup_blends_images_and_labels_with_one_weight():
+    from model.preprocess import mix_batch
+
+    x, y = _mix_inputs()
+    out, t, lam = mix_batch(x, y, mixup_alpha=0.4, generator=torch.Generator().manual_seed(3))
+    assert 0.0 < lam < 1.0
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x.flip(0))
+    torch.testing.assert_close(t, lam * y + (1 - lam) * y.flip(0))
+    torch.testing.assert_close(t.sum(1), torch.ones(len(y)))
+
+
+def test_cutmix_pastes_one_box_and_labels_follow_its_area():
+    from model.preprocess import mix_batch
+
+    x, y = _mix_inputs()
+    for seed in range(8):
+        out, t, lam = mix_batch(x, y, cutmix_alpha=1.0, generator=torch.Generator().manual_seed(seed))
+        from_other = (out != x).any(dim=1)  # pixels taken from the reversed batch, per image
+        pasted = from_other[0]
+        assert torch.equal(out[0][:, pasted], x.flip(0)[0][:, pasted])
+        assert torch.equal(out[0][:, ~pasted], x[0][:, ~pasted])
+        ys, xs = torch.nonzero(pasted, as_tuple=True)
+        if len(ys):  # one axis-aligned box, the same for every image of the batch
+            assert pasted.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+            assert torch.equal(from_other[1], pasted)
+        assert lam == pytest.approx(1 - pasted.float().mean().item(), abs=1e-6)
+        torch.testing.assert_close(t, lam * y + (1 - lam) * y.flip(0))
+
+
+def test_mix_batch_is_reproducible_and_uses_both_methods():
+    from model.preprocess import mix_batch
+
+    x, y = _mix_inputs()
+    a = mix_batch(x, y, 0.2, 1.0, torch.Generator().manual_seed(7))
+    b = mix_batch(x, y, 0.2, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and a[2] == b[2]
+    kinds = set()
+    for seed in range(20):
+        out, _, lam = mix_batch(x, y, 0.2, 1.0, torch.Generator().manual_seed(seed))
+        blended = torch.allclose(out, lam * x + (1 - lam) * x.flip(0))
+        kinds.add("mixup" if blended and 0 < lam < 1 else "cutmix")
+    assert kinds == {"mixup", "cutmix"}

@@ -116,11 +116,28 @@ def test_cosine_schedule_with_warmup():
 def test_ema_moves_towards_the_model():
     model = torch.nn.Linear(2, 1)
     ema = EMA(model, 0.9)
+    ema.updates = 1000  # past the warm-up: the full decay
     with torch.no_grad():
         model.weight.add_(1.0)
     before = ema.module.weight.clone()
     ema.update(model)
     torch.testing.assert_close(ema.module.weight, before + 0.1)
+
+
+def test_ema_decay_warms_up_so_the_init_is_forgotten():
+    """The first updates follow the model closely ((1 + n) / (10 + n)); the set decay is the cap."""
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, 0.999)
+    assert ema.current_decay() == pytest.approx(0.1)
+    start = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for _ in range(100):
+        ema.update(model)
+    # a fixed 0.999 would still be 90% the initial weights after 100 steps; the warm-up is < 10%
+    assert (ema.module.weight - start - 1.0).abs().max() < 0.1
+    ema.updates = 10**6
+    assert ema.current_decay() == 0.999
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -240,3 +257,76 @@ def test_an_epoch_with_exploding_validation_loss_is_never_kept_as_best(tmp_path)
     assert state.epoch == 5 and state.best_epoch == 2 and state.best_score == pytest.approx(0.70)
     assert state.kept_epoch == 2
     assert sum("never kept as the best epoch" in line for line in logged) == 2
+
+
+def test_logit_adjusted_loss_leaves_raw_logits_balanced():
+    """Trained on natural (imbalanced) labels with log prior added, a bias-only model's raw logits
+    come out equal for every class: the posterior under equally common classes. Plain
+    cross-entropy on the same labels learns the prior instead."""
+    from model.training import log_prior
+
+    labels = np.array([0] * 180 + [1] * 15 + [2] * 5)
+    y = torch.as_tensor(labels)
+    shift = log_prior(labels, 3)
+    torch.testing.assert_close(shift.exp().sum(), torch.tensor(1.0))
+
+    def fitted_bias(adjust: bool) -> torch.Tensor:
+        b = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.LBFGS([b], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(b.expand(len(y), 3) + (shift if adjust else 0), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return torch.softmax(b.detach(), 0)
+
+    torch.testing.assert_close(fitted_bias(True), torch.full((3,), 1 / 3), atol=1e-3, rtol=0)
+    torch.testing.assert_close(fitted_bias(False), torch.tensor([0.9, 0.075, 0.025]), atol=1e-3, rtol=0)
+
+
+def test_fit_with_mixup_passes_soft_targets_and_still_learns(tmp_path):
+    """With mixup/CutMix on, the loss gets NxC class probabilities (rows summing to 1), and a
+    separable toy problem is still learnt."""
+    from model.training import LoopConfig, fit, make_optimizer, make_scheduler
+
+    torch.manual_seed(0)
+    labels = np.arange(64) % 2
+    images = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
+    images[labels == 1] = 200  # class 1 bright, class 0 dark
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64, 2))
+    seen = []
+
+    def loss_fn(m, x, target):
+        seen.append(target)
+        return torch.nn.functional.cross_entropy(m(x), target)
+
+    def validate(m):
+        with torch.no_grad():
+            x = (images.float() / 255 - 0.5) / 0.25
+            acc = float((m(x).argmax(1).numpy() == labels).mean())
+        return {"score": acc}
+
+    opt = make_optimizer(model, "adamw", 1e-2, 0.0)
+    cfg = LoopConfig(epochs=6, batch_size=16, augment=0.0, balanced=False, mean=[0.5] * 3, std=[0.25] * 3,
+                     device=torch.device("cpu"), channels_last=False, amp=False, patience=10, seed=0,
+                     checkpoint_dir=tmp_path / ".train", mixup=0.4, cutmix=1.0, num_classes=2)
+    state = fit(model, images, labels, None, loss_fn, validate, opt, make_scheduler(opt, "cosine", 6, 4, 0.0), cfg,
+                log=lambda _: None)
+    assert all(t.shape == (16, 2) and t.dtype == torch.float32 for t in seen)
+    assert all(torch.allclose(t.sum(1), torch.ones(16)) for t in seen)
+    assert any(((t > 0) & (t < 1)).any() for t in seen)  # some labels really are mixed
+    assert state.best_score == 1.0
+
+
+def test_train_cli_logit_adjusted_with_mixing(tmp_path):
+    """train.py accepts the logit-adjusted loss with mixup and CutMix, and records them."""
+    out = train_bundle("classify", tmp_path / "b", ["--imbalance", "logit-adjust", "--mixup", "0.2", "--cutmix", "1.0"])
+    meta = read_meta(out)
+    cfg = meta["train_config"]
+    assert (cfg["imbalance"], cfg["mixup"], cfg["cutmix"]) == ("logit-adjust", 0.2, 1.0)
+    assert "--imbalance logit-adjust --mixup 0.2 --cutmix 1.0" in meta["command"]
+    assert np.isfinite(meta["history"][0]["train_loss"])
+    assert load_bundle(out).classes == meta["classes"]

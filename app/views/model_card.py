@@ -92,11 +92,17 @@ st.markdown(f"""
   the image; several images can show the same lesion (the split keeps each lesion on one side).
 - **Heatmaps** show what raised a class score, not why; they can highlight rulers, ink, hair or vignetting.
 """)
-if cfg.get("imbalance") in ("balanced", "both", "sqrt"):
-    how = ("square-root sampling (a class of n images drawn in proportion to √n), so its probabilities describe a "
-           "population in which the classes are far closer to equally frequent than in HAM10000"
-           if cfg.get("imbalance") == "sqrt" else "class-balanced sampling, so its probabilities describe a "
-           "population in which every class is equally frequent")
+BALANCING = {
+    "sqrt": "square-root sampling (a class of n images drawn in proportion to √n), so its probabilities describe a "
+            "population in which the classes are far closer to equally frequent than in HAM10000",
+    "balanced": "class-balanced sampling, so its probabilities describe a population in which every class is "
+                "equally frequent",
+    "logit-adjust": "a logit-adjusted loss (the training class frequencies added to its outputs during training "
+                    "only), so its probabilities describe a population in which every class is equally frequent",
+}
+BALANCING["both"] = BALANCING["balanced"]
+if cfg.get("imbalance") in BALANCING:
+    how = BALANCING[cfg["imbalance"]]
     st.markdown(f"""
 - **Probabilities assume equally common classes** (or nearly so). The classifier was trained with {how}: rare
   classes (and the malignant sum) come out higher than HAM10000's own frequencies, or a clinic's, would give. Temperature

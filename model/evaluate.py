@@ -19,7 +19,7 @@ from .data import DatasetError, Record, load_dataset, read_split, select
 from .inference import calibrated_probs, classifier_logits, segment_probs
 from .metrics import (calibration_bins, classification_report, expected_calibration_error, roc_curve,
                       segmentation_report, softmax)
-from .preprocess import ImageError, decode_image, read_mask, resize_mask
+from .preprocess import ImageError, decode_image, read_mask
 from .report import confusion_figure, html_report, per_class_table, reliability_figure, roc_figure
 from .segmenter import postprocess_mask
 

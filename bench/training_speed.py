@@ -36,7 +36,7 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     import torch
     import torch.nn.functional as F
     from model.bundle import build_from_meta, read_meta
-    from model.preprocess import AUGMENT_STRENGTHS, augment_batch, normalize
+    from model.preprocess import AUGMENT_STRENGTHS, augment_batch, mix_batch, normalize
     from model.training import CHANNELS_LAST, EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
 
     meta = read_meta(bundle_dir)
@@ -53,6 +53,7 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     sched = make_scheduler(opt, "cosine", 1, steps + 1, 0.0)
     ema = EMA(model, float(cfg["ema"])) if float(cfg.get("ema") or 0) > 0 else None
     strength = AUGMENT_STRENGTHS.get(cfg.get("augment", "medium"), 1.0)
+    mixup, cutmix = float(cfg.get("mixup") or 0), float(cfg.get("cutmix") or 0)
     images, labels_t = images.to(dev), torch.as_tensor(labels, device=dev)
     masks = masks.to(dev) if masks is not None else None
     weights = None if segment else class_weights(labels, len(meta["classes"])).to(dev)
@@ -67,6 +68,8 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
         x, t_aug = augment_batch(x, strength, gen, target if segment else None)
         if segment:
             target = (t_aug > 0.5).float()
+        elif mixup or cutmix:
+            x, target, _ = mix_batch(x, F.one_hot(target, len(meta["classes"])).float(), mixup, cutmix, gen)
         x = normalize(x * 255, meta["mean"], meta["std"], channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             out = model(x).float()
@@ -86,5 +89,5 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
             f"{ms:.0f} ms for {bs} images")
     ips = [bs / (t / 1000) for t in times]
     return {"arch": meta["arch"], "input_size": meta["input_size"], "batch_size": bs, "steps_timed": len(times),
-            "data": source, "ema": ema is not None, "images_per_s": summarize(ips), "ms_per_step": summarize(times),
+            "data": source, "ema": ema is not None, "mixing": bool(mixup or cutmix), "images_per_s": summarize(ips), "ms_per_step": summarize(times),
             "torch_threads": torch.get_num_threads()}

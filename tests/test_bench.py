@@ -177,3 +177,19 @@ def test_calibration_check_on_a_tiny_bundle(tiny_classifier_dir, capsys):
         assert 0.0 <= v <= 1.0
     assert 0 <= out["images_with_abs_logit_over_50"] <= out["n"]
     assert out["max_abs_logit"] >= out["median_max_abs_logit"] > 0
+
+
+def test_training_speed_includes_mixing_when_the_bundle_used_it(tiny_classifier_dir, tmp_path):
+    import json
+    import shutil
+
+    from bench.training_speed import bench_training
+
+    bundle = tmp_path / "classifier"
+    shutil.copytree(tiny_classifier_dir, bundle, ignore=shutil.ignore_patterns(".train"))
+    assert bench_training(bundle, "cpu", steps=1, batch_size=4, data_dir=None)["mixing"] is False
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["train_config"].update(mixup=0.2, cutmix=1.0)
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    result = bench_training(bundle, "cpu", steps=2, batch_size=4, data_dir=None)
+    assert result["mixing"] is True and result["steps_timed"] == 2 and result["images_per_s"]["median"] > 0

@@ -193,3 +193,15 @@ def test_training_speed_includes_mixing_when_the_bundle_used_it(tiny_classifier_
     (bundle / "meta.json").write_text(json.dumps(meta))
     result = bench_training(bundle, "cpu", steps=2, batch_size=4, data_dir=None)
     assert result["mixing"] is True and result["steps_timed"] == 2 and result["images_per_s"]["median"] > 0
+
+
+def test_train_formats_prints_every_combination(capsys):
+    from bench.train_formats import main as train_formats
+
+    assert train_formats(["--arch", "test_resnet", "--size", "32", "32", "--batch", "4", "--steps", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| test_resnet")]
+    assert len(rows) == 4
+    assert {tuple(c.strip() for c in r.strip("|").split("|")[1:3]) for r in rows} == {
+        ("contiguous", "fp32"), ("channels-last", "fp32"), ("contiguous", "bf16 autocast"),
+        ("channels-last", "bf16 autocast")}
+    assert all(float(r.strip("|").split("|")[3]) > 0 for r in rows)

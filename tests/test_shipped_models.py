@@ -1,0 +1,101 @@
+"""The bundles the app ships by default (assets/models/): they load, describe themselves fully,
+stay small enough for a Hugging Face Space without LFS, work on the bundled real images, and the
+README quotes exactly the figures measured into their meta.json."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.bundle import load_bundle, read_meta
+from model.data import read_split
+from model.inference import calibrated_probs, classifier_logits, segment_probs
+from model.labels import HAM10000_CLASSES
+from model.metrics import mask_scores
+from model.preprocess import decode_image, read_mask
+from model.segmenter import postprocess_mask
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "assets" / "models"
+EXAMPLES = REPO / "assets" / "examples"
+SPACE_FILE_LIMIT = 10 * 1024 * 1024  # larger files need LFS on a Hugging Face Space
+TASKS = {"classifier": "classify", "segmenter": "segment"}
+
+
+def _examples() -> list[tuple[dict, np.ndarray]]:
+    entries = json.loads((EXAMPLES / "examples.json").read_text())
+    return [(e, decode_image(EXAMPLES / e["file"])) for e in entries]
+
+
+def _readme_cell(readme: str, row_label: str) -> str:
+    match = re.search(rf"^\| {re.escape(row_label)} \| ([^|]+) \|", readme, re.M)
+    assert match, f"README has no row {row_label!r}"
+    return match.group(1).strip()
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_shipped_bundle_loads_and_describes_itself(name):
+    folder = MODELS / name
+    meta = read_meta(folder)
+    bundle = load_bundle(folder)
+    assert bundle.task == TASKS[name]
+    assert (folder / "weights.safetensors").stat().st_size < SPACE_FILE_LIMIT
+    assert meta["weights_dtype"] == "float16"
+    commands = meta["commands"]
+    assert commands and all(c.startswith(f"python train.py {TASKS[name]} ") for c in commands)
+    assert meta["command"] == commands[-1]
+    assert meta["hardware"] and meta["wall_time_s"] > 0 and meta["train_time_s"] > 0
+    assert len(meta["history"]) >= 1 and 1 <= meta.get("kept_epoch", meta["best_epoch"]) <= len(meta["history"])
+    splits, split_hash = read_split(folder / "split.json")
+    assert meta["split"]["hash"] == split_hash == read_meta(MODELS / "classifier")["split"]["hash"]
+    assert meta["metrics"]["test"]["n"] == len(splits["test"])
+    if name == "classifier":
+        assert bundle.classes == list(HAM10000_CLASSES)
+        assert 0.05 <= bundle.temperature <= 20
+
+
+def test_bundled_examples_sit_where_the_shipped_split_puts_them():
+    splits, _ = read_split(MODELS / "classifier" / "split.json")
+    side = {image_id: name for name, ids in splits.items() for image_id in ids}
+    for entry in json.loads((EXAMPLES / "examples.json").read_text()):
+        assert side[entry["image_id"]] == entry["split"], entry["image_id"]
+
+
+def test_shipped_classifier_gives_distinct_proper_probabilities_on_real_images():
+    bundle = load_bundle(MODELS / "classifier")
+    examples = _examples()
+    probs = calibrated_probs(bundle, classifier_logits(bundle, [img for _, img in examples]))
+    assert probs.shape == (len(examples), len(bundle.classes))
+    assert np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert probs.std(axis=0).max() > 0.05  # the images are told apart, not one constant answer
+    assert len({int(p.argmax()) for p in probs}) >= 2
+
+
+def test_shipped_segmenter_finds_the_lesions_of_the_bundled_examples():
+    bundle = load_bundle(MODELS / "segmenter")
+    examples = _examples()
+    maps = segment_probs(bundle, [img for _, img in examples])
+    dice = []
+    for (entry, img), prob in zip(examples, maps):
+        truth = read_mask(EXAMPLES / "masks" / f"{entry['image_id']}_segmentation.png")
+        dice.append(mask_scores(postprocess_mask(prob, read_meta(MODELS / "segmenter")["threshold"]), truth)[0])
+    assert np.mean(dice) > 0.75, dice
+
+
+def test_readme_quotes_the_shipped_figures():
+    readme = (REPO / "README.md").read_text()
+    cls = read_meta(MODELS / "classifier")["metrics"]["test"]
+    seg = read_meta(MODELS / "segmenter")["metrics"]["test"]
+    assert _readme_cell(readme, "balanced accuracy (mean recall)") == f"{cls['balanced_accuracy']:.3f}"
+    assert _readme_cell(readme, "macro one-vs-rest AUC") == f"{cls['macro_auc']:.3f}"
+    assert _readme_cell(readme, "melanoma sensitivity / specificity") == (
+        f"{cls['melanoma_sensitivity']:.3f} / {cls['melanoma_specificity']:.3f}")
+    assert _readme_cell(readme, "ECE before / after temperature scaling") == (
+        f"{cls['ece_before_temperature']:.3f} / {cls['ece_after_temperature']:.3f}")
+    assert f"test mean Dice **{seg['mean_dice']:.3f}**" in readme
+    assert f"thresholded Jaccard **{seg['thresholded_jaccard']:.3f}**" in readme
+    assert f"hash `{read_meta(MODELS / 'classifier')['split']['hash']}`" in readme

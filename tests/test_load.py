@@ -168,9 +168,18 @@ def test_app_sessions_in_parallel(tiny_models_dir, monkeypatch, capsys):
     import json
 
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 
     from model.pipeline import Analyzer
+
+    # A server compiles each page once, under the lock of its one runtime-wide ScriptCache. AppTest
+    # makes a cache per session, so six sessions would compile (and ast.parse, for Streamlit's
+    # magic) at once, which trips CPython 3.11's AST constructor ("recursion depth mismatch",
+    # python/cpython#106905) now and then. Share one cache, as the sessions of a server do.
+    shared_cache = ScriptCache()
+    for module in (app_test, local_script_runner):
+        monkeypatch.setattr(module, "ScriptCache", lambda: shared_cache)
 
     examples = json.loads((REPO / "assets" / "examples" / "examples.json").read_text())
     if len(examples) < APP_SESSIONS:

@@ -330,3 +330,12 @@ def test_train_cli_logit_adjusted_with_mixing(tmp_path):
     assert "--imbalance logit-adjust --mixup 0.2 --cutmix 1.0" in meta["command"]
     assert np.isfinite(meta["history"][0]["train_loss"])
     assert load_bundle(out).classes == meta["classes"]
+
+
+def test_hardware_summary_names_the_processor():
+    from model.training import cpu_name, hardware_summary
+
+    summary = hardware_summary(torch.device("cpu"))
+    assert summary.startswith("CPU") and f"{torch.get_num_threads()} torch threads" in summary
+    if cpu_name():  # Linux: /proc/cpuinfo's model name is recorded with each run
+        assert f"CPU ({cpu_name()})" in summary

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from model.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE_GLOBS = ("assets/examples/*.jpg", "tests/data/fullres/images/*.jpg")
 ALL_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam")
@@ -28,16 +30,6 @@ def summarize(values: Sequence[float]) -> dict:
     r = lambda x: round(float(x), 2)  # noqa: E731
     return {"n": int(v.size), "median": r(np.median(v)), "p95": r(np.percentile(v, 95)), "mean": r(v.mean()),
             "min": r(v.min()), "max": r(v.max())}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(torch) -> dict:

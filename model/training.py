@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .machine import cpu_model
 from .preprocess import augment_batch, mix_batch, normalize
 
 
@@ -27,22 +27,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_name() -> str:
-    """The processor's model name ('AMD EPYC', 'Intel(R) Xeon(R) ...'), or '' where it cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def hardware_summary(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    name = cpu_name()
-    return f"CPU{f' ({name})' if name else ''}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"CPU ({cpu_model()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 # Training keeps images and weights channels-last on every device: faster on CUDA, and on CPUs too

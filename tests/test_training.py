@@ -333,9 +333,9 @@ def test_train_cli_logit_adjusted_with_mixing(tmp_path):
 
 
 def test_hardware_summary_names_the_processor():
-    from model.training import cpu_name, hardware_summary
+    from model.machine import cpu_model
+    from model.training import hardware_summary
 
     summary = hardware_summary(torch.device("cpu"))
-    assert summary.startswith("CPU") and f"{torch.get_num_threads()} torch threads" in summary
-    if cpu_name():  # Linux: /proc/cpuinfo's model name is recorded with each run
-        assert f"CPU ({cpu_name()})" in summary
+    assert cpu_model() and summary.startswith(f"CPU ({cpu_model()}), ")
+    assert f"{torch.get_num_threads()} torch threads" in summary

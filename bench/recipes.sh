@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The classifier recipe comparison in the README: eight recipes at an equal budget of 5 epochs,
-# on the shipped models' split. Usage: bash bench/recipes.sh DATA_DIR SPLIT_JSON [OUT_DIR]
+# The classifier recipe comparison in the README: nine recipes at an equal budget of 5 epochs (one
+# of them upscaled to 192x256), then three at 10 epochs (imbalance handling with and without
+# mixup/CutMix), on the shipped models' split. Usage: bash bench/recipes.sh DATA_DIR SPLIT_JSON [OUT_DIR]
 set -euo pipefail
 DATA=${1:?data folder, e.g. ../shared/data/ham10000}
 SPLIT=${2:?split file, e.g. assets/models/classifier/split.json}
@@ -17,6 +18,7 @@ run mnv4s-112-balanced-lightaug --arch mobilenetv4_conv_small --img-size 112 144
 run mnv4s-112-both --arch mobilenetv4_conv_small --img-size 112 144 --imbalance both $STRONG
 run mnv4s-112-sqrt --arch mobilenetv4_conv_small --img-size 112 144 --imbalance sqrt $STRONG
 run mnv4s-150-balanced --arch mobilenetv4_conv_small --img-size 150 200 --imbalance balanced $STRONG
+run mnv4s-192-balanced --arch mobilenetv4_conv_small --img-size 192 256 --imbalance balanced $STRONG  # upscaled
 # 10 epochs (the last --epochs wins): the shipped recipe, + mixup/CutMix, and logit adjustment + mixup/CutMix
 MNV4="--arch mobilenetv4_conv_small --img-size 112 144 --epochs 10 $STRONG"
 run cmp10-balanced $MNV4 --imbalance balanced

@@ -198,8 +198,7 @@ def main(argv=None) -> int:
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
-                      mixup=0.0 if segment else args.mixup, cutmix=0.0 if segment else args.cutmix,
-                      num_classes=len(classes))
+                      mixup=args.mixup, cutmix=args.cutmix, num_classes=len(classes))  # fit mixes classes only
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
     log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -89,5 +89,6 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
             f"{ms:.0f} ms for {bs} images")
     ips = [bs / (t / 1000) for t in times]
     return {"arch": meta["arch"], "input_size": meta["input_size"], "batch_size": bs, "steps_timed": len(times),
-            "data": source, "ema": ema is not None, "mixing": bool(mixup or cutmix), "images_per_s": summarize(ips), "ms_per_step": summarize(times),
+            "data": source, "ema": ema is not None, "mixing": bool(mixup or cutmix),
+            "images_per_s": summarize(ips), "ms_per_step": summarize(times),
             "torch_threads": torch.get_num_threads()}

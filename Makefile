@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: app test test-fast bench clean-venv
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-train.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch alone first: on a CPU-only machine with a local torch 2.13.0 CPU wheel this picks it up

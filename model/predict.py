@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"image": pred.name, "top_class": pred.top_class,
                           "top_probability": round(pred.top_probability, 5),
                           "malignant_probability": round(pred.malignant_probability, 5),
+                          "melanoma_flag": pred.melanoma_flag,
                           "probabilities": {c: round(float(p), 5) for c, p in zip(analyzer.classes, pred.probabilities)},
                           "flags": pred.flags}))
     return status

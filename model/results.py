@@ -25,6 +25,8 @@ class Analysis:
     display_names: list[str]
     probabilities: np.ndarray                # calibrated (temperature), TTA-averaged when TTA is on
     malignant_probability: float
+    melanoma_flag: bool | None               # P(mel) at or over the bundle's validation-chosen threshold
+    melanoma_threshold: float | None
     entropy: float                           # normalised to [0, 1]
     tta_spread: float | None                 # std of the top class's probability over TTA views
     tta_agreement: float | None              # share of views whose top class is the same
@@ -72,3 +74,4 @@ class BatchPrediction:
     entropy: float | None
     flags: list[str]
     error: str | None = None
+    melanoma_flag: bool | None = None

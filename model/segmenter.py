@@ -11,13 +11,35 @@ DEFAULT_DECODER = (128, 64, 32, 16, 16)
 
 
 def build_segmenter(encoder: str = "tu-mobilenetv3_small_100", decoder_channels=DEFAULT_DECODER,
-                    pretrained: bool = False) -> torch.nn.Module:
-    """A one-channel (lesion logit) U-Net; `tu-<name>` uses any timm backbone as encoder."""
+                    pretrained: bool = False, pretrained_source: str = "package") -> torch.nn.Module:
+    """A one-channel (lesion logit) U-Net; `tu-<name>` uses any timm backbone as encoder.
+
+    `pretrained` initialises the encoder from the same ImageNet weights as the classifier
+    (model.pretrained: an installed package offline, or the Hub with pretrained_source="hub").
+    """
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(encoder_name=encoder, encoder_weights="imagenet" if pretrained else None,
-                    in_channels=3, classes=1, decoder_channels=tuple(decoder_channels),
-                    encoder_depth=len(decoder_channels))
+    from .pretrained import PretrainedUnavailable, imagenet_state_dict, load_backbone
+
+    hub = pretrained and pretrained_source == "hub"
+    state = None
+    if pretrained and not hub:
+        if not encoder.startswith("tu-"):
+            raise PretrainedUnavailable(f"Offline ImageNet weights are wired for timm encoders ('tu-<arch>'), "
+                                        f"not {encoder!r}.")
+        state = imagenet_state_dict(encoder, "package")  # fails before building when absent
+    try:
+        model = smp.Unet(encoder_name=encoder, encoder_weights="imagenet" if hub else None,
+                         in_channels=3, classes=1, decoder_channels=tuple(decoder_channels),
+                         encoder_depth=len(decoder_channels))
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        if not hub:
+            raise
+        raise PretrainedUnavailable(f"Could not fetch ImageNet weights for {encoder!r} from the Hugging Face Hub "
+                                    f"({type(e).__name__}: {str(e)[:200]}).") from e
+    if state is not None:
+        load_backbone(model.encoder.model, state, head_prefixes=())
+    return model
 
 
 def postprocess_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -82,11 +82,31 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- optimisation
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float):
+def body_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The pretrained body's parameters: a U-Net's encoder, or a classifier minus its head."""
+    if hasattr(model, "encoder") and hasattr(model, "decoder"):
+        return list(model.encoder.parameters())
+    head = {id(p) for p in model.get_classifier().parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def body_batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    root = model.encoder if hasattr(model, "encoder") and hasattr(model, "decoder") else model
+    return [m for m in root.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float, body_lr_mult: float = 1.0):
+    """AdamW/SGD without weight decay on biases and norms; the body (see body_parameters) at
+    lr * body_lr_mult when that is not 1 (a pretrained body learns slower than a new head)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    body = {id(p) for p in body_parameters(model)} if body_lr_mult != 1.0 else set()
+    groups = []
+    for part, mult in (("head", 1.0), ("body", body_lr_mult)):
+        chosen = [p for p in params if (id(p) in body) == (part == "body")]
+        for wd, keep in ((weight_decay, lambda p: p.ndim > 1), (0.0, lambda p: p.ndim <= 1)):
+            group = [p for p in chosen if keep(p)]
+            if group:
+                groups.append({"params": group, "weight_decay": wd, "lr": lr * mult})
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
@@ -143,6 +163,27 @@ class EMA:
         self.updates += 1
 
 
+class BodyControl:
+    """Called at each epoch's start: freezes the pretrained body for its first `freeze_epochs`
+    (the new head learns first), and keeps the body's BatchNorm statistics fixed while frozen
+    or throughout with `freeze_bn` (small batches give noisy statistics)."""
+
+    def __init__(self, freeze_epochs: int = 0, freeze_bn: bool = False):
+        self.freeze_epochs, self.freeze_bn = int(freeze_epochs), bool(freeze_bn)
+        self._trainable: dict[int, bool] | None = None
+
+    def __call__(self, model: torch.nn.Module, epoch: int) -> None:
+        body = body_parameters(model)
+        if self._trainable is None:
+            self._trainable = {id(p): p.requires_grad for p in body}
+        frozen = epoch < self.freeze_epochs
+        for p in body:
+            p.requires_grad_(self._trainable.get(id(p), True) and not frozen)
+        if frozen or self.freeze_bn:
+            for m in body_batchnorms(model):
+                m.eval()
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a crash mid-write never replaces a good checkpoint with a partial one."""
@@ -177,6 +218,7 @@ class LoopConfig:
     mixup: float = 0.0  # Beta alpha for mixup (0 = off); classification only
     cutmix: float = 0.0  # Beta alpha for CutMix (0 = off); with both set, each batch uses one of them
     num_classes: int = 0  # for the soft targets of mixed batches (0 = from the labels)
+    before_epoch: Callable[[torch.nn.Module, int], None] | None = None  # e.g. BodyControl, after model.train()
 
 
 @dataclass
@@ -247,6 +289,8 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             log(f"early stop: no improvement for {cfg.patience} epochs")
             break
         model.train()
+        if cfg.before_epoch is not None:
+            cfg.before_epoch(model, state.epoch)
         order = epoch_order(labels, cfg.balanced, rng)
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(list(_batches(order, cfg.batch_size, drop_last=True)), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",

@@ -11,6 +11,7 @@ import model.tv_compat  # noqa: F401  (first: makes torchvision importable next 
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ FULLRES = DATA / "fullres"
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# converted ImageNet weights go to a throw-away cache, never the user's home
+os.environ.setdefault("DERMO_WEIGHTS_CACHE", tempfile.mkdtemp(prefix="dermo-weights-"))
 
 CLASSIFIER_ARGS = ["--arch", "test_resnet", "--img-size", "64", "80", "--epochs", "1",
                    "--batch-size", "16", "--threads", "1"]

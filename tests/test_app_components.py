@@ -29,7 +29,8 @@ def _analysis(h=60, w=80) -> Analysis:
     mask[15:45, 20:60] = True
     m = Measurements(1200, 25.0, 44.7, 0.1, 0.05, 1.2, 0.95, ["dark brown"], 0.12)
     return Analysis(image=rng.integers(0, 255, (h, w, 3), dtype=np.uint8), scale_to_original=1.0, classes=CLASSES,
-                    display_names=CLASSES, probabilities=p, malignant_probability=0.4, entropy=0.7, tta_spread=0.02,
+                    display_names=CLASSES, probabilities=p, malignant_probability=0.4, melanoma_flag=True,
+                    melanoma_threshold=0.12, entropy=0.7, tta_spread=0.02,
                     tta_agreement=0.75, low_confidence=True, uncertainty_reasons=["top class probability 40%"],
                     quality_warnings=["The image looks <b>blurred</b>."], ood_distance=None, ood_threshold=None,
                     cam_class="nv", cam_layer="layer4", cams={"gradcam": rng.random((h, w), dtype=np.float32)},

@@ -145,12 +145,24 @@ def test_recipe_table_reads_the_bundles(tiny_classifier_dir, tmp_path, capsys):
     assert len(lines) == 3 and "no meta.json" in out.err
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[1] == "test_resnet" and cells[2] == "64x80"
-    assert cells[5] == "–"  # the tiny bundle: no smoothing, mixing or EMA
-    assert cells[6] == str(len(meta["history"]))
+    assert cells[3] == "scratch" and cells[4] == "lr 0.002"
+    assert cells[7] == "–"  # the tiny bundle: no smoothing, mixing or EMA
+    assert cells[8] == str(len(meta["history"]))
     kept = meta["best_epoch"]
-    assert cells[8] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
-    assert cells[9] == f"{meta['metrics']['test']['balanced_accuracy']:.3f}"
-    assert cells[12] == f"{meta['metrics']['test']['ece_after_temperature']:.3f}"
+    test = meta["metrics"]["test"]
+    assert cells[10] == f"{meta['history'][kept - 1]['val_balanced_accuracy']:.3f} ({kept})"
+    assert cells[11] == f"{test['balanced_accuracy']:.3f}"
+    assert cells[14] == f"{test['ece_after_temperature']:.3f}"
+    assert cells[15] == f"{test['melanoma_flag_sensitivity']:.2f} / {test['melanoma_flag_specificity']:.2f}"
+
+
+def test_recipe_table_names_the_start_and_the_fine_tuning():
+    from bench.recipe_table import fine_tuning, start
+
+    assert start({"pretrained": {"source": "package"}}) == "ImageNet (package)"
+    assert start({"train_config": {"pretrained": False}}) == "scratch"
+    assert fine_tuning({"lr": 1e-3, "body_lr_mult": 0.1, "freeze_epochs": 1, "freeze_bn": True}) == \
+        "lr 0.001, body x0.1, head only 1 ep., BN frozen"
 
 
 def test_recipe_table_names_the_regularisation():

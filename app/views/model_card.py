@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.meta import dig
+from app.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
 from model.report import confusion_figure, history_figure, per_class_table, reliability_figure, roc_figure
-
-NOT_RECORDED = "not recorded"
 
 
 def pct(v) -> str:
@@ -40,6 +38,43 @@ def recipe_facts(meta: dict) -> None:
         st.caption("Commands, in order (later ones resumed the run):")
     for c in commands:
         st.code(str(c), language="bash")
+
+
+def melanoma_flag_section(meta: dict, test: dict) -> None:
+    flag = meta.get("melanoma_flag")
+    if not isinstance(flag, dict) or not isinstance(flag.get("threshold"), (int, float)):
+        st.info("This classifier has no melanoma flag (`python -m model.melanoma_flag BUNDLE --data DIR` adds one).")
+        return
+    st.markdown(f"The app flags an image when the calibrated P(melanoma) is at least **{flag['threshold']:.3f}**, "
+                f"the threshold that catches {pct(flag.get('target_sensitivity'))} of the "
+                f"{flag.get('val_melanomas', '?')} validation melanomas. A screening aid: it accepts many false "
+                "alarms to miss few melanomas.")
+    metric_grid([
+        ("Flag sensitivity (test)", pct(test.get("melanoma_flag_sensitivity")), "Share of test melanomas flagged."),
+        ("Flag specificity (test)", pct(test.get("melanoma_flag_specificity")),
+         "Share of test non-melanomas not flagged."),
+        ("Flag sensitivity (validation)", pct(flag.get("val_sensitivity")), "Where the threshold was chosen."),
+        ("Flag specificity (validation)", pct(flag.get("val_specificity")), ""),
+    ])
+
+
+def attention_section(meta: dict) -> None:
+    focus = dig(meta, "interpretability", "gradcam_in_lesion", default=None)
+    if not isinstance(focus, dict) or not focus:
+        st.info("Not measured for this classifier (`python -m model.cam_focus BUNDLE --data DIR`).")
+        return
+    rows = [{"classifier": f"{v.get('arch', '?')} ({key}, {str(v.get('created', '?'))[:10]})",
+             "mean share of Grad-CAM heat inside the lesion": pct(v.get("mean_share")),
+             "median share": pct(v.get("median_share")),
+             "images with under 50% inside": pct(v.get("share_of_images_under_50pct")),
+             "images": v.get("n", "?")}
+            for key, v in focus.items() if isinstance(v, dict)]
+    any_row = next(v for v in focus.values() if isinstance(v, dict))
+    st.caption(f"Grad-CAM for each image's top class at layer `{any_row.get('layer', '?')}`, against the "
+               f"{any_row.get('mask', 'reference masks')}, over the {any_row.get('split', '?')} split "
+               "(`python -m model.cam_focus`). Heat outside the mask is not always wrong (the border and the "
+               "surrounding skin carry information), but a model that mostly looks elsewhere deserves suspicion.")
+    st.dataframe(rows, hide_index=True)
 
 
 def curves(history: list, groups: dict[str, list[str]]) -> None:
@@ -74,6 +109,7 @@ st.markdown(f"**Classifier** `{cls.get('arch', '?')}` · trained {str(cls.get('c
             f"input {f'{size[1]}×{size[0]} px' if size else '?'} · "
             f"{'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'} · "
             f"temperature {num(cls.get('temperature'), 2)} · weights {cls.get('weights_dtype', '?')}")
+st.markdown(f"**Starting weights:** {starting_weights(cls)}")
 st.dataframe([{"code": c, "class": display_name(c), "malignant": "yes" if is_malignant(c) else "no"}
               for c in cls.get("classes", [])], hide_index=True)
 
@@ -142,6 +178,12 @@ else:
                                     for c, v in roc.items() if isinstance(v, dict) and "fpr" in v and "tpr" in v}),
                         key="card_roc")
 
+st.header("Melanoma flag", divider="gray")
+melanoma_flag_section(cls, test)
+
+st.header("Where the classifier looks", divider="gray")
+attention_section(cls)
+
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})
 sizes = dig(cls, "data", "split_sizes", default={})
@@ -174,6 +216,7 @@ else:
     ssize = seg.get("input_size") if isinstance(seg.get("input_size"), list) else None
     st.markdown(f"`{seg.get('arch', '?')}` · input {f'{ssize[1]}×{ssize[0]} px' if ssize else '?'} · "
                 f"threshold {seg.get('threshold', '?')} · {seg_test.get('n', '?')} test images")
+    st.markdown(f"**Starting weights of the encoder:** {starting_weights(seg)}")
     metric_grid([("Mean Dice", num(seg_test.get("mean_dice")), "Overlap with the reference masks."),
                  ("Mean IoU", num(seg_test.get("mean_iou")), "Intersection over union."),
                  ("Thresholded Jaccard", num(seg_test.get("thresholded_jaccard")),

@@ -39,10 +39,11 @@ def summary(a: Analysis, name: str) -> None:
 
 def _probabilities(a: Analysis) -> None:
     if a.melanoma_flag:
-        st.error(f"**Melanoma flag:** P(melanoma) {percent(float(a.probabilities[a.classes.index('mel')]))} is at or "
-                 f"over the flag threshold {percent(a.melanoma_threshold)}, chosen on validation images to catch "
-                 "90% of melanomas (so most flagged images are not melanoma: see the Model card for its measured "
-                 "sensitivity and specificity).", icon=":material/flag:")
+        st.markdown(f":red-badge[:material/flag: Melanoma flag] P(melanoma) "
+                    f"{percent(float(a.probabilities[a.classes.index('mel')]))} is at or over the flag threshold "
+                    f"{percent(a.melanoma_threshold)}, chosen on validation images to catch 90% of melanomas, so "
+                    "many flagged images are not melanoma (the Model card gives its measured sensitivity and "
+                    "specificity).")
     elif a.melanoma_flag is False:
         st.caption(f"Melanoma flag not raised: P(melanoma) is under the threshold {percent(a.melanoma_threshold)}.")
     if a.low_confidence:

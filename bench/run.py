@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.analysis import bench_analysis, bench_batch
 from bench.cold_start import bench_cold_start
+from bench.models import bench_models
 from bench.common import ALL_METHODS, DEFAULT_IMAGE_GLOBS, REPO, find_images, log, machine_info
 from bench.rendering import render_functions
 from bench.report import evaluate_targets, to_markdown, write_json
@@ -89,6 +90,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         analyzer = Analyzer.from_dir(models, dev)
         r: dict = {"torch_threads": torch.get_num_threads()}
         results["devices"][dev] = r
+        log(f"[{dev}] networks alone: forward pass and weights size")
+        r["models"] = bench_models(models, dev)
         log(f"[{dev}] single-image analysis (fast{'' if 'naive' in skip else ' and naive, interleaved'})")
         r["analysis"] = bench_analysis(analyzer, models, images, max(1, args.repeats), methods, dev, fns,
                                        naive="naive" not in skip)

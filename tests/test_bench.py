@@ -66,10 +66,19 @@ def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
     for t in cpu["training"].values():
         assert t["images_per_s"]["median"] > 0 and t["batch_size"] == 4
 
+    nets = cpu["models"]
+    assert set(nets) == {"classifier", "segmenter"}
+    for part, n in nets.items():
+        weights = tiny_models_dir / part / "weights.safetensors"
+        assert n["weights_mb"] == round(weights.stat().st_size / 2**20, 2)
+        assert n["parameters"] > 0 and n["forward_ms"]["n"] == 30 and n["forward_ms"]["median"] > 0
+
     names = [t["target"] for t in r["targets"]]
-    assert len(names) == 4 and all(t["pass"] is not None for t in r["targets"])
+    assert len(names) == 7 and all(t["pass"] is not None for t in r["targets"])
+    assert {"classifier forward pass, one image (median)", "classifier weights file", "segmenter weights file"} <= set(names)
     text = md.read_text()
     assert "| stage |" in text and "CAM: eigencam" in text and "images/s" in text
+    assert "| network | arch |" in text and "test_resnet" in text
     assert "| stage |" in capsys.readouterr().out  # the table is printed too
 
 

@@ -226,3 +226,13 @@ def test_train_formats_prints_every_combination(capsys):
         ("contiguous", "fp32"), ("channels-last", "fp32"), ("contiguous", "bf16 autocast"),
         ("channels-last", "bf16 autocast")}
     assert all(float(r.strip("|").split("|")[3]) > 0 for r in rows)
+
+
+def test_ensemble_of_one_model_twice_gains_nothing(tiny_classifier_dir, ham_small, capsys):
+    from bench.ensemble import main
+
+    assert main([str(tiny_classifier_dir), str(tiny_classifier_dir), "--data", str(ham_small)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| classifier")]
+    assert len(rows) == 3 and rows[0].split("|")[2:] == rows[2].split("|")[2:]  # same figures as the member
+    assert "+0.000 balanced accuracy (below the 0.02" in out

@@ -161,6 +161,6 @@ def percent(p: float | None, digits: int = 1) -> str:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
-def md_escape(text: str) -> str:
-    """Make user-supplied text (file names) inert in Streamlit markdown."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))[:200]
+def md_escape(text: str, limit: int = 200) -> str:
+    """Make user-supplied text (file names, messages quoting a file) inert in Streamlit markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text).replace("\n", " "))[:limit]

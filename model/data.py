@@ -9,9 +9,7 @@ Layouts read by `load_dataset(root)`:
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import random
 from collections import Counter, defaultdict
@@ -24,9 +22,10 @@ import numpy as np
 
 from .labels import HAM10000_CLASSES
 from .preprocess import ImageError, decode_image, read_mask, resize_mask, resize_rgb
+from .tables import (ONE_HOT_COLUMNS, DatasetError, lesion_groups, metadata_rows, one_hot_rows,  # noqa: F401
+                     parse_labels_table, read_table_file)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-ONE_HOT_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
 @dataclass(frozen=True)
@@ -55,29 +54,6 @@ class Dataset:
         return dict(sorted(Counter(r.label for r in self.records).items()))
 
 
-class DatasetError(ValueError):
-    """The folder is not a dataset layout we can read; the message says what was expected."""
-
-
-# ----------------------------------------------------------------------------- labels tables
-def parse_labels_table(text: str) -> dict[str, str]:
-    """image id -> class code from HAM10000 metadata (image_id, dx) or ISIC one-hot GroundTruth."""
-    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
-    if not rows:
-        raise DatasetError("The labels file has no rows.")
-    cols = {c.strip() for c in rows[0].keys() if c}
-    if {"image_id", "dx"} <= cols:
-        return {r["image_id"].strip(): r["dx"].strip().lower() for r in rows if r.get("image_id")}
-    if "image" in cols and set(ONE_HOT_COLUMNS) <= cols:
-        out = {}
-        for r in rows:
-            scores = {c: float(r[c] or 0) for c in ONE_HOT_COLUMNS}
-            out[r["image"].strip()] = max(scores, key=scores.get).lower()
-        return out
-    raise DatasetError("Unrecognised labels file: expected HAM10000 metadata (image_id, dx) or an "
-                       "ISIC 2018 GroundTruth.csv (image, MEL, NV, BCC, AKIEC, BKL, DF, VASC).")
-
-
 def _index_files(folders: Iterable[Path], suffix: str = "") -> dict[str, Path]:
     index: dict[str, Path] = {}
     for folder in folders:
@@ -94,27 +70,20 @@ def _records_from_metadata(root: Path, meta_csv: Path, image_dirs: Sequence[Path
     images = _index_files(image_dirs)
     masks = _index_files(mask_dirs, "_segmentation")
     records, problems = [], []
-    with open(meta_csv, newline="", encoding="utf-8-sig") as f:
-        for row in csv.DictReader(f):
-            image_id = (row.get("image_id") or "").strip()
-            if not image_id:
-                continue
-            path = images.get(image_id)
-            if path is None:
-                problems.append((image_id, "image file missing"))
-                continue
-            records.append(Record(image_id, row["dx"].strip().lower(),
-                                  (row.get("lesion_id") or image_id).strip(), path, masks.get(image_id)))
+    for _, image_id, dx, lesion_id in metadata_rows(read_table_file(meta_csv)):
+        path = images.get(image_id)
+        if path is None:
+            problems.append((image_id, "image file missing"))
+            continue
+        records.append(Record(image_id, dx, lesion_id, path, masks.get(image_id)))
     return Dataset(root, layout, records, problems)
 
 
 def _records_from_groundtruth(root: Path, gt_csv: Path) -> Dataset:
-    text = gt_csv.read_text(encoding="utf-8-sig")
-    labels = parse_labels_table(text)
+    labels = {image: label for _, image, label in one_hot_rows(read_table_file(gt_csv))}
     lesions: dict[str, str] = {}
-    for grouping in root.glob("*LesionGroupings*.csv"):
-        with open(grouping, newline="", encoding="utf-8-sig") as f:
-            lesions.update({r["image"]: r["lesion_id"] for r in csv.DictReader(f) if r.get("lesion_id")})
+    for grouping in sorted(root.glob("*LesionGroupings*.csv")):
+        lesions.update(lesion_groups(read_table_file(grouping)))
     image_dirs = [root, root / "images"] + [d for d in root.iterdir() if d.is_dir() and "Input" in d.name]
     mask_dirs = [root / "masks"] + [d for d in root.iterdir() if d.is_dir() and "segment" in d.name.lower()]
     images = _index_files(image_dirs)
@@ -200,10 +169,14 @@ def write_split(path: str | Path, splits: dict[str, list[str]], **info) -> str:
 
 
 def read_split(path: str | Path) -> tuple[dict[str, list[str]], str]:
-    doc = json.loads(Path(path).read_text())
-    splits = doc["splits"]
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        splits = {str(k): [str(i) for i in v] for k, v in doc["splits"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DatasetError(f"Split file {path} is not a split written by train.py ({type(e).__name__}: "
+                           f"{str(e)[:120]}). Point --split at a bundle's split.json.") from None
     h = split_hash(splits)
-    if doc.get("hash") and doc["hash"] != h:
+    if isinstance(doc, dict) and doc.get("hash") and doc["hash"] != h:
         raise DatasetError(f"Split file {path} was edited: its hash no longer matches its content.")
     return splits, h
 

@@ -2,6 +2,8 @@
 export CSV, and score against a labels table when one is given."""
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 from app.analyse_input import UPLOAD_TYPES, hand_over
@@ -79,11 +81,18 @@ c2.download_button("Download table (CSV)", df.to_csv(index=False), file_name="ba
 if labels_file is not None:
     st.header("Agreement with the labels", divider="gray")
     try:
-        labels = parse_labels_table(labels_file.getvalue().decode("utf-8-sig", errors="replace"))
+        labels = parse_labels_table(labels_file.getvalue(), name=labels_file.name)
+        scored = score(preds, labels, classes)
     except DatasetError as e:
-        st.error(f"The labels file cannot be used: {e}")
+        st.error(f"The labels file cannot be used: {md_escape(e, 600)}", icon=":material/table_rows:")
+        st.caption("The image results above do not depend on it. Expected: HAM10000 metadata (columns "
+                   "image_id, dx) or an ISIC 2018 GroundTruth.csv (image and one column per class).")
         st.stop()
-    scored = score(preds, labels, classes)
+    except Exception as e:  # noqa: BLE001 - a bug must not show a traceback to a clinician
+        logging.getLogger(__name__).exception("scoring against the labels failed")
+        st.error(f"The labels could not be scored ({type(e).__name__}). The details are in the server log; "
+                 "the image results above are unaffected.")
+        st.stop()
     if scored.unknown_labels:
         st.warning(f"{len(scored.unknown_labels)} labels are not classes of this model and were left out.")
     if scored.report is None:

@@ -58,7 +58,8 @@ def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> p
                "malignant probability": p.malignant_probability,
                "melanoma flag": {True: "FLAG", False: ""}.get(p.melanoma_flag, "n/a"),
                "entropy": p.entropy,
-               "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else "")}
+               "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else ""),
+               "notes": " ".join(p.notes)}
         for i, c in enumerate(classes):
             row[f"p_{c}"] = None if p.probabilities is None else float(p.probabilities[i])
         rows.append(row)

@@ -22,7 +22,8 @@ from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
 from .measure import attention_on_lesion, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
-from .preprocess import ImageError, decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
+from .pixels import is_grayscale
+from .preprocess import ImageError, decode_with_size, normalize, resize_map, resize_rgb, to_uint8_batch
 from .quality import MIN_SIDE, colour_features, mahalanobis, sharpness
 from .results import Analysis, BatchPrediction, FeatureMaps
 from .segmenter import postprocess_mask
@@ -37,6 +38,27 @@ ATTENTION_WARNING = 0.5          # heat share on the lesion under this gets a wa
 def _entropy(p: np.ndarray) -> float:
     p = np.clip(p, 1e-12, 1)
     return float(-(p * np.log(p)).sum() / np.log(len(p)))
+
+
+def _working_image(source, notes: list[str], say: bool = True) -> tuple[np.ndarray, tuple[int, int], float]:
+    """(RGB uint8 at the working size, upright (h, w) as uploaded, uploaded / working length).
+
+    Files are decoded with a size hint (JPEG at 1/2-1/8 scale, other formats box-reduced as soon
+    as they are decoded), so a large upload is never held at full size beyond its own decoding;
+    arrays are taken as they are. Both are then downscaled to MAX_WORKING_SIDE."""
+    if isinstance(source, np.ndarray):
+        rgb, original = source, source.shape[:2]
+    else:
+        rgb, original = decode_with_size(source, notes, max_side=MAX_WORKING_SIDE)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageError("Expected an RGB uint8 image.")
+    scale = max(original) / MAX_WORKING_SIDE
+    if scale <= 1:
+        return rgb, tuple(original), 1.0
+    h, w = (max(1, round(s / scale)) for s in original)
+    if say:
+        notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
+    return resize_rgb(rgb, (h, w)), tuple(original), scale
 
 
 def _flip_views(x: torch.Tensor) -> torch.Tensor:
@@ -109,15 +131,7 @@ class Analyzer:
             clock = now
 
         notes: list[str] = []
-        rgb = source if isinstance(source, np.ndarray) else decode_image(source, notes)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ImageError("Expected an RGB uint8 image.")
-        scale = 1.0
-        if max(rgb.shape[:2]) > MAX_WORKING_SIDE:
-            scale = max(rgb.shape[:2]) / MAX_WORKING_SIDE
-            h, w = (round(s / scale) for s in rgb.shape[:2])
-            rgb = resize_rgb(rgb, (h, w))
-            notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
+        rgb, original, scale = _working_image(source, notes)
         bundle = self.classifier
         x = normalize(to_uint8_batch([rgb], bundle.input_size).to(self.device), bundle.mean, bundle.std)
         lap("decode_resize")
@@ -165,7 +179,7 @@ class Analyzer:
         attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
 
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
-        warnings = self._quality_warnings(rgb, mask, notes, ood_distance=ood)
+        warnings = self._quality_warnings(rgb, original, mask, ood_distance=ood)
         entropy = _entropy(probs)
         top_p = float(probs.max())
         reasons = []
@@ -191,17 +205,18 @@ class Analyzer:
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
         """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`.
-        Images are decoded one batch at a time, so memory does not grow with the number of items."""
+        Images are decoded one at a time at the working size (as `analyze` does) and classified a
+        batch at a time, so memory grows with neither the number of items nor their pixel count."""
         out: list[BatchPrediction | None] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray, list[str]]] = []
+        pending: list[tuple[int, np.ndarray, tuple[int, int], list[str]]] = []
         for i, (name, src) in enumerate(items):
             notes: list[str] = []
             try:
-                rgb = src if isinstance(src, np.ndarray) else decode_image(src, notes)
+                rgb, original, _ = _working_image(src, notes, say=False)
             except ImageError as e:
                 out[i] = BatchPrediction(name, None, None, None, None, None, ["unreadable"], str(e))
                 continue
-            pending.append((i, rgb, notes))
+            pending.append((i, rgb, original, notes))
             if len(pending) == batch_size:
                 self._classify_chunk(items, pending, tta, out)
                 pending = []
@@ -211,8 +226,8 @@ class Analyzer:
 
     def _classify_chunk(self, items, chunk, tta: bool, out: list) -> None:
         bundle = self.classifier
-        x = normalize(to_uint8_batch([g[1] for g in chunk], bundle.input_size).to(self.device),
-                      bundle.mean, bundle.std)
+        smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
+        x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
         with torch.inference_mode():
             final = bundle.model.forward_features(x)
             feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
@@ -223,15 +238,15 @@ class Analyzer:
                 probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
         probs = probs.cpu().numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-        for (i, rgb, notes), p, d in zip(chunk, probs, dist):
-            flags = self._quality_warnings(rgb, None, notes, ood_distance=d, short=True)
+        for (i, rgb, original, notes), small, p, d in zip(chunk, smalls, probs, dist):
+            flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
             top = int(p.argmax())
             if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
                 flags.append("low confidence")
             out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
                                      float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
                                      _entropy(p), flags,
-                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p))
+                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p), notes=notes)
 
     # ------------------------------------------------------------------ internals
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
@@ -241,13 +256,16 @@ class Analyzer:
             prob = torch.sigmoid(seg.model(x).float())[0, 0].cpu().numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
-    def _quality_warnings(self, rgb, mask, notes, ood_distance=None, short=False) -> list[str]:
+    def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:
+        """The gate, judged from the pixels (`rgb` at the working size, `small` the same at the
+        classifier's input size) and the size as uploaded (`original`, h x w)."""
+        small = resize_rgb(rgb, self.classifier.input_size) if small is None else small
         w = []
-        if min(rgb.shape[:2]) < MIN_SIDE:
-            w.append("tiny image" if short else f"The image is only {rgb.shape[1]}x{rgb.shape[0]} pixels: "
-                     "too small for a dermoscopic assessment.")
+        if min(original) < MIN_SIDE:
+            w.append("tiny image" if short else f"The image is only {original[1]}x{original[0]} pixels as uploaded "
+                     f"(a side under {MIN_SIDE}): too small for a dermoscopic assessment.")
         if self.sharpness_floor is not None:
-            s = sharpness(rgb, self.classifier.input_size)
+            s = sharpness(small, self.classifier.input_size)
             if s < self.sharpness_floor:
                 w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
                          f"training images' {self.sharpness_floor:.0f}).")
@@ -257,13 +275,13 @@ class Analyzer:
                      "99th percentile of validation images). It may not be a dermoscopic image.")
         if self._colour is not None:
             mean, precision, limit = self._colour
-            d = float(mahalanobis(colour_features(rgb, self.classifier.input_size)[None], mean, precision)[0])
+            d = float(mahalanobis(colour_features(small, self.classifier.input_size)[None], mean, precision)[0])
             if d > limit:
                 w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
                          f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
                          "percentile of validation images). It may not be a dermoscopic image.")
         if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
             w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
-        if any("Grayscale" in n for n in notes):
+        if is_grayscale(small):
             w.append("grayscale" if short else "Grayscale image: the model was trained on colour dermoscopy.")
         return w

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .pixels import PixelError, as_rgb_array, is_grayscale, to_8bit
+
 ImageSource = Union[bytes, bytearray, str, Path, BinaryIO]
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "GIF"}
@@ -44,35 +46,31 @@ def _open(source: ImageSource) -> Image.Image:
     return Image.open(source)
 
 
-def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / (65535.0 if hi > 255 else max(hi, 1.0))
-        notes.append(f"{'16-bit' if hi > 255 else 'high bit-depth'} grayscale image converted to 8-bit.")
-        gray = np.clip(arr * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        notes.append("Transparency was flattened onto white.")
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("L", "1"):
-        notes.append("Grayscale image: the model was trained on colour dermoscopy.")
-    elif mode == "CMYK":
-        notes.append("CMYK image converted to RGB.")
-    return img.convert("RGB") if mode != "RGB" else img
+def _size_hint(img: Image.Image, max_side: int | None) -> None:
+    """Ask the JPEG decoder for a 1/2, 1/4 or 1/8 scale that still has a longer side >= max_side
+    (DCT scaling: the full-size pixels are never held)."""
+    w, h = img.size
+    if max_side and img.format in ("JPEG", "MPO") and max(w, h) >= 2 * max_side:
+        k = max_side / max(w, h)
+        img.draft(None, (max(1, math.ceil(w * k)), max(1, math.ceil(h * k))))
 
 
-def decode_image(source: ImageSource, notes: list[str] | None = None,
-                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 RGB array, upright as its EXIF says.
+def _reduce(img: Image.Image, max_side: int | None) -> Image.Image:
+    """Box-reduce an 8-bit L/RGB image by an integer factor, keeping a longer side >= max_side."""
+    factor = max(img.size) // max_side if max_side else 1
+    return img.reduce(factor) if factor >= 2 else img
 
-    Raises ImageError with a plain message for anything unusable. Appends human-readable
-    remarks about conversions to `notes` when given.
+
+def decode_with_size(source: ImageSource, notes: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+                     max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """decode_image, and the upright size (height, width) of the image as uploaded.
+
+    With `max_side`, an image larger than twice that is decoded at a reduced scale (JPEG DCT
+    scaling, else an integer box reduction right after decoding) whose longer side is still at
+    least `max_side`: memory then follows the working size, not the upload's pixel count.
     """
-    notes = notes if notes is not None else []
+    wants_notes = notes is not None
+    notes = notes if wants_notes else []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -87,11 +85,16 @@ def decode_image(source: ImageSource, notes: list[str] | None = None,
             if getattr(img, "n_frames", 1) > 1:
                 notes.append("Animated or multi-page file: only the first frame is used.")
                 img.seek(0)
+            _size_hint(img, max_side)
             img.load()
+            stored = img.size
             img = ImageOps.exif_transpose(img)
-            rgb = np.ascontiguousarray(np.asarray(_to_rgb(img, notes), dtype=np.uint8))
+            original = (w, h) if img.size == stored or stored[0] == stored[1] else (h, w)
+            rgb = as_rgb_array(_reduce(to_8bit(img, notes), max_side))
     except ImageError:
         raise
+    except PixelError as e:
+        raise ImageError(str(e)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("The image declares an implausibly large size and was refused.") from None
     except UnidentifiedImageError:
@@ -100,7 +103,19 @@ def decode_image(source: ImageSource, notes: list[str] | None = None,
         raise ImageError(f"The image could not be decoded; it may be truncated or corrupt ({e}).") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
         raise ImageError("The image has no usable pixels.")
-    return rgb
+    if wants_notes and is_grayscale(rgb):
+        notes.append("Grayscale image: the model was trained on colour dermoscopy.")
+    return rgb, (original[1], original[0])
+
+
+def decode_image(source: ImageSource, notes: list[str] | None = None, max_pixels: int = MAX_PIXELS,
+                 max_side: int | None = None) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 RGB array, upright as its EXIF says.
+
+    Raises ImageError with a plain message for anything unusable. Appends human-readable
+    remarks about conversions to `notes` when given. `max_side`: see decode_with_size.
+    """
+    return decode_with_size(source, notes, max_pixels, max_side)[0]
 
 
 def read_mask(source: ImageSource) -> np.ndarray:

@@ -75,3 +75,4 @@ class BatchPrediction:
     flags: list[str]
     error: str | None = None
     melanoma_flag: bool | None = None
+    notes: list[str] = field(default_factory=list)   # conversions made while decoding

@@ -62,10 +62,11 @@ shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probabil
 pct = st.column_config.NumberColumn(format="%.1f %%")
 event = st.dataframe(
     shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
-    column_order=["file", "top class", "probability", "malignant probability", "entropy", "flags"],
+    column_order=["file", "top class", "probability", "malignant probability", "entropy", "flags", "notes"],
     column_config={"probability": pct, "malignant probability": pct,
                    "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
-                   "flags": st.column_config.TextColumn(width="medium")})
+                   "flags": st.column_config.TextColumn(width="medium"),
+                   "notes": st.column_config.TextColumn(help="Conversions made while decoding the file")})
 rows = event.selection.rows if event is not None else []
 c1, c2 = st.columns(2)
 if rows:

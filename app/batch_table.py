@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,35 @@ def gather(uploads: Sequence[tuple[str, bytes]]) -> Items:
         else:
             items.images.append((_unique(name, seen), data))
     return items
+
+
+CHUNK = 16                 # images per call to the classifier at most ...
+CHUNK_BYTES = 2 * 2**20    # ... and at most this many bytes of files, so large images move the bar too
+
+
+def chunks(images: Sequence[tuple[str, bytes]], size: int = CHUNK, max_bytes: int = CHUNK_BYTES):
+    """Consecutive slices of `images` with at most `size` items and (beyond their first item)
+    at most `max_bytes` of file data."""
+    start = 0
+    while start < len(images):
+        end, total = start + 1, len(images[start][1])
+        while end < len(images) and end - start < size and total + len(images[end][1]) <= max_bytes:
+            total += len(images[end][1])
+            end += 1
+        yield images[start:end]
+        start = end
+
+
+def classify_items(analyzer: Any, images: Sequence[tuple[str, bytes]], tta: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> list[BatchPrediction]:
+    """Analyzer.classify_many over (name, bytes) pairs, a chunk at a time, calling
+    progress(done, total) after each chunk. Beyond the chunk, one image is decoded at a time."""
+    preds: list[BatchPrediction] = []
+    for part in chunks(images):
+        preds += analyzer.classify_many(part, tta=tta, batch_size=CHUNK)
+        if progress is not None:
+            progress(len(preds), len(images))
+    return preds
 
 
 def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> pd.DataFrame:

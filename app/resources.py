@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import streamlit as st
 
 from app.meta import MetaError, read_meta, read_split_ids
+from app.threads import sleep_while_waiting
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS_DIR = REPO_ROOT / "assets" / "models"
@@ -58,6 +59,7 @@ def has_classifier(models: Path | None = None) -> bool:
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (once per server)…")
 def _load(models: str, key: str) -> LoadedModel:
+    sleep_while_waiting()  # before torch's first import: see app/threads.py
     from model.pipeline import Analyzer  # torch is imported here, once per process
 
     start = time.perf_counter()

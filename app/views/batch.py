@@ -7,13 +7,12 @@ import logging
 import streamlit as st
 
 from app.analyse_input import UPLOAD_TYPES, hand_over
-from app.batch_table import gather, results_frame, score
+from app.batch_table import classify_items, gather, results_frame, score
 from app.components import md_escape
 from app.resources import get_loaded, model_key
 from model.data import DatasetError, parse_labels_table
 from model.report import confusion_figure, per_class_table
 
-CHUNK = 16
 STATE_KEY = "batch_results"
 
 st.title("Batch review")
@@ -36,12 +35,9 @@ signature = (tuple(f.file_id for f in files), tta, model_key())
 state = st.session_state.get(STATE_KEY)
 if state is None or state["signature"] != signature:
     items = gather([(f.name, f.getvalue()) for f in files])
-    bar = st.progress(0.0, text="Classifying…")
-    preds = []
-    for start in range(0, len(items.images), CHUNK):
-        preds += loaded.analyzer.classify_many(items.images[start:start + CHUNK], tta=tta)
-        done = min(start + CHUNK, len(items.images))
-        bar.progress(done / len(items.images), text=f"Classified {done} of {len(items.images)} images")
+    bar = st.progress(0.0, text=f"Classifying {len(items.images)} images…")
+    preds = classify_items(loaded.analyzer, items.images, tta, progress=lambda done, total: bar.progress(
+        done / total, text=f"Classified {done} of {total} images"))
     bar.empty()
     state = {"signature": signature, "preds": preds, "skipped": items.skipped}
     st.session_state[STATE_KEY] = state

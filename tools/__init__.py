@@ -1,0 +1,1 @@
+"""Measuring scripts (run as `python -m tools.NAME`)."""

@@ -1,9 +1,10 @@
 """How the server's torch uses the CPU: its OpenMP workers sleep, rather than spin, while they wait.
 
 A spinning worker keeps its core while the worker it waits for cannot get one. On 2 cores shared
-with two training runs that made Batch review of 1,000 tiny images take 121 s instead of 9 s (torch's
-default spin-then-sleep policy, 2 threads; measured with `python -m tools.batch_review --profile`).
-Takes effect only before torch is first imported, so the app calls it before loading a model.
+with two training runs, classifying 1,000 tiny images (16 per forward pass, 2 torch threads) took
+121 s with torch's default spin-then-sleep policy and 9 s with PASSIVE, nearly all of it in conv2d;
+on the idle machine PASSIVE was no slower (single analyses slightly faster). Takes effect only
+before torch is first imported, so the app calls it before loading a model.
 """
 from __future__ import annotations
 

@@ -81,6 +81,7 @@ def is_grayscale(rgb: np.ndarray) -> bool:
     Large images are judged on an evenly spaced sample of about a million pixels."""
     h, w = rgb.shape[:2]
     step = max(1, int((h * w / 1_000_000) ** 0.5))
-    v = rgb[::step, ::step].astype(np.int16)
-    spread = v.max(axis=2) - v.min(axis=2)
-    return float((spread > GRAY_TOLERANCE).mean()) <= GRAY_SHARE
+    v = rgb[::step, ::step]
+    r, g, b = v[..., 0], v[..., 1], v[..., 2]  # element-wise on uint8 views: no reduction over the last axis
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    return np.count_nonzero(spread > GRAY_TOLERANCE) <= GRAY_SHARE * spread.size

@@ -9,6 +9,7 @@ import streamlit as st
 from app.analyse_input import UPLOAD_TYPES, hand_over
 from app.batch_table import classify_items, gather, results_frame, score
 from app.components import md_escape
+from app.csv_export import safe_csv
 from app.resources import get_loaded, model_key
 from model.data import DatasetError, parse_labels_table
 from model.report import confusion_figure, per_class_table
@@ -72,7 +73,7 @@ if rows:
         if data is not None:
             hand_over(name, data)
             st.switch_page("views/analyse.py")
-c2.download_button("Download table (CSV)", df.to_csv(index=False), file_name="batch-review.csv",
+c2.download_button("Download table (CSV)", safe_csv(df), file_name="batch-review.csv",
                    mime="text/csv", on_click="ignore", icon=":material/download:")
 
 if labels_file is not None:

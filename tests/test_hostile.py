@@ -1,7 +1,14 @@
 """Hostile and odd uploads: through decode_image, Analyzer.analyze, Analyzer.classify_many and
 the batch-review zip reader. Each is either handled correctly or refused with a clear message
 (ImageError / ArchiveError / skipped with a reason); the process survives, nothing is written
-outside tmp, and the bombs are refused with bounded memory."""
+outside tmp, and the bombs are refused with bounded memory.
+
+The rest of the hostile suite, by class of input:
+  test_hostile_tables.py  labels and metadata tables (not text, missing cells, bad numbers; fuzzed)
+  test_hostile_pixels.py  pixel modes that become RGB, non-finite values, extreme aspect ratios
+  test_hostile_batch.py   many pixels in few bytes, many small files (memory, time, progress)
+  test_hostile_export.py  names and labels that a spreadsheet would run (CSV injection)
+"""
 from __future__ import annotations
 
 import io

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .bundle import Bundle, BundleError, load_bundle
+from .bundle import Bundle, BundleError, load_bundle, update_meta
 from .data import DatasetError, Record, load_dataset, read_split, select
 from .inference import calibrated_probs, classifier_logits, segment_probs
 from .melanoma_flag import flag_config, flag_rates
@@ -166,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the full metrics here")
     ap.add_argument("--html", type=Path, help="HTML report (default: BUNDLE/evaluation-SPLIT.html)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--record", action="store_true",
+                    help="write the figures into BUNDLE/meta.json as metrics.<split> (what the model card shows)")
     args = ap.parse_args(argv)
     from .training import pick_device
 
@@ -185,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1))
+    if args.record:
+        metrics = dict(bundle.meta.get("metrics") or {})
+        metrics[args.split] = {k: v for k, v in report.items() if k not in ("per_image_dice", "split")}
+        update_meta(args.bundle, metrics=metrics)
+        print(f"recorded as metrics.{args.split} in {args.bundle / 'meta.json'}")
     html_path = args.html or args.bundle / f"evaluation-{args.split}.html"
     html_path.write_text(report_html(bundle, report, args.split))
     print(f"report: {html_path}")

@@ -118,3 +118,21 @@ def test_heat_in_lesion_follows_the_heat():
     heat = mask.astype(np.float32)
     assert attention_on_lesion(heat, mask) == pytest.approx(1.0)
     assert attention_on_lesion(1 - heat, mask) == pytest.approx(0.0)
+
+
+def test_evaluate_record_writes_the_flag_figures_into_meta(tiny_classifier_dir, ham_small, tmp_path):
+    """An older bundle gets its flag (model.melanoma_flag) and then its test figures (--record)."""
+    from model.evaluate import main as evaluate
+    from model.melanoma_flag import main as choose
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(tiny_classifier_dir, bundle_dir)
+    meta = json.loads((bundle_dir / "meta.json").read_text())
+    del meta["melanoma_flag"]
+    meta["metrics"]["test"] = {k: v for k, v in meta["metrics"]["test"].items() if "flag" not in k}
+    (bundle_dir / "meta.json").write_text(json.dumps(meta))
+    assert choose([str(bundle_dir), "--data", str(ham_small)]) == 0
+    assert evaluate([str(bundle_dir), "--data", str(ham_small), "--record", "--html", str(tmp_path / "r.html")]) == 0
+    after = json.loads((bundle_dir / "meta.json").read_text())
+    assert "melanoma_flag_sensitivity" in after["metrics"]["test"]
+    assert after["metrics"]["best_val"] == meta["metrics"]["best_val"]  # the rest of metrics kept

@@ -121,13 +121,14 @@ def test_gather_expands_zips_and_makes_names_unique():
 def test_results_frame_and_score():
     p1 = np.array([0, 0, 0, 0, 0.9, 0.1, 0], np.float32)
     p2 = np.array([0, 0, 0, 0, 0.2, 0.8, 0], np.float32)
-    preds = [BatchPrediction("a.jpg", p1, "mel", 0.9, 0.9, 0.2, []),
-             BatchPrediction("b.jpg", p2, "nv", 0.8, 0.2, 0.3, ["blurred"]),
+    preds = [BatchPrediction("a.jpg", p1, "mel", 0.9, 0.9, 0.2, [], melanoma_flag=True),
+             BatchPrediction("b.jpg", p2, "nv", 0.8, 0.2, 0.3, ["blurred"], melanoma_flag=False),
              BatchPrediction("c.jpg", None, None, None, None, None, ["unreadable"], "The file is empty."),
              BatchPrediction("d.jpg", p2, "nv", 0.8, 0.2, 0.3, [])]
     df = results_frame(preds, CLASSES)
     assert list(df["top class"]) == ["Melanoma", "Melanocytic nevus", "unreadable", "Melanocytic nevus"]
     assert df.loc[2, "flags"] == "unreadable: The file is empty."
+    assert list(df["melanoma flag"]) == ["FLAG", "", "n/a", "n/a"]  # n/a: unreadable, or a bundle without a flag
     s = score(preds, {"a": "mel", "b": "mel", "d": "seb"}, CLASSES)
     assert s.matched == 2 and s.unknown_labels == ["d.jpg: seb"] and s.unmatched == []
     assert s.report["accuracy"] == pytest.approx(0.5)

@@ -53,13 +53,16 @@ if not preds:
 
 df = results_frame(preds, classes)
 n_flagged = int((df["flags"] != "").sum())
-st.markdown(f"**{len(df)} images** · {n_flagged} flagged. Click a column header to sort; "
+n_mel = int((df["melanoma flag"] == "FLAG").sum())
+st.markdown(f"**{len(df)} images** · {n_flagged} with quality or confidence flags · {n_mel} with the melanoma flag "
+            "(P(melanoma) over the threshold chosen on validation for 90% sensitivity). Click a column header to sort; "
             "select a row to open it in the Analyse page.")
 shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability")})
 pct = st.column_config.NumberColumn(format="%.1f %%")
 event = st.dataframe(
     shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
-    column_order=["file", "top class", "probability", "malignant probability", "entropy", "flags", "notes"],
+    column_order=["file", "top class", "probability", "malignant probability", "melanoma flag", "entropy", "flags",
+                  "notes"],
     column_config={"probability": pct, "malignant probability": pct,
                    "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
                    "flags": st.column_config.TextColumn(width="medium"),

@@ -52,9 +52,24 @@ def test_shipped_bundle_loads_and_describes_itself(name):
     splits, split_hash = read_split(folder / "split.json")
     assert meta["split"]["hash"] == split_hash == read_meta(MODELS / "classifier")["split"]["hash"]
     assert meta["metrics"]["test"]["n"] == len(splits["test"])
+    assert meta["pretrained"]["source"] == "package" and meta["pretrained"]["licence"] == "Apache-2.0"
+    assert meta["mean"] == [0.5, 0.5, 0.5] and meta["std"] == [0.5, 0.5, 0.5]  # the weights' own normalisation
     if name == "classifier":
         assert bundle.classes == list(HAM10000_CLASSES)
         assert 0.05 <= bundle.temperature <= 20
+
+
+def test_shipped_classifier_has_a_melanoma_flag_and_measured_attention():
+    meta = read_meta(MODELS / "classifier")
+    flag, test = meta["melanoma_flag"], meta["metrics"]["test"]
+    assert flag["class"] == "mel" and flag["target_sensitivity"] == 0.9 and flag["val_sensitivity"] >= 0.9
+    assert test["melanoma_flag_threshold"] == flag["threshold"]
+    assert 0 < test["melanoma_flag_sensitivity"] <= 1 and 0 < test["melanoma_flag_specificity"] <= 1
+    focus = meta["interpretability"]["gradcam_in_lesion"]
+    assert set(focus) == {"shipped", "previous"}
+    assert focus["shipped"]["arch"] == meta["arch"] and focus["previous"]["arch"] != meta["arch"]
+    for v in focus.values():
+        assert v["split"] == "test" and v["split_hash"] == meta["split"]["hash"] and v["n"] > 1000
 
 
 def test_bundled_examples_sit_where_the_shipped_split_puts_them():
@@ -99,3 +114,8 @@ def test_readme_quotes_the_shipped_figures():
     assert f"test mean Dice **{seg['mean_dice']:.3f}**" in readme
     assert f"thresholded Jaccard **{seg['thresholded_jaccard']:.3f}**" in readme
     assert f"hash `{read_meta(MODELS / 'classifier')['split']['hash']}`" in readme
+    assert _readme_cell(readme, "melanoma flag sensitivity / specificity") == (
+        f"{cls['melanoma_flag_sensitivity']:.3f} / {cls['melanoma_flag_specificity']:.3f}")
+    focus = read_meta(MODELS / "classifier")["interpretability"]["gradcam_in_lesion"]
+    assert _readme_cell(readme, "mean share of Grad-CAM heat inside the lesion (shipped / previous)") == (
+        f"{focus['shipped']['mean_share']:.3f} / {focus['previous']['mean_share']:.3f}")

@@ -195,22 +195,44 @@ def test_app_sessions_in_parallel(tiny_models_dir, monkeypatch, capsys):
     assert not warm.exception, [e.value for e in warm.exception]
 
     latencies: dict[int, float] = {}
-    start_line = threading.Barrier(APP_SESSIONS)
 
-    def session(i: int):
-        at = AppTest.from_file(main, default_timeout=180)
-        at.run()
-        at.radio(key="source_mode").set_value("Use an example").run()  # opens example 0 (shared, cached)
-        start_line.wait(timeout=180)
-        t0 = time.perf_counter()
-        at.selectbox(key="example").set_value(i).run()
-        latencies[i] = (time.perf_counter() - t0) * 1000
-        return at
+    def run_sessions() -> list:
+        start_line = threading.Barrier(APP_SESSIONS)
+
+        def session(i: int):
+            try:
+                at = AppTest.from_file(main, default_timeout=180)
+                at.run()
+                at.radio(key="source_mode").set_value("Use an example").run()  # opens example 0 (shared, cached)
+            except BaseException:
+                start_line.abort()  # the others stop waiting at once; this session's error is the one reported
+                raise
+            start_line.wait(timeout=180)
+            t0 = time.perf_counter()
+            at.selectbox(key="example").set_value(i).run()
+            latencies[i] = (time.perf_counter() - t0) * 1000
+            return at
+
+        with ThreadPoolExecutor(APP_SESSIONS) as pool:
+            futures = [pool.submit(session, i) for i in range(APP_SESSIONS)]
+            errors = [f.exception(timeout=TIME_LIMIT_S) for f in futures]
+        root = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
+        if root or any(errors):
+            raise (root or [e for e in errors if e is not None])[0]
+        return [f.result() for f in futures]
 
     t0 = time.perf_counter()
     try:
-        with ThreadPoolExecutor(APP_SESSIONS) as pool:
-            apps = list(pool.map(session, range(APP_SESSIONS), timeout=TIME_LIMIT_S))
+        try:
+            apps = run_sessions()
+        except (RuntimeError, KeyError) as e:
+            # AppTest sessions started in parallel threads now and then trip over Streamlit's own
+            # bookkeeping before any result exists ("Runtime hasn't been created!", KeyError '$$ID-...'),
+            # which a server, with one runtime, does not. Those (and only those) get one more try.
+            if "Runtime hasn't been created" not in str(e) and "$$ID" not in str(e):
+                raise
+            latencies.clear()
+            apps = run_sessions()
     finally:
         st.cache_data.clear()
     wall = time.perf_counter() - t0

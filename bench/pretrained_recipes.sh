@@ -24,5 +24,9 @@ wait
 run cls-lite1-150-3ep --arch tf_efficientnet_lite1 --epochs 3 --patience 3 &
 run cls-lite2-150-3ep --arch tf_efficientnet_lite2 --epochs 3 --patience 3
 wait
+LITE1="--arch tf_efficientnet_lite1 --epochs 3 --patience 3"
+run cls-lite1-150-3ep-sqrt $LITE1 --imbalance sqrt &   # the later --imbalance wins
+run cls-lite1-150-3ep-mix $LITE1 --mixup 0.2 --cutmix 1.0   # shipped
+wait
 $PY -m bench.ensemble "$OUT"/cls-lite0-150-A "$OUT"/cls-lite1-150 "$OUT"/cls-lite2-150 --data "$DATA"
 $PY -m bench.recipe_table "$OUT"/cls-lite*/   # the README table, from the bundles' meta.json

@@ -28,7 +28,7 @@ def build_classifier(arch: str, num_classes: int, pretrained: bool = False, pret
                 f"Could not fetch pretrained weights for {arch!r} from the Hugging Face Hub ({type(e).__name__}: "
                 f"{str(e)[:200]}). Without internet, use an architecture with offline weights "
                 "(see train.py --help) or train from scratch (omit --pretrained).") from e
-    state = imagenet_state_dict(arch, "package") if pretrained else None  # fails before building when absent
+    state = imagenet_state_dict(arch) if pretrained else None  # fails before building when absent
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
     if state is not None:
         head = model.pretrained_cfg.get("classifier", "classifier")

@@ -26,10 +26,9 @@ from . import tv_compat  # noqa: F401  (before timm)
 
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-SOURCES = ("package", "hub")
 CACHE_ENV = "DERMO_WEIGHTS_CACHE"
 
 
@@ -204,8 +203,6 @@ def package_state_dict(arch: str, cache_dir: Path | None = None) -> dict[str, to
     cache = (cache_dir or default_cache_dir()) / f"{arch}.safetensors"
     if cache.is_file():
         try:
-            from safetensors import safe_open
-
             with safe_open(str(cache), "pt") as f:
                 tag = f.metadata() or {}
             if tag.get("package") == w.package and tag.get("version") == version:
@@ -226,22 +223,10 @@ def package_state_dict(arch: str, cache_dir: Path | None = None) -> dict[str, to
     return state
 
 
-def hub_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """timm's own pretrained weights from the Hugging Face Hub (needs internet)."""
-    arch = timm_arch(arch)
-    try:
-        return timm.create_model(arch, pretrained=True).state_dict()
-    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
-        raise PretrainedUnavailable(
-            f"Could not fetch pretrained weights for {arch!r} from the Hugging Face Hub ({type(e).__name__}: "
-            f"{str(e)[:200]}). " + _no_weights_message(arch)) from e
-
-
-def imagenet_state_dict(arch: str, source: str = "package", cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
-    """ImageNet weights for `arch` in timm's names, from an installed package or (asked for) the Hub."""
-    if source not in SOURCES:
-        raise ValueError(f"pretrained source must be one of {SOURCES}, not {source!r}")
-    return package_state_dict(arch, cache_dir) if source == "package" else hub_state_dict(arch)
+def imagenet_state_dict(arch: str, cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+    """ImageNet weights for `arch` (or encoder `tu-arch`) in timm's names, offline. (timm's own Hub
+    weights are loaded by the builders themselves, through timm and smp, when asked for.)"""
+    return package_state_dict(arch, cache_dir)
 
 
 def load_backbone(model: torch.nn.Module, state: dict[str, torch.Tensor], head_prefixes=("classifier.",)) -> int:

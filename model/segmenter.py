@@ -27,7 +27,7 @@ def build_segmenter(encoder: str = "tu-mobilenetv3_small_100", decoder_channels=
         if not encoder.startswith("tu-"):
             raise PretrainedUnavailable(f"Offline ImageNet weights are wired for timm encoders ('tu-<arch>'), "
                                         f"not {encoder!r}.")
-        state = imagenet_state_dict(encoder, "package")  # fails before building when absent
+        state = imagenet_state_dict(encoder)  # fails before building when absent
     try:
         model = smp.Unet(encoder_name=encoder, encoder_weights="imagenet" if hub else None,
                          in_channels=3, classes=1, decoder_channels=tuple(decoder_channels),

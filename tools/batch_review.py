@@ -73,24 +73,24 @@ def make_zip(case: str, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- measuring
-def _peak_rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (e.g. VmHWM, VmRSS) in MB; None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def _peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float | None:
+    return _status_mb("VmRSS")
 
 
 def _via_code(data: bytes, models: Path, ticks: list) -> tuple[int, float, float | None]:

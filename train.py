@@ -2,6 +2,7 @@
 
     python train.py classify --data DIR --out BUNDLE_DIR --epochs N [options]
     python train.py segment  --data DIR --out BUNDLE_DIR --epochs N [options]
+    torchrun --nproc_per_node G train.py classify ...   (data-parallel on G GPUs, or G CPU processes)
 
 The story: read the dataset -> lesion-disjoint split (reused if given) -> decode everything once
 into memory -> build the model -> train with augmentation on the batch's device, early stopping
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -26,6 +28,7 @@ from model import tv_compat  # noqa: F401  (before timm)
 from model.bundle import save_bundle, update_meta, load_bundle
 from model.pretrained import offline_architectures, pretrained_mean_std, weights_info
 from model.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
+from model import distributed
 from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
 from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
@@ -78,7 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mixup", type=float, default=0.0, help="mixup Beta alpha, e.g. 0.2 (0 = off)")
     ap.add_argument("--cutmix", type=float, default=0.0, help="CutMix Beta alpha, e.g. 1.0 (0 = off)")
     ap.add_argument("--ema", type=float, default=0.0, help="EMA decay, e.g. 0.999 (0 = off)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64,
+                    help="GLOBAL batch size: images per optimiser step over all ranks; under torchrun each of the "
+                         "N processes takes batch-size/N of every batch (so the schedule and results do not depend "
+                         "on N)")
+    ap.add_argument("--sync-bn", action="store_true",
+                    help="under torchrun on GPUs: BatchNorm statistics over the global batch (small per-GPU batches)")
     ap.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
     ap.add_argument("--keep", default="best", choices=("best", "last"),
                     help="weights to ship: the best validation epoch, or the last epoch")
@@ -94,7 +102,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def prepare_data(args, size_hw, with_masks: bool):
+def prepare_data(args, size_hw, with_masks: bool, dist=distributed.Dist()):
     ds = load_dataset(args.data)
     for image_id, why in ds.problems[:20]:
         print(f"  skipped {image_id}: {why}")
@@ -104,12 +112,16 @@ def prepare_data(args, size_hw, with_masks: bool):
     if args.limit:
         records = [records[i] for i in np.random.default_rng(args.seed).permutation(len(records))[:args.limit]]
     split_file = args.split or args.out / "split.json"
+    if not dist.main:  # rank 0 makes the split; the others read it
+        distributed.barrier(dist)
     if split_file.is_file():
         splits, split_id = read_split(split_file)
     else:
         splits = split_records(records, args.seed, args.val_frac, args.test_frac)
         split_id = write_split(split_file, splits, seed=args.seed, data=str(args.data), layout=ds.layout)
-    if split_file != args.out / "split.json":
+    if dist.main:
+        distributed.barrier(dist)
+    if split_file != args.out / "split.json" and dist.main:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "split.json").write_text(split_file.read_text())
     classes = [c for c in HAM10000_CLASSES if c in {r.label for r in records}] + sorted(
@@ -144,7 +156,28 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    device = pick_device(args.device)
+    dist, device = distributed.setup(args.device)  # rank 0 of 1 without torchrun
+    stdout = sys.stdout
+    if not dist.main:  # one voice: rank 0 prints; errors still reach stderr
+        sys.stdout = open(os.devnull, "w")
+    try:
+        return run(args, argv, dist, device)
+    except KeyboardInterrupt:
+        print(f"interrupted (rank {dist.rank}): the last good checkpoint is {args.out / '.train' / 'last.pt'}; "
+              "continue with the same command and --resume (any number of processes)", file=sys.stderr)
+        return 130
+    except RuntimeError as e:  # a collective failed: another rank died (torchrun then stops this one too)
+        if not (dist.active and distributed.peer_lost(e)):
+            raise
+        print(f"rank {dist.rank} stopped: another process of the run failed ({str(e).splitlines()[0][:200]}). "
+              f"The last good checkpoint is {args.out / '.train' / 'last.pt'}; continue with --resume.", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+        distributed.teardown(dist)
+
+
+def run(args, argv, dist, device) -> int:
     segment = args.task == "segment"
     args.arch = args.arch or ("tu-mobilenetv3_small_100" if segment else "resnet18")
     started = time.time()
@@ -160,7 +193,9 @@ def main(argv=None) -> int:
             model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained,
                                                       pretrained_source=args.pretrained_source)
         print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
-        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment)
+        if args.batch_size % dist.world:
+            raise ValueError(f"--batch-size {args.batch_size} (global) is not a multiple of the {dist.world} processes.")
+        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment, dist)
         if not segment:
             if len(classes) != model.num_classes:
                 model.reset_classifier(len(classes))
@@ -179,6 +214,12 @@ def main(argv=None) -> int:
         print(f"trainable parameters: {set_trainable(model, args.train_layers):,}")
     channels_last = CHANNELS_LAST
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if args.sync_bn:
+        try:
+            model = distributed.sync_batchnorm(model, dist, device)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     # ---- loss and validation for the task
     weights = class_weights(train.labels, len(classes)).to(device) if args.imbalance in ("weighted", "both") else None
@@ -213,16 +254,20 @@ def main(argv=None) -> int:
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
                       mixup=args.mixup, cutmix=args.cutmix, num_classes=len(classes),  # fit mixes classes only
                       before_epoch=BodyControl(args.freeze_epochs, args.freeze_bn)
-                      if args.freeze_epochs or args.freeze_bn else None)
-    command = "python train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+                      if args.freeze_epochs or args.freeze_bn else None, dist=dist)
+    launcher = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', dist.world)} " if dist.active else "python "
+    command = launcher + "train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
     log_file.parent.mkdir(parents=True, exist_ok=True)
     commands = (json.loads(log_file.read_text()) if args.resume and log_file.is_file() else []) + [command]
-    log_file.write_text(json.dumps(commands, indent=1))
+    if dist.main:
+        log_file.write_text(json.dumps(commands, indent=1))
     images = train.images.to(device)
     masks = train.masks.to(device) if segment else None
     state = fit(model, images, train.labels, masks, loss_fn, validate, opt, sched, loop, resume=args.resume)
     model.eval()
+    if not dist.main:  # rank 0 alone calibrates, writes and scores the bundle, on the full splits
+        return 0
 
     # ---- what the app needs beyond the weights: temperature, feature statistics, sharpness range
     meta = {
@@ -236,7 +281,11 @@ def main(argv=None) -> int:
                  "train_images": len(train.records), "skipped_unreadable": len(train.skipped) + len(val.skipped)},
         "split": {"file": "split.json", "hash": split_id, "seed": args.seed},
         "history": state.history, "best_epoch": state.best_epoch, "kept_epoch": state.kept_epoch,
-        "hardware": hardware_summary(device), "platform": platform.platform(),
+        "hardware": hardware_summary(device) + (f" x {dist.world} processes" if dist.active else ""),
+        "platform": platform.platform(),
+        "distributed": {"world_size": dist.world, "backend": (("nccl" if device.type == "cuda" else "gloo") if dist.active else None),
+                        "batch_size": "global", "batch_size_per_rank": args.batch_size // dist.world,
+                        "sync_bn": bool(args.sync_bn and dist.active)},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     extras = {}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .distributed import Dist, rank_batches, from_main, sum_across, wrap
 from .machine import cpu_model
 from .preprocess import augment_batch, mix_batch, normalize
 
@@ -219,6 +220,7 @@ class LoopConfig:
     cutmix: float = 0.0  # Beta alpha for CutMix (0 = off); with both set, each batch uses one of them
     num_classes: int = 0  # for the soft targets of mixed batches (0 = from the labels)
     before_epoch: Callable[[torch.nn.Module, int], None] | None = None  # e.g. BodyControl, after model.train()
+    dist: Dist = field(default_factory=Dist)  # rank and world size under torchrun (batch_size stays global)
 
 
 @dataclass
@@ -228,12 +230,6 @@ class LoopState:
     best_epoch: int = -1
     history: list[dict] = field(default_factory=list)
     kept_epoch: int = -1  # the epoch whose weights the model holds when fit returns
-
-
-def _batches(order: np.ndarray, batch_size: int, drop_last: bool):
-    stop = len(order) - (len(order) % batch_size if drop_last and len(order) > batch_size else 0)
-    for i in range(0, stop, batch_size):
-        yield order[i:i + batch_size]
 
 
 UNSTABLE_LOSS_RATIO = 3.0
@@ -252,6 +248,13 @@ def _unstable(metrics: dict, earlier: list[dict]) -> bool:
     return bool(before) and loss > UNSTABLE_LOSS_RATIO * min(before)
 
 
+RANK_SEED_STRIDE = 1_000_003
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
 def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[torch.nn.Module], dict],
         opt, sched, cfg: LoopConfig, resume: bool = False, log: Callable[[str], None] = print) -> LoopState:
     """Train with early stopping on `validate(model)['score']`; keeps the best weights on disk.
@@ -259,12 +262,15 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
     images: uint8 Nx3xHxW (already on cfg.device); labels: int64 numpy; masks: uint8 Nx1xHxW or None.
     `loss_fn(model, x, y_or_mask)` returns a scalar loss. Resumes from last.pt when `resume`.
     """
-    dev = cfg.device
+    dev, dist = cfg.device, cfg.dist
+    if not dist.main:
+        log = _quiet
+    net = wrap(model, dist, dev, find_unused=cfg.before_epoch is not None)  # what training forwards call
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     state = LoopState()
     last_path, best_path = cfg.checkpoint_dir / "last.pt", cfg.checkpoint_dir / "best.pt"
     rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + RANK_SEED_STRIDE * dist.rank)  # augmentations differ by rank
     best_weights = None  # the best epoch's weights; last.pt carries them so one atomic write holds the whole state
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
@@ -277,7 +283,7 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             ema.updates = int(ck.get("ema_updates", 10_000))  # older checkpoints: past the warm-up
         state = LoopState(ck["epoch"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
         rng = np.random.default_rng(cfg.seed + state.epoch)
-        gen.manual_seed(cfg.seed + state.epoch)
+        gen.manual_seed(cfg.seed + state.epoch + RANK_SEED_STRIDE * dist.rank)
         log(f"resumed after epoch {state.epoch} (best {state.best_score:.4f} at epoch {state.best_epoch})")
     strength = torch.as_tensor(cfg.augment, dtype=torch.float32, device=dev)
     labels_t = torch.as_tensor(labels, device=dev)
@@ -291,10 +297,10 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
         model.train()
         if cfg.before_epoch is not None:
             cfg.before_epoch(model, state.epoch)
-        order = epoch_order(labels, cfg.balanced, rng)
+        order = epoch_order(labels, cfg.balanced, rng)  # the same draw on every rank; each trains its share
         t0, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(list(_batches(order, cfg.batch_size, drop_last=True)), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   leave=False, mininterval=2.0, disable=None)
+        bar = tqdm(list(rank_batches(order, cfg.batch_size, dist)), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   leave=False, mininterval=2.0, disable=None if dist.main else True)
         for idx in bar:
             idx_t = torch.as_tensor(idx, device=dev)
             x = images[idx_t].float().div_(255)
@@ -307,7 +313,7 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
                 x, target, _ = mix_batch(x, F.one_hot(target, n_classes).float(), cfg.mixup, cfg.cutmix, gen)
             x = normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss = loss_fn(model, x, target)
+                loss = loss_fn(net, x, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -320,8 +326,9 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             loss_sum += float(loss.detach()) * len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", ips=f"{seen / (time.time() - t0):.0f}")
         train_time = time.time() - t0
+        seen, loss_sum = sum_across([seen, loss_sum], dist)  # every rank's images
         eval_model = ema.module if ema is not None else model
-        metrics = validate(eval_model)
+        metrics = from_main(validate(eval_model) if dist.main else None, dist)  # once, on the whole split
         if plateau:
             sched.step(metrics["score"])
         state.epoch += 1
@@ -345,8 +352,9 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             ck["ema"], ck["ema_updates"] = ema.module.state_dict(), ema.updates
         if best_weights is not None:
             ck["best_model"] = best_weights
-        save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together
-        if improved:  # a convenience copy; a kill before this line leaves the previous one, never a mismatch
+        if dist.main:
+            save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together
+        if improved and dist.main:  # a convenience copy; a kill before this line leaves the previous one
             save_checkpoint(best_path, {"model": best_weights, "epoch": state.epoch})
     if cfg.keep == "last":
         if ema is not None:

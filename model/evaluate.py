@@ -1,6 +1,7 @@
 """Score a bundle on a dataset split: metrics, JSON and an HTML report with plotly figures.
 
     python -m model.evaluate BUNDLE --data DIR [--split test|val|train|all] [--json OUT] [--html OUT]
+    python -m model.evaluate isic --truth GT.csv --pred PRED.csv    (ISIC scoring, no model: model/isic.py)
 """
 from __future__ import annotations
 
@@ -159,6 +160,11 @@ def records_for_split(bundle_dir: Path, data: Path, split: str) -> list[Record]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["isic"]:
+        from .isic import main as isic_main
+
+        return isic_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="dataset folder (any supported layout)")

@@ -1,0 +1,115 @@
+"""`python -m model.predict` on folders, zips and files: streamed (files read only when their turn
+comes), bad files get an error line and the run goes on, ISIC 2018 columns in ISIC order whatever
+the bundle's class order, ISIC Task 1 masks at the image's own size, CSV output."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.isic import ISIC2018_COLUMNS, HAM_TO_ISIC2018
+from model.predict import main
+from model.sources import Sources
+
+
+@pytest.fixture()
+def inputs(tmp_path, ham_small):
+    images = sorted((ham_small / "images").glob("*.jpg"))
+    folder = tmp_path / "folder" / "nested"
+    folder.mkdir(parents=True)
+    for p in images[:5]:
+        shutil.copy(p, folder)
+    (tmp_path / "folder" / "notes.txt").write_text("not an image, ignored")
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in images[5:12]:
+            zf.write(p, f"batch/{p.name}")
+        zf.writestr("batch/broken.jpg", b"\xff\xd8 not really a jpeg")
+        zf.writestr("README.md", "ignored")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    return [tmp_path / "folder", archive, bad, images[12]]
+
+
+def test_jsonl_over_folders_zips_and_files_with_bad_files(tiny_classifier_dir, inputs, capsys):
+    assert main([str(tiny_classifier_dir), *map(str, inputs), "--batch-size", "4"]) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 5 + 7 + 1
+    assert all("nested" in r["image"] for r in records[:5]) and all(r["image"].startswith("batch/ISIC_")
+                                                                    for r in records[5:12])
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in records)
+    assert "batch/broken.jpg: error:" in err and "bad.png: error:" in err
+    assert "2 of 15 files could not be used" in err
+
+
+def test_isic2018_columns_follow_isic_order(tiny_classifier_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "sub.csv"
+    assert main([str(tiny_classifier_dir), str(inputs[1]), "--format", "isic2018", "--out", str(out)]) == 1
+    capsys.readouterr()
+    rows = list(csv.reader(open(out)))
+    assert rows[0] == ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    assert len(rows) == 8 and all(r[0].startswith("ISIC_") and "." not in r[0] for r in rows[1:])
+    assert main([str(tiny_classifier_dir), str(inputs[1])]) == 1
+    by_name = {json.loads(line)["image"].rsplit("/", 1)[-1][:-4]: json.loads(line)["probabilities"]
+               for line in capsys.readouterr().out.splitlines()}
+    isic_of = {v: k for k, v in HAM_TO_ISIC2018.items()}
+    for row in rows[1:]:
+        for col, value in zip(ISIC2018_COLUMNS, row[1:]):
+            assert float(value) == pytest.approx(by_name[row[0]][isic_of[col]], abs=1e-4)
+
+
+def test_csv_format(tiny_classifier_dir, inputs, capsys):
+    assert main([str(tiny_classifier_dir), str(inputs[3]), "--format", "csv"]) == 0
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    classes = json.loads((tiny_classifier_dir / "meta.json").read_text())["classes"]
+    assert rows[0][:6] == ["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag", "flags"]
+    assert rows[0][6:] == classes and len(rows) == 2
+
+
+def test_isic_masks_at_each_images_own_size(tiny_models_dir, fullres, ham_small, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    one_small = sorted((ham_small / "images").glob("*.jpg"))[0]
+    assert main([str(tiny_models_dir), str(fullres / "images"), str(one_small), "--masks", str(masks),
+                 "--out", str(tmp_path / "p.jsonl")]) == 0
+    written = sorted(p.name for p in masks.iterdir())
+    assert written == sorted([f"{p.stem}_segmentation.png" for p in (fullres / "images").glob("*.jpg")]
+                             + [f"{one_small.stem}_segmentation.png"])
+    for name in written:
+        stem = name[:-len("_segmentation.png")]
+        src = next(p for p in [*(fullres / "images").glob("*.jpg"), one_small] if p.stem == stem)
+        with Image.open(masks / name) as m, Image.open(src) as im:
+            assert m.size == im.size and m.mode == "L"
+            assert set(np.unique(np.asarray(m))) <= {0, 255}
+    # a segmenter bundle alone writes masks only; without --masks it says what to add
+    assert main([str(tiny_models_dir / "segmenter"), str(one_small), "--masks", str(tmp_path / "m2")]) == 0
+    assert (tmp_path / "m2" / f"{one_small.stem}_segmentation.png").is_file()
+    assert main([str(tiny_models_dir / "segmenter"), str(one_small)]) == 2
+    assert "--masks" in capsys.readouterr().err
+
+
+def test_sources_read_files_only_when_their_turn_comes(tmp_path, ham_small):
+    for p in sorted((ham_small / "images").glob("*.jpg"))[:4]:
+        shutil.copy(p, tmp_path)
+    sources = Sources([tmp_path])
+    assert len(sources) == 4
+    it = iter(sources)
+    first = next(it)
+    assert first.data and first.error is None
+    for p in tmp_path.glob("*.jpg"):
+        if p.name not in first.name:
+            p.unlink()  # removed after listing: read lazily, so they now fail one by one
+    rest = list(it)
+    assert len(rest) == 3 and all(r.data is None and "cannot read" in r.error for r in rest)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_classifier_dir, inputs, capsys):
+    assert main([str(tiny_classifier_dir), str(inputs[3]), "--device", "cuda"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

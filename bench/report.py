@@ -106,6 +106,10 @@ def to_markdown(results: dict) -> str:
             lines += [f"Batch review on {dev} (classify_many, no CAM, {b['images']} JPEGs, batch {b['batch_size']}): "
                       f"**{_fmt(b['images_per_s']['median'])} images/s** median "
                       f"({_fmt(b['ms_per_image']['median'])} ms per image).", ""]
+        a = r.get("archive_predict")
+        if a:
+            lines += [f"Archive prediction on {dev} (`python -m model.predict` on a zip of {a['images']} JPEGs, ISIC "
+                      f"2018 CSV, batch {a['batch_size']}): **{_fmt(a['images_per_s']['median'])} images/s** median.", ""]
         c = r.get("cold_start")
         if c:
             lines += [f"Cold start on {dev} (fresh process to first full result): **{c['process_wall_s']:.2f} s** = "

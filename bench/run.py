@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench.analysis import bench_analysis, bench_batch
+from bench.archive_predict import bench_archive
 from bench.cold_start import bench_cold_start
 from bench.models import bench_models
 from bench.common import ALL_METHODS, DEFAULT_IMAGE_GLOBS, REPO, find_images, log, machine_info
@@ -43,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-batch", type=int, help="training batch size (default: the bundle's train_config)")
     ap.add_argument("--train-data", type=Path, default=REPO / "tests" / "data" / "ham_small",
                     help="images for the training measurement (synthetic if absent)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: naive,batch,cold,train")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: naive,batch,archive,cold,train")
     return ap.parse_args(argv)
 
 
@@ -98,6 +99,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         if "batch" not in skip:
             log(f"[{dev}] batch review throughput")
             r["batch"] = bench_batch(analyzer, images, args.batch_images, args.batch_size, args.repeats, dev)
+        if "archive" not in skip:
+            log(f"[{dev}] archive prediction throughput (python -m model.predict on a zip)")
+            r["archive_predict"] = bench_archive(models, images, args.batch_images, args.batch_size,
+                                                 max(1, args.repeats // 2), dev)
         if "cold" not in skip:
             log(f"[{dev}] cold start")
             r["cold_start"] = bench_cold_start(models, images[0], dev, methods, args.cold_runs)

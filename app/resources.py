@@ -36,6 +36,7 @@ class LoadedModel:
     analyzer: Any          # model.pipeline.Analyzer (typed loosely to keep torch out of imports)
     load_seconds: float
     device: str
+    device_name: str = ""  # e.g. "NVIDIA T4 (CUDA 12.8)" or "CPU (...), 2 cores": what the sidebar shows
 
 
 def models_dir() -> Path:
@@ -61,10 +62,25 @@ def has_classifier(models: Path | None = None) -> bool:
 def _load(models: str, key: str) -> LoadedModel:
     sleep_while_waiting()  # before torch's first import: see app/threads.py
     from model.pipeline import Analyzer  # torch is imported here, once per process
+    from model.training import hardware_summary
 
     start = time.perf_counter()
-    analyzer = Analyzer.from_dir(models)
-    return LoadedModel(analyzer, time.perf_counter() - start, str(analyzer.device))
+    analyzer = Analyzer.from_dir(models)  # the GPU when CUDA is available, else the CPU
+    return LoadedModel(analyzer, time.perf_counter() - start, str(analyzer.device), hardware_summary(analyzer.device))
+
+
+def device_label() -> str | None:
+    """Where the models run ("GPU: NVIDIA T4 (CUDA 12.8)" / "CPU: ..."), or None without a usable model."""
+    models = models_dir()
+    if not has_classifier(models):
+        return None
+    from model.bundle import BundleError
+
+    try:
+        loaded = _load(str(models), model_key(models))
+    except BundleError:
+        return None
+    return ("GPU: " if loaded.device.startswith("cuda") else "") + (loaded.device_name or loaded.device)
 
 
 def show_no_model(models: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.meta import dig
-from app.resources import bundle_metas, models_dir
+from app.resources import bundle_metas, device_label, models_dir
 
 DISCLAIMER = ("**Research and teaching tool — not a medical device.** Outputs are not a diagnosis "
               "and must not guide patient care.")
@@ -34,6 +34,9 @@ def render_sidebar() -> None:
                         + (f" · test Dice **{dice:.2f}**" if isinstance(dice, (int, float)) else ""))
         else:
             st.caption("No segmenter bundle: no lesion outline or measurements.")
+        device = device_label()
+        if device:
+            st.caption(f"Runs on {device}")
         created = str(cls.get("created", ""))[:10]
         if created:
             st.caption(f"Trained {created} · split {dig(cls, 'split', 'hash', default='?')}")

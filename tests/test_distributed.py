@@ -84,7 +84,12 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
     assert meta["metrics"]["test"]["n"] > 0 and 0 < meta["temperature"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
         ["extras.safetensors", "meta.json", "split.json", "weights.safetensors"]
-    assert load_bundle(out).classes == meta["classes"]
+    from model.evaluate import evaluate_classifier, records_for_split
+
+    bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.evaluate` does
+    again = evaluate_classifier(bundle, records_for_split(out, HAM_SMALL, "test"), progress=False)
+    assert again["n"] == meta["metrics"]["test"]["n"] > 0
+    assert again["balanced_accuracy"] == pytest.approx(meta["metrics"]["test"]["balanced_accuracy"])
 
 
 @pytest.mark.slow

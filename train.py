@@ -38,8 +38,7 @@ from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
 from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.segmenter import DEFAULT_DECODER, build_segmenter
 from model.training import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
-                            fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler,
-                            pick_device)
+                            fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler)
 
 
 SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.epoch_order
@@ -83,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ema", type=float, default=0.0, help="EMA decay, e.g. 0.999 (0 = off)")
     ap.add_argument("--batch-size", type=int, default=64,
                     help="GLOBAL batch size: images per optimiser step over all ranks; under torchrun each of the "
-                         "N processes takes batch-size/N of every batch (so the schedule and results do not depend "
-                         "on N)")
+                         "N processes takes batch-size/N of every batch (so the number of steps and the learning-rate "
+                         "schedule do not depend on N)")
     ap.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the global batch (small per-GPU batches)")
     ap.add_argument("--patience", type=int, default=15, help="early-stopping patience in epochs")
@@ -173,7 +172,9 @@ def main(argv=None) -> int:
               f"The last good checkpoint is {args.out / '.train' / 'last.pt'}; continue with --resume.", file=sys.stderr)
         return 1
     finally:
-        sys.stdout = stdout
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
         distributed.teardown(dist)
 
 
@@ -283,7 +284,8 @@ def run(args, argv, dist, device) -> int:
         "history": state.history, "best_epoch": state.best_epoch, "kept_epoch": state.kept_epoch,
         "hardware": hardware_summary(device) + (f" x {dist.world} processes" if dist.active else ""),
         "platform": platform.platform(),
-        "distributed": {"world_size": dist.world, "backend": (("nccl" if device.type == "cuda" else "gloo") if dist.active else None),
+        "distributed": {"world_size": dist.world,
+                        "backend": ("nccl" if device.type == "cuda" else "gloo") if dist.active else None,
                         "batch_size": "global", "batch_size_per_rank": args.batch_size // dist.world,
                         "sync_bn": bool(args.sync_bn and dist.active)},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},

@@ -4,8 +4,15 @@ the bundle's class order, ISIC Task 1 masks at the image's own size, CSV output.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
+import pty
 import shutil
+import struct
+import subprocess
+import sys
+import termios
 import zipfile
 
 import numpy as np
@@ -47,6 +54,7 @@ def test_jsonl_over_folders_zips_and_files_with_bad_files(tiny_classifier_dir, i
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-3 for r in records)
     assert "batch/broken.jpg: error:" in err and "bad.png: error:" in err
     assert "2 of 15 files could not be used" in err
+    assert "img/s" not in err, "no progress bar when stderr is not a terminal"
 
 
 def test_isic2018_columns_follow_isic_order(tiny_classifier_dir, inputs, tmp_path, capsys):
@@ -113,3 +121,28 @@ def test_sources_read_files_only_when_their_turn_comes(tmp_path, ham_small):
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_classifier_dir, inputs, capsys):
     assert main([str(tiny_classifier_dir), str(inputs[3]), "--device", "cuda"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_progress_bar_on_a_terminal(tiny_classifier_dir, ham_small, repo_root):
+    main_fd, term_fd = pty.openpty()
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TQDM_DISABLE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "model.predict", str(tiny_classifier_dir),
+                             str(ham_small / "images"), "--batch-size", "8"],
+                            cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=term_fd)
+    os.close(term_fd)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out = proc.communicate(timeout=120)[0]
+    os.close(main_fd)
+    assert proc.returncode == 0
+    assert "42/42" in shown.decode() and "img/s" in shown.decode()
+    assert len(out.decode().splitlines()) == 42  # the records stay on stdout, the bar on the terminal

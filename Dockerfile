@@ -11,8 +11,6 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-
 # A bare Debian base has no Python; python:3.11-slim has it (then nothing is installed here).
 # hadolint ignore=DL3008
 RUN if ! python3 -m venv --help >/dev/null 2>&1; then \

@@ -123,6 +123,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_classifier_dir, inputs, capsys
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tiny_classifier_dir, ham_small, repo_root):
     main_fd, term_fd = pty.openpty()
     fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))

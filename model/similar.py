@@ -1,0 +1,385 @@
+"""Similar confirmed cases: a reference set of the classifier's training images, searched by the
+cosine similarity of its pre-logit features (Tschandl et al., Br J Dermatol 2019).
+
+Beside the bundle:
+  similar.safetensors         embeddings (L2-normalised after a PCA fitted on the reference images,
+                              float16), the PCA, class indices, file sha256 and a 64-bit difference
+                              hash per image; the header holds the bundle weights' sha256, the classes
+                              and every case's metadata (image id, diagnosis, dx_type, age, sex, site)
+  similar-thumbs.safetensors  all thumbnails (JPEG) packed in one byte array with offsets
+  REFERENCE-SET.md            what the images are and their licence (HAM10000, CC BY-NC-SA 4.0)
+
+Only the TRAINING split of the bundle's split.json is used, never validation or test images.
+An index built for other weights is refused (ReferenceError), never searched.
+
+    python -m model.similar build BUNDLE --data DIR [--dims 256] [--thumb 128x96]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+INDEX = "similar.safetensors"
+THUMBS = "similar-thumbs.safetensors"
+ATTRIBUTION = "REFERENCE-SET.md"
+DEFAULT_K = 6
+DEFAULT_DIMS = 256
+THUMB_WH = (128, 96)
+FORMAT = 1
+NEAR_DUPLICATE_BITS = 4          # difference hashes this close (and features this similar) = the same picture
+NEAR_DUPLICATE_SIMILARITY = 0.9
+CREDIT = ("Reference images: HAM10000 (Tschandl, Rosendahl & Kittler, Scientific Data 5:180161, 2018, "
+          "doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0, downscaled thumbnails.")
+META_COLUMNS = ("dx_type", "age", "sex", "localization")
+REBUILD = "python -m model.similar build {bundle} --data DIR"
+
+
+class ReferenceError(ValueError):
+    """A reference set that cannot be used with this bundle; the message says how to rebuild it."""
+
+
+@dataclass
+class Neighbour:
+    image_id: str
+    diagnosis: str
+    similarity: float
+    dx_type: str = ""
+    age: str = ""
+    sex: str = ""
+    site: str = ""
+    thumbnail: bytes = b""      # JPEG
+
+
+@dataclass
+class SimilarCases:
+    """What one query returns (plain data: the UI renders it, predict prints it)."""
+    neighbours: list[Neighbour]
+    vote: dict[str, float]                  # class -> similarity-weighted share of the k neighbours
+    vote_class: str
+    in_reference: str | None = None         # how the upload itself is in the reference set, if it is
+
+
+def weights_sha256(bundle_dir: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(Path(bundle_dir) / "weights.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def difference_hash(rgb: np.ndarray) -> int:
+    """64-bit dHash of an RGB image: stable across resizing and recompression, so an upload of a
+    reference image at another resolution is still recognised."""
+    from PIL import Image
+
+    grey = np.asarray(Image.fromarray(rgb).convert("L").resize((9, 8), Image.Resampling.BOX), np.int16)
+    bits = (grey[:, 1:] > grey[:, :-1]).ravel()
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def vote_shares(labels: np.ndarray, sims: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, K) similarity-weighted class shares of each query's neighbours (labels, sims: (N, k))."""
+    w = np.maximum(sims, 1e-6)
+    out = np.zeros((len(labels), n_classes))
+    np.add.at(out, (np.repeat(np.arange(len(labels)), labels.shape[1]), labels.ravel()), w.ravel())
+    return out / out.sum(1, keepdims=True)
+
+
+class ReferenceIndex:
+    """A loaded reference set. `search` is plain numpy: one (n x d) matrix product."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], header: dict[str, str], thumbs: dict[str, np.ndarray] | None):
+        self.embeddings = tensors["embeddings"].astype(np.float32)
+        self.pca_mean = tensors["pca_mean"].astype(np.float32)
+        self.pca = tensors["pca_components"].astype(np.float32)       # (D, d)
+        self.labels = tensors["labels"].astype(np.int64)
+        self.dhash = tensors["dhash"].view(np.uint64) if tensors["dhash"].dtype != np.uint64 else tensors["dhash"]
+        self.sha256 = tensors["sha256"]
+        self.classes: list[str] = json.loads(header["classes"])
+        self.cases: list[list[str]] = json.loads(header["cases"])       # [image_id, dx_type, age, sex, site]
+        self.header = header
+        self._sha_index = {bytes(s).hex(): i for i, s in enumerate(self.sha256)}
+        self._thumbs = thumbs
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, classes: Sequence[str], weights_hash: str | None = None) -> "ReferenceIndex":
+        """Read and check the index beside a bundle; ReferenceError if it was made for other weights."""
+        bundle_dir = Path(bundle_dir)
+        path = bundle_dir / INDEX
+        hint = REBUILD.format(bundle=bundle_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"No reference set ({INDEX}) in {bundle_dir}. Build it with `{hint}`.")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "np") as f:
+                header = f.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ReferenceError(f"{path} is not a valid reference set ({str(e)[:120]}). Rebuild it with `{hint}`.") from None
+        if header.get("format") != str(FORMAT):
+            raise ReferenceError(f"{path} has format {header.get('format')!r}, this code reads {FORMAT}. "
+                                 f"Rebuild it with `{hint}`.")
+        expected = weights_hash or weights_sha256(bundle_dir)
+        if header.get("weights_sha256") != expected:
+            raise ReferenceError(
+                f"The reference set in {bundle_dir} was built for other weights (weights sha256 "
+                f"{str(header.get('weights_sha256'))[:12]}…, the bundle's is {expected[:12]}…): its neighbours "
+                f"would be wrong, so similar cases are off. Rebuild it with `{hint}`.")
+        if json.loads(header.get("classes", "[]")) != list(classes):
+            raise ReferenceError(f"The reference set in {bundle_dir} lists other classes than the bundle. "
+                                 f"Rebuild it with `{hint}`.")
+        thumbs = None
+        if (bundle_dir / THUMBS).is_file():
+            try:
+                thumbs = load_file(str(bundle_dir / THUMBS))
+            except (SafetensorError, OSError, ValueError):
+                thumbs = None
+        return cls(tensors, header, thumbs)
+
+    # ------------------------------------------------------------------ queries
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """Pre-logit features (N, D) -> unit vectors in the index's space (N, d)."""
+        f = _l2(np.atleast_2d(np.asarray(features, np.float32)))
+        return _l2((f - self.pca_mean) @ self.pca)
+
+    def search(self, features: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, cosine similarities), each (N, k), most similar first."""
+        sims = self.embed(features) @ self.embeddings.T
+        k = min(k, sims.shape[1])
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        part = np.take_along_axis(sims, idx, 1)
+        order = np.argsort(-part, axis=1, kind="stable")
+        return np.take_along_axis(idx, order, 1), np.take_along_axis(part, order, 1)
+
+    def thumbnail(self, i: int) -> bytes:
+        if self._thumbs is None:
+            return b""
+        off = self._thumbs["offsets"]
+        return self._thumbs["jpeg"][int(off[i]):int(off[i + 1])].tobytes()
+
+    def find_self(self, file_sha256: str | None, dhash: int | None, idx: np.ndarray, sims: np.ndarray) -> str | None:
+        """How the query is itself a reference image: the same file, or the same picture resized."""
+        if file_sha256 and file_sha256 in self._sha_index:
+            return f"This exact file is reference case {self.cases[self._sha_index[file_sha256]][0]} (training split)."
+        if dhash is not None and len(idx):
+            d = np.bitwise_count(self.dhash[idx] ^ np.uint64(dhash))
+            close = [(i, s) for i, s, bits in zip(idx, sims, d) if bits <= NEAR_DUPLICATE_BITS
+                     and s >= NEAR_DUPLICATE_SIMILARITY]
+            if close:
+                return (f"This image appears to be reference case {self.cases[int(close[0][0])][0]} (training split) "
+                        "at another size or compression: the model has seen it.")
+        return None
+
+    def query(self, features: np.ndarray, k: int = DEFAULT_K, file_sha256: str | None = None,
+              dhash: int | None = None, thumbnails: bool = True) -> SimilarCases:
+        idx, sims = self.search(features, k)
+        idx, sims = idx[0], sims[0]
+        shares = vote_shares(self.labels[idx][None], sims[None], len(self.classes))[0]
+        neighbours = [Neighbour(self.cases[i][0], self.classes[self.labels[i]], float(s), *self.cases[i][1:5],
+                                thumbnail=self.thumbnail(i) if thumbnails else b"") for i, s in zip(idx, sims)]
+        return SimilarCases(neighbours, {c: float(v) for c, v in zip(self.classes, shares)},
+                            self.classes[int(shares.argmax())], self.find_self(file_sha256, dhash, idx, sims))
+
+
+# ---------------------------------------------------------------------------------- building
+def case_metadata(data_dir: Path) -> dict[str, list[str]]:
+    """image_id -> [dx_type, age, sex, site] from the folder's HAM10000 metadata, when it has one."""
+    from .tables import DatasetError, read_table_file
+
+    for name in ("metadata.csv", "HAM10000_metadata.csv", "HAM10000_metadata"):
+        if (data_dir / name).is_file():
+            try:
+                table = read_table_file(data_dir / name)
+            except DatasetError:
+                return {}
+            out = {}
+            for _, row in table.rows:
+                age = row.get("age", "")
+                age = str(int(float(age))) if age.replace(".", "", 1).isdigit() else ""
+                out[row.get("image_id", "")] = [row.get("dx_type", ""), age, row.get("sex", "").replace("unknown", ""),
+                                                row.get("localization", "").replace("unknown", "")]
+            return out
+    return {}
+
+
+def _jpeg(rgb: np.ndarray, wh: tuple[int, int], quality: int = 70) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).resize(wh, Image.Resampling.BOX).save(buf, "JPEG", quality=quality, optimize=True)
+    return buf.getvalue()
+
+
+def embed_images(bundle, images_u8, batch_size: int = 64, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-logit features, raw logits) of an Nx3xHxW uint8 tensor at the bundle's input size."""
+    import torch
+
+    from .inference import model_device, uses_channels_last
+    from .preprocess import normalize
+
+    feats, logits = [], []
+    dev = model_device(bundle.model)
+    with torch.inference_mode():
+        for i in range(0, len(images_u8), batch_size):
+            x = normalize(images_u8[i:i + batch_size].to(dev), bundle.mean, bundle.std, uses_channels_last(bundle))
+            final = bundle.model.forward_features(x)
+            feats.append(bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy())
+            logits.append(bundle.model.forward_head(final).float().cpu().numpy())
+            if progress:
+                progress(min(i + batch_size, len(images_u8)), len(images_u8))
+    d = bundle.model.num_features if hasattr(bundle.model, "num_features") else 0
+    return (np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
+            np.concatenate(logits) if logits else np.zeros((0, len(bundle.classes)), np.float32))
+
+
+def decode_split(bundle, data_dir: Path, split: str, chunk: int = 512, progress: bool = False):
+    """Yield (records, uint8 images) of one split of the bundle's split.json, a chunk at a time."""
+    from .data import decode_records
+    from .evaluate import records_for_split
+
+    records = records_for_split(bundle.path, data_dir, split)
+    for i in range(0, len(records), chunk):
+        if progress:
+            print(f"  {split}: {i}/{len(records)} images", file=sys.stderr)
+        d = decode_records(records[i:i + chunk], bundle.input_size, bundle.classes)
+        yield d.records, d.images
+
+
+def fit_pca(features: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, components (D, d), share of variance kept) of L2-normalised features; dims 0 = all."""
+    f = _l2(features.astype(np.float64))
+    mean = f.mean(0)
+    if not dims or dims >= min(f.shape):
+        return mean.astype(np.float32), np.eye(f.shape[1], dtype=np.float32), 1.0
+    _, s, vt = np.linalg.svd(f - mean, full_matrices=False)
+    return mean.astype(np.float32), vt[:dims].T.astype(np.float32), float((s[:dims] ** 2).sum() / (s ** 2).sum())
+
+
+def write_reference(bundle_dir: Path, classes: Sequence[str], split_hash: str, features: np.ndarray,
+                    labels: np.ndarray, records: Sequence, thumbs: Sequence[bytes], dhashes: Sequence[int],
+                    shas: Sequence[bytes], metadata: dict[str, list[str]], dims: int = DEFAULT_DIMS) -> dict:
+    """Write the index and packed thumbnails beside the bundle; returns a summary for meta.json."""
+    mean, comps, kept = fit_pca(features, dims)
+    comps = comps.astype(np.float16).astype(np.float32)
+    emb = _l2((_l2(features.astype(np.float32)) - mean) @ comps)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in thumbs])]).astype(np.int64)
+    cases = [[r.image_id, *metadata.get(r.image_id, ["", "", "", ""])] for r in records]
+    header = {"format": str(FORMAT), "weights_sha256": weights_sha256(bundle_dir), "classes": json.dumps(list(classes)),
+              "split_hash": split_hash, "split": "train", "cases": json.dumps(cases, separators=(",", ":")),
+              "pca_variance_kept": f"{kept:.4f}", "credit": CREDIT}
+    from .bundle import _atomic_write
+
+    tensors = {"embeddings": emb.astype(np.float16), "pca_mean": mean, "pca_components": comps.astype(np.float16),
+               "labels": np.asarray(labels, np.int16), "dhash": np.asarray(dhashes, np.uint64).view(np.int64),
+               "sha256": np.frombuffer(b"".join(shas), np.uint8).reshape(-1, 32)}
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # safetensors writes memory order
+    _atomic_write(bundle_dir / INDEX, lambda p: save_file(tensors, p, metadata=header))
+    _atomic_write(bundle_dir / THUMBS, lambda p: save_file({
+        "jpeg": np.frombuffer(b"".join(thumbs), np.uint8).copy(), "offsets": offsets}, p,
+        metadata={"format": str(FORMAT), "credit": CREDIT, "size_wh": json.dumps(THUMB_WH)}))
+    (bundle_dir / ATTRIBUTION).write_text(
+        "# Reference set (similar cases): attribution and licence\n\n"
+        f"`{INDEX}` and `{THUMBS}` hold features and {THUMB_WH[0]}x{THUMB_WH[1]} JPEG thumbnails of the "
+        f"{len(records)} images of this classifier's training split (split hash `{split_hash}`), from the HAM10000 "
+        "dataset:\n\nTschandl P., Rosendahl C. & Kittler H. \"The HAM10000 dataset, a large collection of "
+        "multi-source dermatoscopic images of common pigmented skin lesions.\" Scientific Data 5:180161 (2018), "
+        "doi:[10.1038/sdata.2018.161](https://doi.org/10.1038/sdata.2018.161).\n\nLicence: "
+        "[CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/) (attribution, non-commercial use "
+        "only, share-alike). The thumbnails are downscaled; diagnoses and metadata (dx_type, age, sex, site) are "
+        "HAM10000's.\n\nRebuilt by `python -m model.similar build BUNDLE --data DIR`.\n")
+    size = sum((bundle_dir / f).stat().st_size for f in (INDEX, THUMBS))
+    return {"file": INDEX, "thumbnails": THUMBS, "n": len(records), "split": "train", "dims": int(comps.shape[1]),
+            "pca_variance_kept": round(kept, 4), "bytes": size, "k": DEFAULT_K,
+            "weights_sha256": header["weights_sha256"][:16]}
+
+
+def build_from_images(bundle, images_u8, records, data_dir: Path, dims: int = DEFAULT_DIMS,
+                      progress: bool = False) -> dict:
+    """Reference set from already decoded training images (train.py has them in memory)."""
+    features, _ = embed_images(bundle, images_u8)
+    return _finish(bundle, features, images_u8, records, data_dir, dims)
+
+
+def _finish(bundle, features, images_u8, records, data_dir, dims) -> dict:
+    from .data import read_split
+
+    _, split_hash = read_split(bundle.path / "split.json")
+    rgbs = (img.permute(1, 2, 0).numpy() for img in images_u8)
+    thumbs, dhashes, shas = [], [], []
+    for r, rgb in zip(records, rgbs):
+        thumbs.append(_jpeg(rgb, THUMB_WH))
+        dhashes.append(difference_hash(rgb))
+        shas.append(hashlib.sha256(Path(r.image_path).read_bytes()).digest() if r.image_path else bytes(32))
+    labels = [bundle.classes.index(r.label) for r in records]
+    return write_reference(bundle.path, bundle.classes, split_hash, features, np.asarray(labels), records, thumbs,
+                           dhashes, shas, case_metadata(Path(data_dir)), dims)
+
+
+def build(bundle, data_dir: Path, dims: int = DEFAULT_DIMS, progress: bool = False) -> dict:
+    """Decode the bundle's training split from `data_dir` a chunk at a time and write the reference set."""
+    import torch
+
+    feats, recs, imgs = [], [], []
+    for records, images in decode_split(bundle, data_dir, "train", progress=progress):
+        feats.append(embed_images(bundle, images)[0])
+        recs += records
+        imgs.append(images)
+    if not recs:
+        from .data import DatasetError
+        raise DatasetError("No readable training images to build the reference set from.")
+    return _finish(bundle, np.concatenate(feats), torch.cat(imgs), recs, data_dir, dims)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.similar", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="(re)build the reference set of a classifier bundle from its training split")
+    b.add_argument("bundle", type=Path)
+    b.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
+    b.add_argument("--dims", type=int, default=DEFAULT_DIMS, help="PCA dimensions kept (0: all features)")
+    b.add_argument("--no-test", action="store_true", help="do not measure the kNN vote on the test split")
+    args = ap.parse_args(argv)
+    from .bundle import BundleError, load_bundle, update_meta
+    from .data import DatasetError
+    from .similar_eval import evaluate_knn
+
+    try:
+        bundle = load_bundle(args.bundle)
+        info = build(bundle, args.data, args.dims, progress=True)
+        print(f"reference set: {info['n']} training images, {info['dims']} dimensions "
+              f"({info['pca_variance_kept']:.1%} of the variance), {info['bytes'] / 2**20:.1f} MB")
+        if not args.no_test:
+            info["test"] = evaluate_knn(bundle, args.data)
+            t = info["test"]
+            print(f"test: kNN vote balanced accuracy {t['knn_balanced_accuracy']:.3f} (softmax "
+                  f"{t['softmax_balanced_accuracy']:.3f}), macro AUC {t['knn_macro_auc']:.3f} (softmax "
+                  f"{t['softmax_macro_auc']:.3f}); precision at {t['k']} " +
+                  ", ".join(f"{c} {v:.2f}" for c, v in t["precision_at_k"].items() if v is not None))
+    except (BundleError, DatasetError, ReferenceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    update_meta(args.bundle, similar=info)
+    print(f"written to {args.bundle / INDEX}, {args.bundle / THUMBS}; summary in meta.json (similar)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -54,3 +54,15 @@ class CaseAids:
 
     def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
         return all_sets(probs, self.conformal, self.classes) if self.conformal else {}
+
+
+
+def aids_json(pred, coverage: int) -> dict:
+    """A BatchPrediction's aids as JSON fields: `prediction_set` (class codes at `coverage` percent),
+    `similar` (the k neighbours' image ids, diagnoses, similarities), `knn_vote`, `in_reference_set`."""
+    s = pred.similar
+    return {"prediction_set": pred.prediction_sets.get(int(coverage)) if pred.prediction_sets else None,
+            "similar": None if s is None else [{"image_id": n.image_id, "diagnosis": n.diagnosis,
+                                                "similarity": round(n.similarity, 4)} for n in s.neighbours],
+            "knn_vote": None if s is None else s.vote_class,
+            "in_reference_set": None if s is None else s.in_reference}

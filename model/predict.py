@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .bundle import BundleError, load_bundle
+from .case_aids import aids_json
+from .conformal import DEFAULT_COVERAGE
 from .pipeline import Analyzer
 
 
@@ -23,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("images", nargs="+", type=Path)
     ap.add_argument("--tta", action="store_true", help="average over flipped views")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--coverage", type=int, default=DEFAULT_COVERAGE, help="prediction-set coverage, percent (80-99)")
     args = ap.parse_args(argv)
     from .training import pick_device
 
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if analyzer.aids.index_error:
+        print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
     status = 0
     items = []
     for path in args.images:
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "malignant_probability": round(pred.malignant_probability, 5),
                           "melanoma_flag": pred.melanoma_flag,
                           "probabilities": {c: round(float(p), 5) for c, p in zip(analyzer.classes, pred.probabilities)},
-                          "flags": pred.flags}))
+                          "flags": pred.flags, **aids_json(pred, args.coverage)}))
     return status
 
 

@@ -125,10 +125,10 @@ def set_notes(codes: Sequence[str], top_class: str, coverage: int) -> list[str]:
     if not codes:
         return [f"No diagnosis reaches {coverage}% confidence: the image is unlike the validation images of "
                 "every class. Treat the probabilities with caution."]
-    malignant = [c for c in codes if is_malignant(c)]
+    malignant = sorted((c for c in codes if is_malignant(c)), key=lambda c: c != "mel")  # melanoma first
     if malignant and not is_malignant(top_class):
-        names = " or ".join(display_name(c).lower() for c in malignant)
-        notes.append(f"{names[0].upper() + names[1:]} cannot be ruled out at {coverage}%, although the top "
+        rest = f" (nor {', '.join(display_name(c).lower() for c in malignant[1:])})" if len(malignant) > 1 else ""
+        notes.append(f"{display_name(malignant[0])} cannot be ruled out at {coverage}%{rest}, although the top "
                      f"class ({display_name(top_class).lower()}) is benign.")
     if len(codes) >= UNCERTAIN_SIZE:
         notes.append(f"Uncertain: {len(codes)} diagnoses remain possible at {coverage}%.")

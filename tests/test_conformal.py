@@ -110,3 +110,8 @@ def test_plain_language_notes():
     assert not any("ruled out" in n for n in set_notes(["mel", "nv"], "mel", 90))  # top class already malignant
     assert "single" in set_notes(["nv"], "nv", 90)[0].lower()
     assert "No diagnosis" in set_notes([], "nv", 90)[0]
+
+
+def test_melanoma_is_named_first_among_malignant_classes():
+    note = set_notes(["nv", "bcc", "mel"], "nv", 85)[0]
+    assert note.startswith("Melanoma cannot be ruled out at 85% (nor basal cell carcinoma)")

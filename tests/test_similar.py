@@ -133,3 +133,12 @@ def test_difference_hash_survives_resizing(ham_small):
     img = decode_image(next((ham_small / "images").iterdir()))
     a, b = difference_hash(img), difference_hash(resize_rgb(img, (450, 600)))
     assert bin(a ^ b).count("1") <= 4
+
+
+def test_bench_search_times_numpy_and_faiss_on_a_simulated_set():
+    from bench.similar_search import bench_search, simulated
+
+    emb = simulated(np.eye(8, dtype=np.float32), 40)
+    r = bench_search(emb, 500, 5)
+    assert r["n"] == 500 and r["numpy_matmul"]["median_ms"] > 0
+    assert isinstance(r["faiss"], (dict, str))

@@ -1,8 +1,9 @@
 """Conformal prediction sets: the diagnoses that contain the true one with a stated probability.
 
-Class-conditional (Mondrian) split conformal prediction with APS scores (Romano et al. 2020),
-optionally RAPS (Angelopoulos et al. 2021): for each class k, the APS score of an image is the
-total calibrated probability of the classes ranked at or above k. On the validation split, the
+Class-conditional (Mondrian) split conformal prediction with RAPS scores (Angelopoulos et al.
+2021; APS, Romano et al. 2020, with `--score aps`): for each class k, the APS score of an image is
+the total calibrated probability of the classes ranked at or above k; RAPS adds 0.01 per rank
+beyond the first, which keeps unlikely classes out of the sets. On the validation split, the
 threshold q_k(alpha) is the ceil((n_k + 1)(1 - alpha))-th smallest score among the n_k validation
 images of class k (infinite when that exceeds n_k: class k is then always in the set). The set of
 a new image is {k : score(k) <= q_k}. On exchangeable data, an image of class k gets a set holding
@@ -12,7 +13,7 @@ for every class on its own, not only on average.
 Thresholds for 80-99% coverage are stored in meta.json (`conformal`), like the temperature; this
 module is plain numpy so the app's pages may import it.
 
-    python -m model.conformal BUNDLE --data DIR [--score aps|raps]   # calibrate on val, measure on test
+    python -m model.conformal BUNDLE --data DIR [--score raps|aps]   # calibrate on val, measure on test
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ COVERAGES = tuple(range(80, 100))     # percent; the sidebar's slider offers exa
 DEFAULT_COVERAGE = 90
 UNCERTAIN_SIZE = 3                    # a set this large or larger is called uncertain
 RAPS_LAMBDA, RAPS_KREG = 0.01, 1      # RAPS penalty per rank beyond k_reg (only with score="raps")
+DEFAULT_SCORE = "raps"                # chosen on the validation split (docs/similar-and-conformal.md)
 
 
 def conformity_scores(probs: np.ndarray, score: str = "aps", lam: float = RAPS_LAMBDA,
@@ -62,12 +64,13 @@ def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
     return float(scores[rank - 1]) if 1 <= rank <= len(scores) else math.inf
 
 
-def calibrate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], score: str = "aps",
-              coverages: Sequence[int] = COVERAGES, mondrian: bool = True) -> dict:
+def calibrate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], score: str = DEFAULT_SCORE,
+              coverages: Sequence[int] = COVERAGES, mondrian: bool = True, lam: float = RAPS_LAMBDA,
+              k_reg: int = RAPS_KREG) -> dict:
     """The `conformal` entry of meta.json from calibrated probabilities of labelled images
     (the validation split): thresholds per coverage (percent) and class; null = always included."""
     labels = np.asarray(labels)
-    s = conformity_scores(probs, score)
+    s = conformity_scores(probs, score, lam, k_reg)
     true_s = s[np.arange(len(labels)), labels]
     thresholds = {}
     for cov in coverages:
@@ -76,7 +79,7 @@ def calibrate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], sco
         q = {c: conformal_quantile(true_s[labels == k], alpha) if mondrian else pooled for k, c in enumerate(classes)}
         thresholds[str(cov)] = {c: (None if math.isinf(v) else v) for c, v in q.items()}
     return {"method": "mondrian split conformal" if mondrian else "split conformal", "score": score,
-            **({"raps_lambda": RAPS_LAMBDA, "raps_k_reg": RAPS_KREG} if score == "raps" else {}),
+            **({"raps_lambda": lam, "raps_k_reg": k_reg} if score == "raps" else {}),
             "calibrated_on": "validation split, calibrated probabilities (after temperature)",
             "n_per_class": {c: int((labels == k).sum()) for k, c in enumerate(classes)},
             "default_coverage": DEFAULT_COVERAGE, "thresholds": thresholds}
@@ -153,7 +156,7 @@ def evaluate_sets(probs: np.ndarray, labels: np.ndarray, cfg: dict, classes: Seq
 
 
 def calibrate_and_measure(bundle_dir: Path, val: tuple[np.ndarray, np.ndarray], test: tuple | None,
-                          classes: Sequence[str], score: str = "aps") -> dict:
+                          classes: Sequence[str], score: str = DEFAULT_SCORE) -> dict:
     """Calibrate on (val probs, labels), measure on test at every stored coverage, write meta.json."""
     from .bundle import update_meta
 
@@ -168,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.conformal", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path, help="classifier bundle folder (with split.json)")
     ap.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
-    ap.add_argument("--score", choices=("aps", "raps"), default="aps")
+    ap.add_argument("--score", choices=("aps", "raps"), default=DEFAULT_SCORE)
     ap.add_argument("--no-test", action="store_true", help="calibrate only; do not measure on the test split")
     args = ap.parse_args(argv)
     from .bundle import BundleError, load_bundle

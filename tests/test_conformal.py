@@ -115,3 +115,11 @@ def test_plain_language_notes():
 def test_melanoma_is_named_first_among_malignant_classes():
     note = set_notes(["nv", "bcc", "mel"], "nv", 85)[0]
     assert note.startswith("Melanoma cannot be ruled out at 85% (nor basal cell carcinoma)")
+
+
+def test_raps_parameters_are_stored_and_used_at_prediction():
+    probs, labels = synthetic(3000, np.random.default_rng(5))
+    cfg = calibrate(probs[:1500], labels[:1500], CLASSES, "raps", coverages=(90,), lam=0.3, k_reg=2)
+    assert (cfg["raps_lambda"], cfg["raps_k_reg"]) == (0.3, 2)
+    r = evaluate_sets(probs[1500:], labels[1500:], cfg, CLASSES, 90)
+    assert 0.86 <= r["coverage"] <= 0.95

@@ -66,6 +66,9 @@ def test_shipped_reference_set_is_training_only_small_and_matches_its_bundle():
     assert set(ids) == split["train"]
     assert not set(ids) & (split["val"] | split["test"])
     assert sum((SHIPPED / f).stat().st_size for f in (INDEX, THUMBS, ATTRIBUTION)) < 20 * 2**20
+    assert all((SHIPPED / f).stat().st_size < 10 * 2**20 for f in (INDEX, THUMBS))  # no LFS on a Space
+    meta = json.loads((SHIPPED / "meta.json").read_text())
+    assert meta["similar"]["n"] == len(ids) and "test" in meta["similar"] and "test" in meta["conformal"]
 
 
 def test_index_for_other_weights_is_refused(built, tmp_path):

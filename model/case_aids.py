@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .conformal import all_sets, conformal_config
-from .similar import DEFAULT_K, INDEX, ReferenceError, ReferenceIndex, SimilarCases, difference_hash
+from .similar import DEFAULT_K, INDEX, ReferenceError, ReferenceIndex, SimilarCases
 
 
 def file_sha256(source) -> str | None:
@@ -49,8 +49,7 @@ class CaseAids:
                 thumbnails: bool = True) -> SimilarCases | None:
         if self.index is None:
             return None
-        return self.index.query(features, k, file_sha256(source), difference_hash(rgb) if rgb is not None else None,
-                                thumbnails)
+        return self.index.query(features, k, file_sha256(source), rgb, thumbnails)
 
     def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
         return all_sets(probs, self.conformal, self.classes) if self.conformal else {}

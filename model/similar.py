@@ -36,8 +36,9 @@ DEFAULT_K = 6
 DEFAULT_DIMS = 256
 THUMB_WH = (128, 96)
 FORMAT = 1
-NEAR_DUPLICATE_BITS = 4          # difference hashes this close (and features this similar) = the same picture
-NEAR_DUPLICATE_SIMILARITY = 0.9
+NEAR_DUPLICATE_BITS = 8          # references this close by difference hash are compared pixel by pixel ...
+NEAR_DUPLICATE_CANDIDATES = 20   # ... at most this many, closest first ...
+NEAR_DUPLICATE_CORRELATION = 0.99  # ... and one this correlated (32x24 grey levels) is the same picture
 CREDIT = ("Reference images: HAM10000 (Tschandl, Rosendahl & Kittler, Scientific Data 5:180161, 2018, "
           "doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0, downscaled thumbnails.")
 META_COLUMNS = ("dx_type", "age", "sex", "localization")
@@ -85,6 +86,32 @@ def difference_hash(rgb: np.ndarray) -> int:
     grey = np.asarray(Image.fromarray(rgb).convert("L").resize((9, 8), Image.Resampling.BOX), np.int16)
     bits = (grey[:, 1:] > grey[:, :-1]).ravel()
     return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def _decode(jpeg: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+
+def _grey_signature(rgb: np.ndarray) -> np.ndarray:
+    """32x24 grey levels (through the thumbnail size, as the references were), zero mean, unit norm."""
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    if im.size != THUMB_WH:
+        im = im.resize(THUMB_WH, Image.Resampling.BOX)
+    g = np.asarray(im.convert("L").resize((32, 24), Image.Resampling.BOX), np.float32)
+    g = g - g.mean()
+    return g / (np.linalg.norm(g) + 1e-6)
+
+
+def similarities(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N, n) inner products. A few queries go through einsum's own single-threaded loop: a BLAS
+    matrix-vector product with 2 threads on 2 busy cores was measured at 16 ms against 0.13 ms."""
+    if len(queries) <= 4:
+        return np.einsum("nj,ij->ni", queries, reference)
+    return queries @ reference.T
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -162,7 +189,7 @@ class ReferenceIndex:
 
     def search(self, features: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
         """(indices, cosine similarities), each (N, k), most similar first."""
-        sims = self.embed(features) @ self.embeddings.T
+        sims = similarities(self.embed(features), self.embeddings)
         k = min(k, sims.shape[1])
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         part = np.take_along_axis(sims, idx, 1)
@@ -175,28 +202,34 @@ class ReferenceIndex:
         off = self._thumbs["offsets"]
         return self._thumbs["jpeg"][int(off[i]):int(off[i + 1])].tobytes()
 
-    def find_self(self, file_sha256: str | None, dhash: int | None, idx: np.ndarray, sims: np.ndarray) -> str | None:
-        """How the query is itself a reference image: the same file, or the same picture resized."""
+    def find_self(self, file_sha256: str | None, rgb: np.ndarray | None) -> str | None:
+        """How the query is itself a reference image: the same file (sha256), or the same picture at
+        another size or compression (the references closest by difference hash, compared pixel by
+        pixel with their thumbnails at 32x24 grey levels)."""
         if file_sha256 and file_sha256 in self._sha_index:
             return f"This exact file is reference case {self.cases[self._sha_index[file_sha256]][0]} (training split)."
-        if dhash is not None and len(idx):
-            d = np.bitwise_count(self.dhash[idx] ^ np.uint64(dhash))
-            close = [(i, s) for i, s, bits in zip(idx, sims, d) if bits <= NEAR_DUPLICATE_BITS
-                     and s >= NEAR_DUPLICATE_SIMILARITY]
-            if close:
-                return (f"This image appears to be reference case {self.cases[int(close[0][0])][0]} (training split) "
-                        "at another size or compression: the model has seen it.")
+        if rgb is None or self._thumbs is None:
+            return None
+        bits = np.bitwise_count(self.dhash ^ np.uint64(difference_hash(rgb)))
+        near = [int(i) for i in np.argsort(bits, kind="stable")[:NEAR_DUPLICATE_CANDIDATES] if bits[i] <= NEAR_DUPLICATE_BITS]
+        if not near:
+            return None
+        mine = _grey_signature(rgb)
+        best = max(near, key=lambda i: float((_grey_signature(_decode(self.thumbnail(i))) * mine).sum()))
+        if float((_grey_signature(_decode(self.thumbnail(best))) * mine).sum()) >= NEAR_DUPLICATE_CORRELATION:
+            return (f"This image appears to be reference case {self.cases[best][0]} (training split) at another "
+                    "size or compression: the model has seen it.")
         return None
 
     def query(self, features: np.ndarray, k: int = DEFAULT_K, file_sha256: str | None = None,
-              dhash: int | None = None, thumbnails: bool = True) -> SimilarCases:
+              rgb: np.ndarray | None = None, thumbnails: bool = True) -> SimilarCases:
         idx, sims = self.search(features, k)
         idx, sims = idx[0], sims[0]
         shares = vote_shares(self.labels[idx][None], sims[None], len(self.classes))[0]
         neighbours = [Neighbour(self.cases[i][0], self.classes[self.labels[i]], float(s), *self.cases[i][1:5],
                                 thumbnail=self.thumbnail(i) if thumbnails else b"") for i, s in zip(idx, sims)]
         return SimilarCases(neighbours, {c: float(v) for c, v in zip(self.classes, shares)},
-                            self.classes[int(shares.argmax())], self.find_self(file_sha256, dhash, idx, sims))
+                            self.classes[int(shares.argmax())], self.find_self(file_sha256, rgb))
 
 
 # ---------------------------------------------------------------------------------- building

@@ -279,7 +279,11 @@ def main(argv=None) -> int:
         from model.references import build_all
 
         val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
-        build_all(bundle, args.data, train=(train.images, train.records), val=(val_probs, val.labels))
+        try:
+            build_all(bundle, args.data, train=(train.images, train.records), val=(val_probs, val.labels))
+        except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
+            print(f"warning: similar cases and prediction sets not built ({e}); add them with "
+                  f"`python -m model.references {args.out} --data DIR`", file=sys.stderr)
     print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .conformal import all_sets, conformal_config
-from .similar import DEFAULT_K, INDEX, ReferenceError, ReferenceIndex, SimilarCases
+from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases
 
 
 def file_sha256(source) -> str | None:
@@ -38,7 +38,7 @@ class CaseAids:
         if (bundle.path / INDEX).is_file():
             try:
                 index = ReferenceIndex.load(bundle.path, bundle.classes)
-            except ReferenceError as e:
+            except ReferenceSetError as e:
                 error = str(e)
         else:
             error = (f"This classifier has no reference set of similar cases. Build one with "

@@ -100,26 +100,30 @@ def coverages_of(cfg: dict) -> list[int]:
     return sorted(int(c) for c in cfg["thresholds"])
 
 
-def set_masks(probs: np.ndarray, cfg: dict, classes: Sequence[str], coverage: int) -> np.ndarray:
-    """(N, K) bool: class k is in image n's set at `coverage` percent."""
+def _thresholds(cfg: dict, classes: Sequence[str], coverage: int) -> np.ndarray:
     t = cfg["thresholds"].get(str(int(coverage)))
     if t is None:
         raise ValueError(f"no conformal thresholds for {coverage}% (have {coverages_of(cfg)})")
-    q = np.array([math.inf if t[c] is None else float(t[c]) for c in classes])
-    s = conformity_scores(probs, cfg.get("score", "aps"), cfg.get("raps_lambda", RAPS_LAMBDA),
-                          cfg.get("raps_k_reg", RAPS_KREG))
-    return s <= q[None] + 1e-12
+    return np.array([math.inf if t[c] is None else float(t[c]) for c in classes])
+
+
+def _scores(probs: np.ndarray, cfg: dict) -> np.ndarray:
+    return conformity_scores(probs, cfg.get("score", "aps"), cfg.get("raps_lambda", RAPS_LAMBDA),
+                             cfg.get("raps_k_reg", RAPS_KREG))
+
+
+def set_masks(probs: np.ndarray, cfg: dict, classes: Sequence[str], coverage: int) -> np.ndarray:
+    """(N, K) bool: class k is in image n's set at `coverage` percent."""
+    return _scores(probs, cfg) <= _thresholds(cfg, classes, coverage)[None] + 1e-12
 
 
 def all_sets(probs: np.ndarray, cfg: dict, classes: Sequence[str]) -> dict[int, list[str]]:
     """For one image: coverage percent -> its set (class codes, most probable first)."""
     p = np.asarray(probs, np.float64)
     order = np.argsort(-p, kind="stable")
-    out = {}
-    for cov in coverages_of(cfg):
-        m = set_masks(p[None], cfg, classes, cov)[0]
-        out[cov] = [classes[i] for i in order if m[i]]
-    return out
+    s = _scores(p[None], cfg)[0]
+    return {cov: [classes[i] for i in order if s[i] <= _thresholds(cfg, classes, cov)[i] + 1e-12]
+            for cov in coverages_of(cfg)}
 
 
 def set_notes(codes: Sequence[str], top_class: str, coverage: int) -> list[str]:

@@ -10,7 +10,7 @@ Beside the bundle:
   REFERENCE-SET.md            what the images are and their licence (HAM10000, CC BY-NC-SA 4.0)
 
 Only the TRAINING split of the bundle's split.json is used, never validation or test images.
-An index built for other weights is refused (ReferenceError), never searched.
+An index built for other weights is refused (ReferenceSetError), never searched.
 
     python -m model.similar build BUNDLE --data DIR [--dims 256] [--thumb 128x96]
 """
@@ -45,7 +45,7 @@ META_COLUMNS = ("dx_type", "age", "sex", "localization")
 REBUILD = "python -m model.similar build {bundle} --data DIR"
 
 
-class ReferenceError(ValueError):
+class ReferenceSetError(ValueError):
     """A reference set that cannot be used with this bundle; the message says how to rebuild it."""
 
 
@@ -141,13 +141,14 @@ class ReferenceIndex:
         self.header = header
         self._sha_index = {bytes(s).hex(): i for i, s in enumerate(self.sha256)}
         self._thumbs = thumbs
+        self._signatures: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @classmethod
     def load(cls, bundle_dir: str | Path, classes: Sequence[str], weights_hash: str | None = None) -> "ReferenceIndex":
-        """Read and check the index beside a bundle; ReferenceError if it was made for other weights."""
+        """Read and check the index beside a bundle; ReferenceSetError if it was made for other weights."""
         bundle_dir = Path(bundle_dir)
         path = bundle_dir / INDEX
         hint = REBUILD.format(bundle=bundle_dir)
@@ -160,18 +161,18 @@ class ReferenceIndex:
                 header = f.metadata() or {}
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise ReferenceError(f"{path} is not a valid reference set ({str(e)[:120]}). Rebuild it with `{hint}`.") from None
+            raise ReferenceSetError(f"{path} is not a valid reference set ({str(e)[:120]}). Rebuild it with `{hint}`.") from None
         if header.get("format") != str(FORMAT):
-            raise ReferenceError(f"{path} has format {header.get('format')!r}, this code reads {FORMAT}. "
+            raise ReferenceSetError(f"{path} has format {header.get('format')!r}, this code reads {FORMAT}. "
                                  f"Rebuild it with `{hint}`.")
         expected = weights_hash or weights_sha256(bundle_dir)
         if header.get("weights_sha256") != expected:
-            raise ReferenceError(
+            raise ReferenceSetError(
                 f"The reference set in {bundle_dir} was built for other weights (weights sha256 "
                 f"{str(header.get('weights_sha256'))[:12]}…, the bundle's is {expected[:12]}…): its neighbours "
                 f"would be wrong, so similar cases are off. Rebuild it with `{hint}`.")
         if json.loads(header.get("classes", "[]")) != list(classes):
-            raise ReferenceError(f"The reference set in {bundle_dir} lists other classes than the bundle. "
+            raise ReferenceSetError(f"The reference set in {bundle_dir} lists other classes than the bundle. "
                                  f"Rebuild it with `{hint}`.")
         thumbs = None
         if (bundle_dir / THUMBS).is_file():
@@ -215,11 +216,17 @@ class ReferenceIndex:
         if not near:
             return None
         mine = _grey_signature(rgb)
-        best = max(near, key=lambda i: float((_grey_signature(_decode(self.thumbnail(i))) * mine).sum()))
-        if float((_grey_signature(_decode(self.thumbnail(best))) * mine).sum()) >= NEAR_DUPLICATE_CORRELATION:
+        corr, best = max((float((self._signature(i) * mine).sum()), i) for i in near)
+        if corr >= NEAR_DUPLICATE_CORRELATION:
             return (f"This image appears to be reference case {self.cases[best][0]} (training split) at another "
                     "size or compression: the model has seen it.")
         return None
+
+    def _signature(self, i: int) -> np.ndarray:
+        sig = self._signatures.get(i)
+        if sig is None:  # decoded once per reference image (a dict write is atomic: thread-safe enough)
+            sig = self._signatures[i] = _grey_signature(_decode(self.thumbnail(i)))
+        return sig
 
     def query(self, features: np.ndarray, k: int = DEFAULT_K, file_sha256: str | None = None,
               rgb: np.ndarray | None = None, thumbnails: bool = True) -> SimilarCases:
@@ -406,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{t['softmax_balanced_accuracy']:.3f}), macro AUC {t['knn_macro_auc']:.3f} (softmax "
                   f"{t['softmax_macro_auc']:.3f}); precision at {t['k']} " +
                   ", ".join(f"{c} {v:.2f}" for c, v in t["precision_at_k"].items() if v is not None))
-    except (BundleError, DatasetError, ReferenceError, FileNotFoundError) as e:
+    except (BundleError, DatasetError, ReferenceSetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     update_meta(args.bundle, similar=info)

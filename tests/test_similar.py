@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from model.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceError, ReferenceIndex, difference_hash, main,
+from model.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceSetError, ReferenceIndex, difference_hash, main,
                            vote_shares)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,9 +78,9 @@ def test_index_for_other_weights_is_refused(built, tmp_path):
     name = next(k for k, v in state.items() if v.dtype.kind == "f")
     state[name] = state[name] + 1
     save_file(state, str(other / "weights.safetensors"))
-    with pytest.raises(ReferenceError, match="other weights.*Rebuild it with `python -m model.similar build"):
+    with pytest.raises(ReferenceSetError, match="other weights.*Rebuild it with `python -m model.similar build"):
         _load(other)
-    with pytest.raises(ReferenceError, match="other classes"):
+    with pytest.raises(ReferenceSetError, match="other classes"):
         ReferenceIndex.load(built, ["a", "b"])
 
 

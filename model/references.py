@@ -15,7 +15,8 @@ import numpy as np
 
 from .bundle import Bundle, update_meta
 from .conformal import calibrate, evaluate_sets
-from .similar import DEFAULT_DIMS, DEFAULT_K, ReferenceIndex, _finish, decode_split, embed_images
+from .similar import DEFAULT_DIMS, DEFAULT_K, ReferenceIndex
+from .similar_build import build_from_features, decode_split, embed_images
 from .similar_eval import knn_report, split_features
 
 TEST_COVERAGES = (80, 90, 95, 99)
@@ -40,7 +41,7 @@ def build_all(bundle: Bundle, data_dir: Path, train=None, val=None, dims: int = 
         features, train = np.concatenate(feats), (torch.cat(imgs), recs)
     else:
         features = embed_images(bundle, train[0])[0]
-    similar = _finish(bundle, features, train[0], train[1], data_dir, dims)
+    similar = build_from_features(bundle, features, train[0], train[1], data_dir, dims)
     log(f"reference set: {similar['n']} training images, {similar['dims']} dimensions, "
         f"{similar['bytes'] / 2**20:.1f} MB")
     f, p, y = split_features(bundle, data_dir, "test")

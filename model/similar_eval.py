@@ -36,7 +36,7 @@ def knn_report(index, features: np.ndarray, probs: np.ndarray, labels: np.ndarra
 def split_features(bundle, data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pre-logit features, calibrated probabilities, labels) of one split, one forward pass."""
     from .inference import calibrated_probs
-    from .similar import decode_split, embed_images
+    from .similar_build import decode_split, embed_images
 
     feats, logits, labels = [], [], []
     for records, images in decode_split(bundle, data_dir, split):

@@ -326,6 +326,15 @@ def run(args, argv, dist, device) -> int:
     update_meta(args.out, metrics={"test": {k: v for k, v in test.items() if k != "per_image_dice"},
                                    "best_val": state.best_score}, wall_time_s=round(time.time() - started, 1))
     print("test:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline(test).items()}))
+    if not segment:  # similar cases (training split) and conformal sets (validation split), measured on test
+        from model.references import build_all
+
+        val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
+        try:
+            build_all(bundle, args.data, train=(train.images, train.records), val=(val_probs, val.labels))
+        except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
+            print(f"warning: similar cases and prediction sets not built ({e}); add them with "
+                  f"`python -m model.references {args.out} --data DIR`", file=sys.stderr)
     print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
     return 0
 

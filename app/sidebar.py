@@ -5,7 +5,9 @@ import streamlit as st
 
 from app.meta import dig
 from app.resources import bundle_metas, device_label, models_dir
+from model.conformal import COVERAGES, DEFAULT_COVERAGE
 
+COVERAGE_KEY = "coverage"
 DISCLAIMER = ("**Research and teaching tool — not a medical device.** Outputs are not a diagnosis "
               "and must not guide patient care.")
 
@@ -37,6 +39,9 @@ def render_sidebar() -> None:
         device = device_label()
         if device:
             st.caption(f"Runs on {device}")
+        st.slider("Prediction-set coverage (%)", COVERAGES[0], COVERAGES[-1], DEFAULT_COVERAGE, 1, key=COVERAGE_KEY,
+                  help="The conformal prediction set contains the true diagnosis with this probability "
+                       "(on images like the validation split), for every class on its own.")
         created = str(cls.get("created", ""))[:10]
         if created:
             st.caption(f"Trained {created} · split {dig(cls, 'split', 'hash', default='?')}")

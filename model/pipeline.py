@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, BundleError, load_bundle
+from .case_aids import CaseAids
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
@@ -87,6 +88,7 @@ class Analyzer:
         ex = classifier.extras
         self._ood = (ex["ood_mean"].double().numpy(), ex["ood_precision"].double().numpy()) \
             if "ood_mean" in ex and "ood_precision" in ex else None
+        self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, device: str = "auto") -> "Analyzer":
@@ -190,6 +192,9 @@ class Analyzer:
         if tta_agreement is not None and tta_agreement < 1:
             reasons.append(f"flipped views disagree on the top class ({tta_agreement:.0%} agree)")
         lap("quality")
+        similar = self.aids.similar(fwd.features, source, rgb)
+        sets = self.aids.sets(probs)
+        lap("similar_and_sets")
         return Analysis(
             image=rgb, scale_to_original=scale, classes=self.classes,
             display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
@@ -200,7 +205,8 @@ class Analyzer:
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, model_info=self.model_info())
+            notes=notes, timings_ms=t, model_info=self.model_info(),
+            similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
@@ -238,7 +244,7 @@ class Analyzer:
                 probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
         probs = probs.cpu().numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-        for (i, rgb, original, notes), small, p, d in zip(chunk, smalls, probs, dist):
+        for (i, rgb, original, notes), small, p, d, f in zip(chunk, smalls, probs, dist, feats):
             flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
             top = int(p.argmax())
             if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
@@ -246,7 +252,9 @@ class Analyzer:
             out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
                                      float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
                                      _entropy(p), flags,
-                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p), notes=notes)
+                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p), notes=notes,
+                                     prediction_sets=self.aids.sets(p),
+                                     similar=self.aids.similar(f, items[i][1], rgb, thumbnails=False))
 
     # ------------------------------------------------------------------ internals
     def _segment(self, rgb: np.ndarray) -> np.ndarray:

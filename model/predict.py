@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from .bundle import Bundle, BundleError, load_bundle, read_meta
+from .case_aids import aids_json
+from .conformal import DEFAULT_COVERAGE
 from .isic import MASK_SUFFIX, IsicFormatError, isic2018_order, isic2018_row
 from .results import BatchPrediction
 from .sources import Item, Sources
@@ -33,39 +35,40 @@ from .sources import Item, Sources
 FORMATS = ("jsonl", "csv", "isic2018")
 
 
-def json_record(pred: BatchPrediction, classes: Sequence[str]) -> dict:
+def json_record(pred: BatchPrediction, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE) -> dict:
     """The one place a prediction becomes an output record (JSON line; CSV columns follow it)."""
     return {"image": pred.name, "top_class": pred.top_class,
             "top_probability": round(pred.top_probability, 5),
             "malignant_probability": round(pred.malignant_probability, 5),
             "melanoma_flag": pred.melanoma_flag,
             "probabilities": {c: round(float(p), 5) for c, p in zip(classes, pred.probabilities)},
-            "flags": pred.flags}
+            "flags": pred.flags, **aids_json(pred, coverage)}
 
 
 class Writer:
     """Writes records in the chosen format to a text stream, one at a time."""
 
-    def __init__(self, fmt: str, stream: TextIO, classes: Sequence[str]):
-        self.fmt, self.stream, self.classes = fmt, stream, list(classes)
+    def __init__(self, fmt: str, stream: TextIO, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE):
+        self.fmt, self.stream, self.classes, self.coverage = fmt, stream, list(classes), coverage
         self.csv = csv.writer(stream, lineterminator="\n") if fmt != "jsonl" else None
         if fmt == "isic2018":
             self.order = isic2018_order(self.classes)
             self.csv.writerow(["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
         elif fmt == "csv":
             self.csv.writerow(["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag",
-                               "flags", *self.classes])
+                               "flags", "prediction_set", *self.classes])
 
     def write(self, item: Item, pred: BatchPrediction) -> None:
         if self.fmt == "isic2018":
             self.csv.writerow(isic2018_row(item.image_id, pred.probabilities, self.order))
             return
-        rec = json_record(pred, self.classes)
+        rec = json_record(pred, self.classes, self.coverage)
         if self.fmt == "jsonl":
             self.stream.write(json.dumps(rec) + "\n")
         else:
             self.csv.writerow([rec["image"], rec["top_class"], rec["top_probability"], rec["malignant_probability"],
-                               rec["melanoma_flag"], ";".join(rec["flags"]), *rec["probabilities"].values()])
+                               rec["melanoma_flag"], ";".join(rec["flags"]),
+                               ";".join(rec["prediction_set"] or []), *rec["probabilities"].values()])
 
 
 def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle | None, Bundle | None]:
@@ -125,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--tta", action="store_true", help="average over flipped views")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (CUDA runs in float16 autocast)")
+    ap.add_argument("--coverage", type=int, default=DEFAULT_COVERAGE, help="prediction-set coverage, percent (80-99)")
     args = ap.parse_args(argv)
     import torch
 
@@ -161,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
     try:
-        writer = Writer(args.format, out, analyzer.classes) if analyzer is not None else None
+        writer = Writer(args.format, out, analyzer.classes, args.coverage) if analyzer is not None else None
+        if analyzer is not None and analyzer.aids.index_error:
+            print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
         with amp:
             for chunk in chunks(sources, args.batch_size):
                 good = [it for it in chunk if it.error is None]

@@ -3,6 +3,7 @@ UI can render them and Streamlit can cache them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,9 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_info: dict[str, str] = field(default_factory=dict)
+    similar: Any = None                      # model.similar.SimilarCases: k nearest training cases, kNN vote
+    similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
+    prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
 
     @property
     def top_index(self) -> int:
@@ -76,3 +80,5 @@ class BatchPrediction:
     error: str | None = None
     melanoma_flag: bool | None = None
     notes: list[str] = field(default_factory=list)   # conversions made while decoding
+    prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
+    similar: Any = None                               # model.similar.SimilarCases (no thumbnails)

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"torch", "timm", "pytorch_grad_cam", "segmentation_models_pytorch", "torchvision"}
 UI_FILES = sorted((REPO / "app" / "views").glob("*.py")) + [
     REPO / "app" / name for name in ("components.py", "case_report.py", "analyse_sections.py", "analyse_input.py",
-                                     "batch_table.py", "meta.py", "sidebar.py", "main.py")]
+                                     "batch_table.py", "meta.py", "sidebar.py", "main.py", "aids_view.py",
+                                     "aids_card.py", "batch_aids.py")]
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -41,6 +42,7 @@ def test_pages_exist_outside_a_pages_folder():
 def test_helpers_load_without_torch():
     """Importing the render helpers (and the model modules they use) must not pull torch in."""
     code = ("import sys; import app.components, app.case_report, app.batch_table, app.meta; "
+            "import app.aids_view, app.aids_card, app.batch_aids, model.similar, model.conformal; "
             "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

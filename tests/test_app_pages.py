@@ -37,7 +37,7 @@ def test_batch_with_labels_shows_metrics_and_opens_a_row(make_app):
     button.click().run()
     no_exception(at)
     assert "Opened from Batch review" in texts(at)
-    assert at.header and at.header[0].value == "Where the model looked"
+    assert at.header and "Where the model looked" in [h.value for h in at.header]
 
 
 def test_batch_zip_reports_skipped_members(make_app):

@@ -1,6 +1,6 @@
 """The real app in a real browser: `streamlit run app/main.py` on the tiny bundles, driven by
 Debian's Chromium through Playwright; a full-resolution image goes through the file input and
-the probability chart and a heatmap must appear. Saves a screenshot ($SCREENSHOT_DIR or tmp).
+the probability chart, a heatmap, the prediction set and the similar cases must appear. Saves a screenshot ($SCREENSHOT_DIR or tmp).
 
 Needs `pip install playwright` (the Python package only) and `apt-get install chromium`;
 skipped with the reason when either is missing.
@@ -92,6 +92,18 @@ def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
             page.get_by_text(re.compile(r"^Grad-CAM")).first.wait_for(timeout=RESULT_TIMEOUT_MS)
             heatmaps = page.locator("[data-testid=stImage] img")
             assert heatmaps.count() >= 2
+            # the conformal set and the 6 most similar training cases, one of them opened larger
+            page.get_by_text("Prediction set at 90%", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("kNN vote of the 6 most similar", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert page.get_by_text(re.compile(r"similarity -?\d\.\d\d")).count() == 6
+            assert heatmaps.count() >= 2 + 6
+            page.get_by_role("button", name="Enlarge").first.click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_text("training split of this classifier", exact=False).wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert dialog.locator("img").count() >= 1
+            page.screenshot(path=str(shots / "analyse-similar-case.png"), full_page=True)
+            page.keyboard.press("Escape")
+            dialog.wait_for(state="hidden", timeout=RESULT_TIMEOUT_MS)
             assert page.locator("[data-testid=stException]").count() == 0
             page.wait_for_timeout(500)
             shot = shots / "analyse-upload.png"

@@ -77,8 +77,9 @@ def test_csv_format(tiny_classifier_dir, inputs, capsys):
     assert main([str(tiny_classifier_dir), str(inputs[3]), "--format", "csv"]) == 0
     rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     classes = json.loads((tiny_classifier_dir / "meta.json").read_text())["classes"]
-    assert rows[0][:6] == ["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag", "flags"]
-    assert rows[0][6:] == classes and len(rows) == 2
+    assert rows[0][:7] == ["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag", "flags",
+                       "prediction_set"]
+    assert rows[0][7:] == classes and len(rows) == 2
 
 
 def test_isic_masks_at_each_images_own_size(tiny_models_dir, fullres, ham_small, tmp_path, capsys):

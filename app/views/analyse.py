@@ -9,9 +9,12 @@ from pathlib import Path
 import streamlit as st
 
 from app import analyse_sections as view
+from app.aids_view import aids_section
 from app.analyse_input import choose_source
 from app.case_report import build_case_report
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
+from app.sidebar import COVERAGE_KEY
+from model.conformal import DEFAULT_COVERAGE
 from model.preprocess import ImageError
 
 st.title("Analyse a dermoscopic image")
@@ -48,9 +51,12 @@ if source.example is not None:
         split, known = None, False
     truth = view.ground_truth(source.example, split, known, base.top_class)
 
+image_key = sha256(source.data)[:12]
+st.header("Prediction set and similar confirmed cases", divider="gray")
+aids_section(base, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), image_key)
+
 st.header("Where the model looked", divider="gray")
 labels = cam_method_labels()
-image_key = sha256(source.data)[:12]
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,

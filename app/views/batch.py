@@ -7,10 +7,13 @@ import logging
 import streamlit as st
 
 from app.analyse_input import UPLOAD_TYPES, hand_over
+from app.batch_aids import add_set_columns, json_export, set_coverage
 from app.batch_table import classify_items, gather, results_frame, score
 from app.components import md_escape
 from app.csv_export import safe_csv
 from app.resources import get_loaded, model_key
+from app.sidebar import COVERAGE_KEY
+from model.conformal import DEFAULT_COVERAGE
 from model.data import DatasetError, parse_labels_table
 from model.report import confusion_figure, per_class_table
 
@@ -51,7 +54,13 @@ if not preds:
     st.warning("No images to classify in the upload.")
     st.stop()
 
-df = results_frame(preds, classes)
+coverage = int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE))
+try:  # labels for the set columns and exports; problems with the file are reported below
+    labels = parse_labels_table(labels_file.getvalue(), name=labels_file.name) if labels_file is not None else None
+except DatasetError:
+    labels = None
+set_summary = set_coverage(preds, labels, classes, coverage) if labels else None
+df = add_set_columns(results_frame(preds, classes), preds, coverage, labels)
 n_flagged = int((df["flags"] != "").sum())
 n_mel = int((df["melanoma flag"] == "FLAG").sum())
 st.markdown(f"**{len(df)} images** · {n_flagged} with quality or confidence flags · {n_mel} with the melanoma flag "
@@ -61,14 +70,16 @@ shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probabil
 pct = st.column_config.NumberColumn(format="%.1f %%")
 event = st.dataframe(
     shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
-    column_order=["file", "top class", "probability", "malignant probability", "melanoma flag", "entropy", "flags",
-                  "notes"],
+    column_order=["file", "top class", "probability", "prediction set", "malignant probability", "melanoma flag",
+                  "entropy", "flags", "kNN vote", "notes", "label", "label in set"],
     column_config={"probability": pct, "malignant probability": pct,
                    "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
                    "flags": st.column_config.TextColumn(width="medium"),
+                   "prediction set": st.column_config.TextColumn(
+                       help=f"Conformal prediction set at {coverage}% coverage (sidebar)"),
                    "notes": st.column_config.TextColumn(help="Conversions made while decoding the file")})
 rows = event.selection.rows if event is not None else []
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 if rows:
     name = df.iloc[rows[0]]["file"]
     if c1.button(f"Open {name} in Analyse", type="primary", icon=":material/biotech:"):
@@ -78,6 +89,8 @@ if rows:
             st.switch_page("views/analyse.py")
 c2.download_button("Download table (CSV)", safe_csv(df), file_name="batch-review.csv",
                    mime="text/csv", on_click="ignore", icon=":material/download:")
+c3.download_button("Download table (JSON)", json_export(df, coverage, set_summary), file_name="batch-review.json",
+                   mime="application/json", on_click="ignore", icon=":material/download:")
 
 if labels_file is not None:
     st.header("Agreement with the labels", divider="gray")
@@ -112,6 +125,11 @@ if labels_file is not None:
                    hide_index=True, column_config={"name": st.column_config.TextColumn("class", width="large")})
     right.plotly_chart(confusion_figure(rep["confusion_matrix"], classes,
                                         title="Confusion matrix (rows: label, share of row)"), key="batch_cm")
+    if set_summary is not None:
+        st.metric(f"Prediction-set coverage (target {coverage}%)", f"{set_summary['coverage']:.1%}",
+                  help=f"Share of the {set_summary['n']} labelled images whose label is in their conformal set; "
+                       f"mean set size {set_summary['mean_set_size']:.2f}, single-class sets "
+                       f"{set_summary['singleton_share']:.0%}.")
     if scored.matched < 30:
         st.caption(f"Only {scored.matched} images: these figures are very uncertain.")
     if scored.unmatched:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.aids_card import aids_card
 from app.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
@@ -180,6 +181,9 @@ else:
 
 st.header("Melanoma flag", divider="gray")
 melanoma_flag_section(cls, test)
+
+st.header("Prediction sets and similar cases", divider="gray")
+aids_card(cls)
 
 st.header("Where the classifier looks", divider="gray")
 attention_section(cls)

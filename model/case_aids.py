@@ -1,0 +1,67 @@
+"""The pipeline's stage for the two aids beside the probabilities: similar confirmed cases (from the
+reference set beside the bundle) and conformal prediction sets (from meta.json). Either may be
+missing; an index made for other weights is refused with its message kept for the page."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .conformal import all_sets, conformal_config
+from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases
+
+
+def file_sha256(source) -> str | None:
+    """sha256 of an upload's bytes (bytes or a path); None for arrays."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(source).hexdigest()
+    if isinstance(source, (str, Path)):
+        try:
+            return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        except OSError:
+            return None
+    return None
+
+
+@dataclass
+class CaseAids:
+    classes: list[str]
+    index: ReferenceIndex | None
+    index_error: str | None
+    conformal: dict | None
+
+    @classmethod
+    def from_bundle(cls, bundle) -> "CaseAids":
+        index, error = None, None
+        if (bundle.path / INDEX).is_file():
+            try:
+                index = ReferenceIndex.load(bundle.path, bundle.classes)
+            except ReferenceSetError as e:
+                error = str(e)
+        else:
+            error = (f"This classifier has no reference set of similar cases. Build one with "
+                     f"`python -m model.similar build {bundle.path} --data DIR`.")
+        return cls(bundle.classes, index, error, conformal_config(bundle.meta))
+
+    def similar(self, features: np.ndarray, source=None, rgb: np.ndarray | None = None, k: int = DEFAULT_K,
+                thumbnails: bool = True) -> SimilarCases | None:
+        if self.index is None:
+            return None
+        return self.index.query(features, k, file_sha256(source), rgb, thumbnails)
+
+    def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
+        return all_sets(probs, self.conformal, self.classes) if self.conformal else {}
+
+
+
+def aids_json(pred, coverage: int) -> dict:
+    """A BatchPrediction's aids as JSON fields: `prediction_set` (class codes at `coverage` percent),
+    `similar` (the k neighbours' image ids, diagnoses, similarities), `knn_vote`, `in_reference_set`."""
+    s = pred.similar
+    return {"prediction_set": pred.prediction_sets.get(int(coverage)) if pred.prediction_sets else None,
+            "similar": None if s is None else [{"image_id": n.image_id, "diagnosis": n.diagnosis,
+                                                "similarity": round(n.similarity, 4)} for n in s.neighbours],
+            "knn_vote": None if s is None else s.vote_class,
+            "in_reference_set": None if s is None else s.in_reference}

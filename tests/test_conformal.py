@@ -1,0 +1,125 @@
+"""Conformal prediction sets: scores, finite-sample coverage (per class), meta.json round trip, notes."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from model.conformal import (all_sets, calibrate, conformal_config, conformal_quantile, conformity_scores,
+                             evaluate_sets, set_masks, set_notes)
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def synthetic(n: int, rng: np.random.Generator):
+    """Exchangeable (probabilities, labels): noisy softmax outputs with labels drawn from a
+    slightly different distribution, so the classifier is imperfect and miscalibrated."""
+    logits = rng.normal(0, 1.5, (n, len(CLASSES)))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    truth = np.exp(1.3 * logits + rng.normal(0, 0.5, logits.shape))
+    truth /= truth.sum(1, keepdims=True)
+    labels = np.array([rng.choice(len(CLASSES), p=t) for t in truth])
+    return probs, labels
+
+
+def test_aps_scores_are_cumulative_mass_in_rank_order():
+    p = np.array([[0.5, 0.3, 0.2]])
+    np.testing.assert_allclose(conformity_scores(p), [[0.5, 0.8, 1.0]])
+    np.testing.assert_allclose(conformity_scores(np.array([[0.4, 0.4, 0.2]])), [[0.8, 0.8, 1.0]])  # ties together
+    raps = conformity_scores(p, "raps", lam=0.1, k_reg=1)
+    np.testing.assert_allclose(raps, [[0.5, 0.9, 1.2]])
+    with pytest.raises(ValueError):
+        conformity_scores(p, "nope")
+
+
+def test_quantile_is_finite_sample_corrected_and_infinite_when_too_few():
+    scores = np.arange(1, 10) / 10  # 9 scores
+    assert conformal_quantile(scores, 0.1) == pytest.approx(0.9)   # ceil(10 * 0.9) = 9th
+    assert conformal_quantile(scores, 0.2) == pytest.approx(0.8)   # ceil(8.0) = 8th
+    assert math.isinf(conformal_quantile(scores, 0.05))            # ceil(9.5) = 10 > 9
+    cfg = calibrate(*synthetic(60, np.random.default_rng(1)), CLASSES, coverages=(99,))
+    # about 8 images per class: 99% cannot be promised, so every class is always in the set
+    assert all(v is None for v in cfg["thresholds"]["99"].values())
+    assert set_masks(np.full((2, 7), 1 / 7), cfg, CLASSES, 99).all()
+
+
+@pytest.mark.parametrize("score", ["aps", "raps"])
+def test_class_conditional_coverage_within_the_finite_sample_bound(score):
+    """Averaged over random calibration/test splits of exchangeable data, every class's coverage
+    lies in [1 - alpha, 1 - alpha + 1/(n_k + 1)] (up to Monte Carlo error)."""
+    rng = np.random.default_rng(0)
+    probs, labels = synthetic(6000, rng)
+    cover = {c: [] for c in CLASSES}
+    n_cal = {c: [] for c in CLASSES}
+    marginal = []
+    for _ in range(60):
+        idx = rng.permutation(len(labels))
+        cal, test = idx[:1500], idx[1500:]
+        cfg = calibrate(probs[cal], labels[cal], CLASSES, score, coverages=(90,))
+        r = evaluate_sets(probs[test], labels[test], cfg, CLASSES, 90)
+        marginal.append(r["coverage"])
+        for c in CLASSES:
+            cover[c].append(r["per_class"][c]["coverage"])
+            n_cal[c].append(cfg["n_per_class"][c])
+    for c in CLASSES:
+        upper = 0.9 + 1 / (np.mean(n_cal[c]) + 1)
+        assert 0.9 - 0.01 <= np.mean(cover[c]) <= upper + 0.01, (c, np.mean(cover[c]), upper)
+    assert 0.9 - 0.005 <= np.mean(marginal) <= 0.93
+
+
+def test_marginal_variant_misses_rare_classes_that_mondrian_covers():
+    """Why Mondrian: with a poor, rare class the pooled threshold under-covers it."""
+    rng = np.random.default_rng(3)
+    n = 8000
+    labels = rng.choice(3, n, p=[0.9, 0.08, 0.02])
+    logits = np.log([0.7, 0.2, 0.1]) + rng.normal(0, 0.1, (n, 3))  # a classifier that knows little
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    cal, test = slice(0, 4000), slice(4000, None)
+    cls = ["a", "b", "c"]
+    pooled = evaluate_sets(probs[test], labels[test], calibrate(probs[cal], labels[cal], cls, mondrian=False), cls)
+    mondrian = evaluate_sets(probs[test], labels[test], calibrate(probs[cal], labels[cal], cls), cls)
+    assert pooled["per_class"]["c"]["coverage"] < 0.85
+    assert all(v["coverage"] >= 0.85 for v in mondrian["per_class"].values())
+
+
+def test_sets_grow_with_coverage_and_config_round_trips_through_json():
+    probs, labels = synthetic(2000, np.random.default_rng(2))
+    cfg = json.loads(json.dumps(calibrate(probs, labels, CLASSES)))  # as stored in meta.json
+    meta = {"classes": CLASSES, "conformal": cfg}
+    assert conformal_config(meta) is cfg
+    assert conformal_config({"classes": CLASSES[:-1], "conformal": cfg}) is None    # other classes: unusable
+    assert conformal_config({"classes": CLASSES}) is None
+    sets = all_sets(probs[0], cfg, CLASSES)
+    assert sorted(sets) == list(range(80, 100))
+    for lo, hi in zip(range(80, 99), range(81, 100)):
+        assert set(sets[lo]) <= set(sets[hi])
+    members = sets[90]
+    p = probs[0][[CLASSES.index(c) for c in members]]
+    assert list(p) == sorted(p, reverse=True)  # most probable first
+    sizes = [set_masks(probs, cfg, CLASSES, c).sum(1).mean() for c in (80, 90, 99)]
+    assert sizes[0] <= sizes[1] <= sizes[2]
+
+
+def test_plain_language_notes():
+    notes = set_notes(["nv", "mel"], "nv", 90)
+    assert any("Melanoma cannot be ruled out at 90%" in n for n in notes)
+    assert not any("Uncertain" in n for n in notes)
+    assert any("Uncertain: 3 diagnoses" in n for n in set_notes(["nv", "bkl", "df"], "nv", 95))
+    assert not any("ruled out" in n for n in set_notes(["mel", "nv"], "mel", 90))  # top class already malignant
+    assert "single" in set_notes(["nv"], "nv", 90)[0].lower()
+    assert "No diagnosis" in set_notes([], "nv", 90)[0]
+
+
+def test_melanoma_is_named_first_among_malignant_classes():
+    note = set_notes(["nv", "bcc", "mel"], "nv", 85)[0]
+    assert note.startswith("Melanoma cannot be ruled out at 85% (nor basal cell carcinoma)")
+
+
+def test_raps_parameters_are_stored_and_used_at_prediction():
+    probs, labels = synthetic(3000, np.random.default_rng(5))
+    cfg = calibrate(probs[:1500], labels[:1500], CLASSES, "raps", coverages=(90,), lam=0.3, k_reg=2)
+    assert (cfg["raps_lambda"], cfg["raps_k_reg"]) == (0.3, 2)
+    r = evaluate_sets(probs[1500:], labels[1500:], cfg, CLASSES, 90)
+    assert 0.86 <= r["coverage"] <= 0.95

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, BundleError, load_bundle
+from .cam_forward import LastStageCam
+from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
@@ -78,6 +80,9 @@ class Analyzer:
         self.classifier = classifier
         self.segmenter = segmenter
         self.layers = feature_layers(classifier.model)
+        self.engine = engine_for(classifier)          # forward-only passes (model.engine)
+        self.seg_engine = engine_for(segmenter) if segmenter is not None else None
+        self.last_cam = LastStageCam(classifier.model, classifier.input_size)
         self.flag = flag_config(classifier.meta)
         q = classifier.meta.get("quality", {})
         self.ood_threshold = q.get("ood_threshold")
@@ -142,14 +147,22 @@ class Analyzer:
         unknown = [m for m in cam_methods if m not in CAM_METHODS]
         if unknown:
             raise ValueError(f"unknown CAM methods {unknown}")
-        fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+        last = len(self.layers) - 1
+        if self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last:
+            wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
+            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
+                                        n_feature_maps)
+            runtime = {"classifier": self.engine.label, "cam": f"forward-only, {self.engine.label}"}
+        else:
+            fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+            runtime = {"classifier": f"torch {torch.__version__}", "cam": f"torch autograd ({self.device.type})"}
         lap("classify_and_cam")
 
         probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
         tta_spread = tta_agreement = None
         if tta:
-            with torch.inference_mode():
-                views = bundle.model(_flip_views(x)).float().cpu() / bundle.temperature
+            views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"]) / bundle.temperature
+            runtime["tta"] = self.engine.label
             all_probs = np.vstack([probs[None], torch.softmax(views, 1).numpy()])
             probs = all_probs.mean(0)
             top = int(probs.argmax())
@@ -170,6 +183,7 @@ class Analyzer:
         mask = measures = None
         if segment and self.segmenter is not None:
             mask = self._segment(rgb)
+            runtime["segmenter"] = self.seg_engine.label
             lap("segment")
             measures = measure_lesion(mask, rgb)
             if measures is not None and scale != 1.0:
@@ -200,7 +214,7 @@ class Analyzer:
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, model_info=self.model_info())
+            notes=notes, timings_ms=t, model_info=self.model_info(), runtime=runtime)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
@@ -228,15 +242,14 @@ class Analyzer:
         bundle = self.classifier
         smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
         x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
-        with torch.inference_mode():
-            final = bundle.model.forward_features(x)
-            feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
-            logits = bundle.model.forward_head(final).float()
-            probs = torch.softmax(logits / bundle.temperature, 1)
-            if tta:
-                views = torch.softmax(bundle.model(_flip_views(x)).float() / bundle.temperature, 1)
-                probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
-        probs = probs.cpu().numpy()
+        out = self.engine(x, ["logits", "features"])
+        feats = out["features"]
+        probs = torch.softmax(torch.from_numpy(out["logits"]) / bundle.temperature, 1)
+        if tta:
+            views = self.engine(_flip_views(x), ["logits"])["logits"]
+            views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
+            probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
+        probs = probs.numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
         for (i, rgb, original, notes), small, p, d in zip(chunk, smalls, probs, dist):
             flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
@@ -252,8 +265,7 @@ class Analyzer:
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
         seg = self.segmenter
         x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)
-        with torch.inference_mode():
-            prob = torch.sigmoid(seg.model(x).float())[0, 0].cpu().numpy()
+        prob = torch.sigmoid(torch.from_numpy(self.seg_engine(x, ["logits"])["logits"]))[0, 0].numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
     def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:

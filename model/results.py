@@ -45,6 +45,7 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_info: dict[str, str] = field(default_factory=dict)
+    runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.engine)
 
     @property
     def top_index(self) -> int:

@@ -5,7 +5,7 @@
     out["logits"]                            # numpy float32
 
 Runtimes, in the order `auto` tries them (chosen by measurement, docs/inference-engine.md):
-OpenVINO, ONNX Runtime, then torch. The first two run the bundle's `model.onnx`
+ONNX Runtime, OpenVINO, then torch. The first two run the bundle's `model.onnx`
 (`python -m model.onnx_export BUNDLE`), which must carry the sha256 of the bundle's
 `weights.safetensors`: a missing, stale or mismatched file is never run. Torch, the fallback,
 runs the same outputs from the bundle's own model with identical results.
@@ -32,7 +32,7 @@ import torch
 from .bundle import Bundle, BundleError
 from .onnx_export import ONNX_FILE, output_names, weights_sha256
 
-AUTO_ORDER = ("openvino", "onnxruntime")
+AUTO_ORDER = ("onnxruntime", "openvino")
 KINDS = ("auto", "openvino", "onnxruntime", "torch")
 _LOCK = threading.Lock()
 

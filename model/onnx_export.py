@@ -162,6 +162,18 @@ def _check_against_torch(bundle: Bundle, path: str, x, tol: float = 1e-4) -> Non
                               f"(shape {g.shape} vs {w.shape}, relative error {err:.2g}); not written.")
 
 
+def export_after_training(bundle_dir: str | Path) -> Path | None:
+    """train.py's last step: write model.onnx, or say why not (the app then runs the bundle with torch)."""
+    try:
+        path = export_bundle(bundle_dir)
+    except Exception as e:  # noqa: BLE001 - an export failure must not lose a finished training run
+        print(f"ONNX export skipped ({type(e).__name__}: {str(e)[:200]}); the bundle runs with torch. "
+              f"Retry with `python -m model.onnx_export {bundle_dir}`.", file=sys.stderr)
+        return None
+    print(f"ONNX export: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.onnx_export", description=__doc__.split("\n")[0])
     ap.add_argument("bundles", nargs="+", type=Path, help="bundle folders (classifier or segmenter)")

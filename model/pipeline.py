@@ -242,9 +242,9 @@ class Analyzer:
         bundle = self.classifier
         smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
         x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
-        out = self.engine(x, ["logits", "features"])
-        feats = out["features"]
-        probs = torch.softmax(torch.from_numpy(out["logits"]) / bundle.temperature, 1)
+        res = self.engine(x, ["logits", "features"])
+        feats = res["features"]
+        probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
         if tta:
             views = self.engine(_flip_views(x), ["logits"])["logits"]
             views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)

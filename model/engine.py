@@ -243,10 +243,10 @@ def build_engine(bundle: Bundle, kind: str | None = None, threads: int | None = 
     return Forward(bundle, threads, note="; ".join(reasons) or "no ONNX runtime installed")
 
 
-def engine_for(bundle: Bundle) -> Forward:
+def engine_for(bundle: Bundle, kind: str | None = None) -> Forward:
     """The engine for this bundle object, built on first use and then shared by every thread (it
-    lives on the bundle, so it goes with it)."""
-    key = (engine_kind(), engine_threads())
+    lives on the bundle, so it goes with it). `kind` overrides DERMO_ENGINE."""
+    key = (kind or engine_kind(), engine_threads())
     with _LOCK:
         cache = bundle.__dict__.setdefault("_engines", {})
         if key not in cache:

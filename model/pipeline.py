@@ -72,7 +72,7 @@ def _flip_views(x: torch.Tensor) -> torch.Tensor:
 class Analyzer:
     """Holds a classifier bundle (and optionally a segmenter bundle) and analyses images."""
 
-    def __init__(self, classifier: Bundle, segmenter: Bundle | None = None):
+    def __init__(self, classifier: Bundle, segmenter: Bundle | None = None, engine: str | None = None):
         if classifier.task != "classify":
             raise BundleError(f"{classifier.path} is a {classifier.task} bundle, not a classifier.")
         if segmenter is not None and segmenter.task != "segment":
@@ -80,8 +80,8 @@ class Analyzer:
         self.classifier = classifier
         self.segmenter = segmenter
         self.layers = feature_layers(classifier.model)
-        self.engine = engine_for(classifier)          # forward-only passes (model.engine)
-        self.seg_engine = engine_for(segmenter) if segmenter is not None else None
+        self.engine = engine_for(classifier, engine)  # forward-only passes (model.engine; None: DERMO_ENGINE)
+        self.seg_engine = engine_for(segmenter, engine) if segmenter is not None else None
         self.last_cam = LastStageCam(classifier.model, classifier.input_size)
         self.flag = flag_config(classifier.meta)
         q = classifier.meta.get("quality", {})
@@ -94,7 +94,7 @@ class Analyzer:
             if "ood_mean" in ex and "ood_precision" in ex else None
 
     @classmethod
-    def from_dir(cls, models_dir: str | Path, device: str = "auto") -> "Analyzer":
+    def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
         """Load `classifier/` and (if present) `segmenter/` bundles from a models folder."""
         from .training import pick_device
 
@@ -105,7 +105,7 @@ class Analyzer:
                               "`python train.py classify --data DIR --out assets/models/classifier`.")
         seg_dir = models_dir / "segmenter"
         segmenter = load_bundle(seg_dir, dev) if (seg_dir / "meta.json").is_file() else None
-        return cls(load_bundle(models_dir / "classifier", dev), segmenter)
+        return cls(load_bundle(models_dir / "classifier", dev), segmenter, engine)
 
     # ------------------------------------------------------------------ public
     @property

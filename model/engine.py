@@ -85,21 +85,51 @@ def check_onnx(bundle: Bundle) -> Path:
     return path
 
 
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """An ONNX file's metadata_props (ModelProto field 14), read from the protobuf wire format
+    directly: no runtime needed, and nothing but length-prefixed fields is parsed."""
+    buf = Path(path).read_bytes()
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if field == 14:
+                entry, j, kv = buf[i:i + n], 0, {}
+                while j < len(entry):
+                    k, j = _varint(entry, j)
+                    m, j = _varint(entry, j)
+                    kv[k >> 3] = entry[j:j + m].decode("utf-8", "replace")
+                    j += m
+                out[kv.get(1, "")] = kv.get(2, "")
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    if i != len(buf):
+        raise ValueError("truncated file")
+    return out
+
+
 def _recorded_sha(path: Path) -> str | None:
     try:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        meta = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_modelmeta()
-        return meta.custom_metadata_map.get("weights_sha256")
-    except ImportError:
-        import openvino as ov
-
-        m = ov.Core().read_model(str(path))
-        key = ["framework", "weights_sha256"]
-        return m.get_rt_info(key).astype(str) if m.has_rt_info(key) else None
-    except Exception as e:  # noqa: BLE001 - a corrupt file comes with many error types
+        return onnx_metadata(path).get("weights_sha256")
+    except (ValueError, IndexError, OSError) as e:
         raise EngineError(f"{path} is not a readable ONNX file ({str(e)[:120]}). "
                           f"Rebuild it with `python -m model.onnx_export {path.parent}`.") from None
 

@@ -164,3 +164,25 @@ def test_the_page_small_print_names_each_runtime():
 
     line = runtime_line({"classifier": "ONNX Runtime 1.31.1 (CPU, 2 threads)", "cam": "torch autograd (cpu)"})
     assert line.startswith("Ran on: classification — ONNX Runtime") and "CAMs — torch autograd" in line
+
+
+def test_without_an_engine_installed_torch_runs_with_the_same_answers(shipped, batch, monkeypatch):
+    import model.engine as engine
+
+    b = shipped["classifier"]
+    want = build_engine(b, "onnxruntime", 1)(batch["classifier"], ["logits"])["logits"]
+    monkeypatch.setattr(engine, "installed", lambda: ["torch"])
+    fwd = build_engine(b, "auto", 1)
+    assert fwd.kind == "torch"
+    assert np.abs(fwd(batch["classifier"], ["logits"])["logits"] - want).max() < 1e-4
+    with pytest.raises(EngineError, match="not installed"):
+        build_engine(b, "onnxruntime", 1)
+
+
+def test_big_batches_run_in_chunks_with_the_same_results(shipped, batch):
+    fwd = build_engine(shipped["segmenter"], "onnxruntime", 1)
+    x = batch["segmenter"]
+    assert len(x) > 4                                  # more than one chunk
+    whole = fwd(x, ["logits"])["logits"]
+    one_by_one = np.concatenate([fwd(x[i:i + 1], ["logits"])["logits"] for i in range(len(x))])
+    assert whole.shape == one_by_one.shape and np.abs(whole - one_by_one).max() < 1e-5

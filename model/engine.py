@@ -10,10 +10,10 @@ ONNX Runtime, OpenVINO, then torch. The first two run the bundle's `model.onnx`
 `weights.safetensors`: a missing, stale or mismatched file is never run. Torch, the fallback,
 runs the same outputs from the bundle's own model with identical results.
 
-Settings, read once per process:
+Settings, read when an engine is built (once per bundle in a process):
   DERMO_ENGINE=auto|openvino|onnxruntime|torch    (auto: the fastest one installed)
-  DERMO_ENGINE_THREADS=N                          (default: torch's thread count, at most 4,
-                                                   so that Streamlit keeps some room)
+  DERMO_ENGINE_THREADS=N                          (default: torch's thread count, at most 4;
+                                                   idle threads sleep, so Streamlit keeps its room)
 Naming a runtime that cannot run a bundle raises EngineError with what to do; `auto` falls
 back to torch and says why in `Forward.note`.
 """

@@ -63,6 +63,7 @@ def test_engine_outputs_match_torch_on_real_images(shipped, batch, kind):
             assert np.abs(got[name] - ref[name]).max() <= 1e-4 * scale, (part, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ENGINES)
 def test_full_analysis_is_the_same_through_the_engine(kind, monkeypatch):
     monkeypatch.setenv("DERMO_ENGINE", "torch")

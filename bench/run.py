@@ -135,6 +135,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from app.threads import sleep_while_waiting
+
+    sleep_while_waiting()  # as the app does before torch's first import (OMP_WAIT_POLICY=PASSIVE)
     results = run_benchmark(args)
     md = to_markdown(results)
     write_json(args.out, results)

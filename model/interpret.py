@@ -45,15 +45,15 @@ def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     if method == "eigencam":
         # the projection on the first right singular vector, flat @ vh[0], from the eigenvectors of the
         # smaller of the two Gram matrices: the same numbers (to 1e-14) at a fraction of an SVD's cost
-        # (an SVD here took 50-130 ms on 2 busy cores through torch's or OpenBLAS's threads, this 0.1-0.3 ms)
-        flat = a.reshape(a.shape[0], -1).T.double().cpu().numpy()           # (hw, C)
-        flat = flat - flat.mean(axis=0)
+        # (an SVD here took 50-130 ms on 2 busy cores; numpy's eigh, through OpenBLAS's threads, 30 ms)
+        flat = a.reshape(a.shape[0], -1).T.double().cpu()                  # (hw, C)
+        flat = flat - flat.mean(dim=0)
         if flat.shape[0] <= flat.shape[1]:
-            w, u = np.linalg.eigh(flat @ flat.T)
-            proj = u[:, -1] * np.sqrt(max(w[-1], 0.0))
+            w, u = torch.linalg.eigh(flat @ flat.T)
+            proj = u[:, -1] * w[-1].clamp(min=0).sqrt()
         else:
-            proj = flat @ np.linalg.eigh(flat.T @ flat)[1][:, -1]
-        proj = torch.from_numpy(np.ascontiguousarray(proj)).reshape(a.shape[1:]).float().to(a.device)
+            proj = flat @ torch.linalg.eigh(flat.T @ flat)[1][:, -1]
+        proj = proj.reshape(a.shape[1:]).float().to(a.device)
         # an SVD component's sign is arbitrary: orient it to agree with the mean activation
         if torch.sum((proj - proj.mean()) * (a.mean(0) - a.mean())) < 0:
             proj = -proj

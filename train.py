@@ -30,6 +30,7 @@ from model.pretrained import offline_architectures, pretrained_mean_std, weights
 from model.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
 from model import distributed
 from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
+from model.onnx_export import export_after_training
 from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
 from model.melanoma_flag import FLAG_CLASS, choose_threshold
@@ -319,6 +320,7 @@ def run(args, argv, dist, device) -> int:
     meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
     meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
     save_bundle(args.out, model, meta, half=args.half, extras=extras)
+    export_after_training(args.out)  # model.onnx for the inference engine (model.engine)
 
     # ---- measure the saved bundle on the held-out test split, with the evaluation CLI's code
     bundle = load_bundle(args.out, device)

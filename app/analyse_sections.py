@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.components import (colorize, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
+from app.components import (colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import display_name
@@ -179,3 +179,5 @@ def details(a: Analysis, load_seconds: float, device: str) -> None:
         st.dataframe(rows, hide_index=True)
         st.caption(f"Device: {device}. Model loaded once per server in {load_seconds:.1f} s. Results are cached: "
                    "changing only display settings does not run the network again.")
+    if getattr(a, "runtime", None):
+        st.caption(runtime_line(a.runtime))

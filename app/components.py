@@ -67,7 +67,7 @@ def heatmap_overlay(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> 
         heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     a = float(np.clip(opacity, 0, 1))
-    return np.uint8(np.clip((1 - a) * rgb.astype(np.float32) + a * colour.astype(np.float32), 0, 255))
+    return cv2.addWeighted(np.ascontiguousarray(rgb, np.uint8), 1 - a, colour, a, 0)   # one uint8 pass
 
 
 def outline_image(rgb: np.ndarray, mask: np.ndarray | None, colour=OUTLINE_COLOUR) -> np.ndarray:
@@ -152,6 +152,12 @@ def measurement_rows(m: Measurements) -> list[dict[str, str]]:
         ("Colour variation (std)", f"{m.colour_std:.3f}", "colour_std"),
     ]
     return [{"Measure": a, "Value": b, "Meaning": MEASURE_NOTES[k]} for a, b, k in rows]
+
+
+def runtime_line(runtime: dict[str, str]) -> str:
+    """Small print: which runtime ran each stage (model.engine), e.g. CAMs forward-only or by autograd."""
+    names = {"classifier": "classification", "cam": "CAMs", "tta": "flipped views", "segmenter": "segmentation"}
+    return "Ran on: " + "; ".join(f"{names.get(k, k)} — {md_escape(v)}" for k, v in runtime.items()) + "."
 
 
 def percent(p: float | None, digits: int = 1) -> str:

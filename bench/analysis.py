@@ -25,6 +25,17 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     layer = len(analyzer.layers) - 1
     t: dict[str, float] = {}
     clk = Clock(clock_device)
+    if analyzer.engine.kind != "torch" and analyzer.last_cam.supported:   # the engine's forward-only path
+        out = analyzer.engine(x, ["logits", "features", f"stage{layer}"])
+        t["classify"] = clk.lap()
+        a = torch.as_tensor(out[f"stage{layer}"][0]).float()
+        cls = int(out["logits"][0].argmax())
+        grads = analyzer.last_cam.head_gradient(a, cls) if any(m != "eigencam" for m in methods) else None
+        t["cam_backward"] = clk.lap()
+        for m in methods:
+            np.clip(resize_map(scale_cam(_cam(m, a, grads).cpu().numpy()), rgb.shape[:2]), 0, 1)
+            t[f"cam:{m}"] = clk.lap()
+        return {k: round(v, 3) for k, v in t.items()}
     with torch.enable_grad():
         final, inter = b.model.forward_intermediates(x, indices=[layer])
         b.model.forward_head(final, pre_logits=True)
@@ -46,8 +57,9 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
 
 
 def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int, methods: Sequence[str],
-                   device: str, fns, naive: bool = True) -> dict:
-    """Fast and naive pipelines interleaved image by image (so background load hits both alike)."""
+                   device: str, fns, naive: bool = True, torch_analyzer=None) -> dict:
+    """Fast and naive pipelines (and `torch_analyzer`, the same pipeline with every pass in torch)
+    interleaved image by image (so background load hits them alike)."""
     from bench.naive import naive_analyze
 
     feature_layer = analyzer.layers[-1]
@@ -58,6 +70,9 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
     render(fns, a.image, a.cams, a.lesion_mask, a.feature_maps.maps, a.feature_maps.channels)
     if naive:
         naive_analyze(models_dir, blobs[0][1], methods, tta=True, feature_layer=-1, device=device)
+    if torch_analyzer is not None:
+        torch_analyzer.analyze(blobs[0][1], **opts)
+    torch_totals: list[float] = []
     fast_stages: dict[str, list[float]] = {}
     pipe_stages: dict[str, list[float]] = {}
     naive_stages: dict[str, list[float]] = {}
@@ -86,6 +101,14 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
                 fast_stages.setdefault(key, []).append(v)
             line = f"  [{device}] {k}/{total_runs} {name}: fast {row['total']:.0f} ms"
             rec = {"image": name, "repeat": rep, "fast_ms": round(row["total"], 2)}
+            if torch_analyzer is not None:
+                clk = Clock(device)
+                ta = torch_analyzer.analyze(data, **opts)
+                render(fns, ta.image, ta.cams, ta.lesion_mask, ta.feature_maps.maps, ta.feature_maps.channels,
+                       ta.feature_maps.mean_activation)
+                torch_totals.append(clk.lap())
+                line += f", torch path {torch_totals[-1]:.0f} ms"
+                rec["torch_path_ms"] = round(torch_totals[-1], 2)
             if naive:
                 clk = Clock(device)
                 n = naive_analyze(models_dir, data, methods, tta=True, feature_layer=-1, device=device)
@@ -108,7 +131,11 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
         "fast": {k: summarize(v) for k, v in fast_stages.items()},
         "fast_pipeline_timings": {k: summarize(v) for k, v in pipe_stages.items()},
         "per_run": per_image,
+        "runtime": a.runtime,
     }
+    if torch_totals:
+        out["torch_path"] = {"total": summarize(torch_totals), "runtime": ta.runtime}
+        out["speedup_vs_torch_path"] = round(out["torch_path"]["total"]["median"] / out["fast"]["total"]["median"], 2)
     if naive:
         out["naive"] = {k: summarize(v) for k, v in naive_stages.items()}
         f, n = out["fast"]["total"]["median"], out["naive"]["total"]["median"]

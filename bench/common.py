@@ -41,6 +41,7 @@ def machine_info(torch) -> dict:
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": affinity,
         "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__,
         "platform": platform.platform(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "gpu": None,

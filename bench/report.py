@@ -7,9 +7,11 @@ from pathlib import Path
 
 from bench.common import ALL_METHODS
 
-# issue 10's inference budget on 2 CPU cores (and issue 4's speed-up over the naive reference)
-TARGETS = {"speedup_vs_naive": 3.0, "analysis_median_ms": 250.0, "batch_images_per_s": 40.0,
-           "classifier_forward_ms": 50.0, "weights_mb": 10.0}
+# issue 16's budget on 2 CPU cores (issue 10 asked 250 ms and 40 images/s), issue 4's speed-up over
+# the naive reference, issue 16's over the same analysis with every pass in torch
+TARGETS = {"speedup_vs_naive": 3.0, "analysis_median_ms": 100.0, "batch_images_per_s": 150.0,
+           "classifier_forward_ms": 50.0, "weights_mb": 10.0, "speedup_vs_torch_path": 3.0,
+           "cold_start_s": 5.0, "concurrent_p95_ms": 400.0, "memory_mb": 1200.0}
 
 
 def evaluate_targets(results: dict) -> list[dict]:
@@ -37,6 +39,16 @@ def evaluate_targets(results: dict) -> list[dict]:
         "lower", "ms")
     for part, info in nets.items():
         add(f"{part} weights file", info.get("weights_mb"), TARGETS["weights_mb"], "lower", "MB")
+    add("full analysis speed-up vs the torch path (median)", ana.get("speedup_vs_torch_path"),
+        TARGETS["speedup_vs_torch_path"], "higher", "x")
+    add("cold start to first result", (cpu or {}).get("cold_start", {}).get("process_wall_s"),
+        TARGETS["cold_start_s"], "lower", "s")
+    conc = (cpu or {}).get("concurrent", {})
+    add(f"{conc.get('concurrent', 4)} concurrent analyses, p95", (conc.get("latency_ms") or {}).get("p95"),
+        TARGETS["concurrent_p95_ms"], "lower", "ms")
+    mem = (cpu or {}).get("memory", {})
+    add(f"server peak memory, {mem.get('sessions', 8)} sessions", mem.get("peak_rss_mb"), TARGETS["memory_mb"],
+        "lower", "MB")
     agree = ana.get("agreement", {}).get("ok")
     rows.append({"target": "fast and naive outputs agree", "value": agree, "threshold": True, "unit": "",
                  "pass": agree, "note": "probabilities, CAM class, 6 CAMs, feature maps, masks"})
@@ -91,6 +103,22 @@ def to_markdown(results: dict) -> str:
                                       for k, v in ag["cams"].items())
                           + (f"; masks identical: {ag['masks_identical']}" if "masks_identical" in ag else "") + ")."]
             lines.append("")
+            if "speedup_vs_torch_path" in ana:
+                tp = ana["torch_path"]["total"]
+                lines += [f"The same analysis with every pass in torch (today's path before the engine): median "
+                          f"{_fmt(tp['median'])} ms, p95 {_fmt(tp['p95'])} ms; engine path **"
+                          f"{ana['speedup_vs_torch_path']}x** faster. What ran where: "
+                          + "; ".join(f"{k}: {v}" for k, v in ana.get("runtime", {}).items()) + ".", ""]
+        lines += engines_markdown(r.get("engines"))
+        conc = r.get("concurrent")
+        if conc:
+            lines += [f"{conc['concurrent']} analyses at once on {dev} (one shared Analyzer, rendering included): "
+                      f"median {_fmt(conc['latency_ms']['median'])} ms, **p95 {_fmt(conc['latency_ms']['p95'])} ms**, "
+                      f"{_fmt(conc['analyses_per_s'])} analyses/s.", ""]
+        mem = r.get("memory")
+        if mem and mem.get("peak_rss_mb") is not None:
+            lines += [f"Server memory (fresh process, streamlit imported, {mem['sessions']} sessions analysing at once "
+                      f"and keeping their results): **peak {_fmt(mem['peak_rss_mb'], 0)} MB** resident.", ""]
         nets = r.get("models")
         if nets:
             lines += [f"Networks alone on {dev} (one image, inference mode):", "",
@@ -132,11 +160,72 @@ def to_markdown(results: dict) -> str:
             vs = _fmt(v, 2) if isinstance(v, float) else str(v)
             thr = t["threshold"]
             thr_s = (f"≥ {thr}" if "speed" in t["target"] or "throughput" in t["target"] else
-                     f"≤ {thr}" if t["unit"] in ("ms", "MB") else str(thr))
+                     f"≤ {thr}" if t["unit"] in ("ms", "MB", "s") else str(thr))
             lines.append(f"| {t['target']} | {vs} {t['unit']} | {thr_s} {t['unit']} | "
                          f"{'PASS' if t['pass'] else 'not measured' if t['pass'] is None else 'FAIL'} |")
         lines += ["", f"_{results['targets'][0]['note']}._"]
     return "\n".join(lines) + "\n"
+
+
+def engines_markdown(eng: dict | None) -> list[str]:
+    """The runtimes side by side (bench/engines.py), one table per network."""
+    lines = []
+    for part, e in (eng or {}).items():
+        lines += [f"Runtimes side by side, {part} ({e['arch']}, {e['input_size'][0]}x{e['input_size'][1]}, "
+                  f"{e['threads']} threads, rounds interleaved):", "",
+                  "| runtime | batch 1 median ms | batch 4 median ms | max abs diff vs torch eager |",
+                  "|---|---:|---:|---:|"]
+        for name, v in e["runtimes"].items():
+            lines.append(f"| {name} ({v['label']}) | {_fmt(v['batch1']['median'])} | {_fmt(v['batch4']['median'])} | "
+                         f"{v['max_abs_diff']:.1e} |")
+        lines += [f"(not run: {k}: {v})" for k, v in e.get("unavailable", {}).items()] + [""]
+    return lines
+
+
+def readme_table(results: dict) -> str:
+    """The README's performance table, regenerated from a benchmark JSON:
+    `python -m bench.report bench/results/cpu-2core.json`."""
+    m, cpu = results["machine"], results["devices"].get("cpu", {})
+    ana, nets = cpu.get("analysis", {}), cpu.get("models", {})
+    tgt = {t["target"]: t for t in results.get("targets", [])}
+
+    def target(name_start):
+        t = next((t for k, t in tgt.items() if k.startswith(name_start)), None)
+        if t is None:
+            return ""
+        sign = "≥" if t["unit"] in ("x", "images/s") else "≤"
+        return f"{sign} {t['threshold']:g} {t['unit']}".strip() + (" ✓" if t["pass"] else " ✗" if t["pass"] is False else "")
+
+    def med(d, key="median"):
+        return _fmt((d or {}).get(key))
+    fast, tp = ana.get("fast", {}).get("total"), ana.get("torch_path", {}).get("total")
+    rows = [f"Measured by `python -m bench` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
+            f"{m['torch_threads']} threads, torch {m['torch']}, engine {cpu.get('engine', '?')}; load average "
+            f"{m['loadavg_at_start'][0]} at the start.", "",
+            "| measure (CPU) | engine path | torch path | target |", "|---|---:|---:|---:|",
+            f"| full analysis of one image, median ms (6 CAMs, TTA, feature maps, segmentation, measurements, "
+            f"rendering) | {med(fast)} | {med(tp)} | {target('full analysis median')} |",
+            f"| full analysis, p95 ms | {med(fast, 'p95')} | {med(tp, 'p95')} | |",
+            f"| speed-up over the torch path / over the naive reference | {_fmt(ana.get('speedup_vs_torch_path'), 2)}x / "
+            f"{_fmt(ana.get('speedup_median'), 2)}x | | {target('full analysis speed-up vs the torch')} / "
+            f"{target('full analysis speed-up vs naive')} |",
+            f"| batch review, images/s (decode included, no CAM) | {med(cpu.get('batch', {}).get('images_per_s'))} | | "
+            f"{target('batch review')} |",
+            f"| {cpu.get('concurrent', {}).get('concurrent', 4)} concurrent analyses, p95 ms | "
+            f"{med(cpu.get('concurrent', {}).get('latency_ms'), 'p95')} | | "
+            f"{target(str(cpu.get('concurrent', {}).get('concurrent', 4)) + ' concurrent')} |",
+            f"| cold start to first result, s | {_fmt(cpu.get('cold_start', {}).get('process_wall_s'), 2)} | | "
+            f"{target('cold start')} |",
+            f"| server peak memory, {cpu.get('memory', {}).get('sessions', 8)} sessions, MB | "
+            f"{_fmt(cpu.get('memory', {}).get('peak_rss_mb'), 0)} | | {target('server peak memory')} |"]
+    for part, e in cpu.get("engines", {}).items():
+        r = e["runtimes"]
+        rows.append(f"| {part} forward pass, batch 1 / 4, ms ({e['arch']}, {e['input_size'][0]}x{e['input_size'][1]}): "
+                    + ", ".join(f"{k} {_fmt(v['batch1']['median'])} / {_fmt(v['batch4']['median'])}" for k, v in r.items())
+                    + " | | | |")
+    for part, n in nets.items():
+        rows.append(f"| {part} weights file, MB | {n['weights_mb']:.1f} | | {target(part + ' weights')} |")
+    return "\n".join(rows) + "\n"
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -144,3 +233,9 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(readme_table(json.loads(Path(sys.argv[1]).read_text())), end="")

@@ -17,6 +17,8 @@ from pathlib import Path
 from bench.analysis import bench_analysis, bench_batch
 from bench.archive_predict import bench_archive
 from bench.cold_start import bench_cold_start
+from bench.concurrency import bench_concurrent, bench_memory
+from bench.engines import bench_engines
 from bench.models import bench_models
 from bench.common import ALL_METHODS, DEFAULT_IMAGE_GLOBS, REPO, find_images, log, machine_info
 from bench.rendering import render_functions
@@ -44,7 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--train-batch", type=int, help="training batch size (default: the bundle's train_config)")
     ap.add_argument("--train-data", type=Path, default=REPO / "tests" / "data" / "ham_small",
                     help="images for the training measurement (synthetic if absent)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: naive,batch,archive,cold,train")
+    ap.add_argument("--concurrent", type=int, default=4, help="analyses at once for the load measurement")
+    ap.add_argument("--sessions", type=int, default=8, help="sessions held by the memory measurement")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: "
+                    "naive,torchpath,engines,batch,archive,concurrent,memory,cold,train")
     return ap.parse_args(argv)
 
 
@@ -89,13 +94,26 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     for dev in devices:
         log(f"[{dev}] loading models from {models}")
         analyzer = Analyzer.from_dir(models, dev)
-        r: dict = {"torch_threads": torch.get_num_threads()}
+        torch_path = None if "torchpath" in skip else Analyzer.from_dir(models, dev, engine="torch")
+        r: dict = {"torch_threads": torch.get_num_threads(), "engine": analyzer.engine.label,
+                   "engine_note": analyzer.engine.note}
         results["devices"][dev] = r
         log(f"[{dev}] networks alone: forward pass and weights size")
         r["models"] = bench_models(models, dev)
-        log(f"[{dev}] single-image analysis (fast{'' if 'naive' in skip else ' and naive, interleaved'})")
+        if dev == "cpu" and "engines" not in skip:
+            log(f"[{dev}] runtimes side by side: torch eager, channels_last, each installed engine")
+            r["engines"] = bench_engines(models, args.threads or torch.get_num_threads(), max(6, 4 * args.repeats))
+        log(f"[{dev}] single-image analysis (engine path{'' if torch_path is None else ', torch path'}"
+            f"{'' if 'naive' in skip else ', naive'}, interleaved)")
         r["analysis"] = bench_analysis(analyzer, models, images, max(1, args.repeats), methods, dev, fns,
-                                       naive="naive" not in skip)
+                                       naive="naive" not in skip, torch_analyzer=torch_path)
+        del torch_path
+        if "concurrent" not in skip:
+            log(f"[{dev}] {args.concurrent} analyses at once on one shared Analyzer")
+            r["concurrent"] = bench_concurrent(analyzer, images, fns, methods, args.concurrent, max(1, args.repeats))
+        if dev == "cpu" and "memory" not in skip:
+            log(f"[{dev}] server memory with {args.sessions} sessions (fresh process)")
+            r["memory"] = bench_memory(models, images, args.sessions)
         if "batch" not in skip:
             log(f"[{dev}] batch review throughput")
             r["batch"] = bench_batch(analyzer, images, args.batch_images, args.batch_size, args.repeats, dev)
@@ -122,6 +140,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from app.threads import sleep_while_waiting
+
+    sleep_while_waiting()  # as the app does before torch's first import (OMP_WAIT_POLICY=PASSIVE)
     results = run_benchmark(args)
     md = to_markdown(results)
     write_json(args.out, results)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
+from .engine import engine_for
 from .preprocess import normalize, resize_map, to_uint8_batch
 
 
@@ -26,7 +27,7 @@ def classifier_logits(bundle: Bundle, images: Sequence[np.ndarray], batch_size: 
         for i in range(0, len(images), batch_size):
             x = normalize(to_uint8_batch(images[i:i + batch_size], bundle.input_size).to(dev),
                           bundle.mean, bundle.std, uses_channels_last(bundle))
-            outs.append(bundle.model(x).float().cpu().numpy())
+            outs.append(engine_for(bundle)(x, ["logits"])["logits"])
     return np.concatenate(outs) if outs else np.zeros((0, len(bundle.classes)), np.float32)
 
 
@@ -46,7 +47,7 @@ def segment_probs(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int 
             chunk = images[i:i + batch_size]
             x = normalize(to_uint8_batch(chunk, bundle.input_size).to(dev), bundle.mean, bundle.std,
                           uses_channels_last(bundle))
-            probs = torch.sigmoid(bundle.model(x).float())[:, 0].cpu().numpy()
+            probs = torch.sigmoid(torch.from_numpy(engine_for(bundle)(x, ["logits"])["logits"]))[:, 0].numpy()
             for j, (p, img) in enumerate(zip(probs, chunk)):
                 size = out_sizes[i + j] if out_sizes is not None else img.shape[:2]
                 maps.append(resize_map(p, size))

@@ -43,10 +43,17 @@ class ForwardResult:
 def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     """One CAM from activations a and gradients g, both (C, h, w); returns (h, w) before ReLU."""
     if method == "eigencam":
-        flat = a.reshape(a.shape[0], -1).T.double()           # (hw, C)
+        # the projection on the first right singular vector, flat @ vh[0], from the eigenvectors of the
+        # smaller of the two Gram matrices: the same numbers (to 1e-14) at a fraction of an SVD's cost
+        # (an SVD here took 50-130 ms on 2 busy cores; numpy's eigh, through OpenBLAS's threads, 30 ms)
+        flat = a.reshape(a.shape[0], -1).T.double().cpu()                  # (hw, C)
         flat = flat - flat.mean(dim=0)
-        _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-        proj = (flat @ vh[0]).reshape(a.shape[1:]).float()
+        if flat.shape[0] <= flat.shape[1]:
+            w, u = torch.linalg.eigh(flat @ flat.T)
+            proj = u[:, -1] * w[-1].clamp(min=0).sqrt()
+        else:
+            proj = flat @ torch.linalg.eigh(flat.T @ flat)[1][:, -1]
+        proj = proj.reshape(a.shape[1:]).float().to(a.device)
         # an SVD component's sign is arbitrary: orient it to agree with the mean activation
         if torch.sum((proj - proj.mean()) * (a.mean(0) - a.mean())) < 0:
             proj = -proj

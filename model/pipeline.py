@@ -18,6 +18,8 @@ import torch
 
 from .bundle import Bundle, BundleError, load_bundle
 from .case_aids import CaseAids
+from .cam_forward import LastStageCam
+from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
@@ -71,7 +73,7 @@ def _flip_views(x: torch.Tensor) -> torch.Tensor:
 class Analyzer:
     """Holds a classifier bundle (and optionally a segmenter bundle) and analyses images."""
 
-    def __init__(self, classifier: Bundle, segmenter: Bundle | None = None):
+    def __init__(self, classifier: Bundle, segmenter: Bundle | None = None, engine: str | None = None):
         if classifier.task != "classify":
             raise BundleError(f"{classifier.path} is a {classifier.task} bundle, not a classifier.")
         if segmenter is not None and segmenter.task != "segment":
@@ -79,6 +81,9 @@ class Analyzer:
         self.classifier = classifier
         self.segmenter = segmenter
         self.layers = feature_layers(classifier.model)
+        self.engine = engine_for(classifier, engine)  # forward-only passes (model.engine; None: DERMO_ENGINE)
+        self.seg_engine = engine_for(segmenter, engine) if segmenter is not None else None
+        self.last_cam = LastStageCam(classifier.model, classifier.input_size)
         self.flag = flag_config(classifier.meta)
         q = classifier.meta.get("quality", {})
         self.ood_threshold = q.get("ood_threshold")
@@ -91,7 +96,7 @@ class Analyzer:
         self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
 
     @classmethod
-    def from_dir(cls, models_dir: str | Path, device: str = "auto") -> "Analyzer":
+    def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
         """Load `classifier/` and (if present) `segmenter/` bundles from a models folder."""
         from .training import pick_device
 
@@ -102,7 +107,7 @@ class Analyzer:
                               "`python train.py classify --data DIR --out assets/models/classifier`.")
         seg_dir = models_dir / "segmenter"
         segmenter = load_bundle(seg_dir, dev) if (seg_dir / "meta.json").is_file() else None
-        return cls(load_bundle(models_dir / "classifier", dev), segmenter)
+        return cls(load_bundle(models_dir / "classifier", dev), segmenter, engine)
 
     # ------------------------------------------------------------------ public
     @property
@@ -144,14 +149,22 @@ class Analyzer:
         unknown = [m for m in cam_methods if m not in CAM_METHODS]
         if unknown:
             raise ValueError(f"unknown CAM methods {unknown}")
-        fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+        last = len(self.layers) - 1
+        if self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last:
+            wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
+            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
+                                        n_feature_maps)
+            runtime = {"classifier": self.engine.label, "cam": f"forward-only, {self.engine.label}"}
+        else:
+            fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+            runtime = {"classifier": f"torch {torch.__version__}", "cam": f"torch autograd ({self.device.type})"}
         lap("classify_and_cam")
 
         probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
         tta_spread = tta_agreement = None
         if tta:
-            with torch.inference_mode():
-                views = bundle.model(_flip_views(x)).float().cpu() / bundle.temperature
+            views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"]) / bundle.temperature
+            runtime["tta"] = self.engine.label
             all_probs = np.vstack([probs[None], torch.softmax(views, 1).numpy()])
             probs = all_probs.mean(0)
             top = int(probs.argmax())
@@ -172,6 +185,7 @@ class Analyzer:
         mask = measures = None
         if segment and self.segmenter is not None:
             mask = self._segment(rgb)
+            runtime["segmenter"] = self.seg_engine.label
             lap("segment")
             measures = measure_lesion(mask, rgb)
             if measures is not None and scale != 1.0:
@@ -205,7 +219,7 @@ class Analyzer:
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, model_info=self.model_info(),
+            notes=notes, timings_ms=t, model_info=self.model_info(), runtime=runtime,
             similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
@@ -234,15 +248,14 @@ class Analyzer:
         bundle = self.classifier
         smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
         x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
-        with torch.inference_mode():
-            final = bundle.model.forward_features(x)
-            feats = bundle.model.forward_head(final, pre_logits=True).float().cpu().numpy()
-            logits = bundle.model.forward_head(final).float()
-            probs = torch.softmax(logits / bundle.temperature, 1)
-            if tta:
-                views = torch.softmax(bundle.model(_flip_views(x)).float() / bundle.temperature, 1)
-                probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
-        probs = probs.cpu().numpy()
+        res = self.engine(x, ["logits", "features"])
+        feats = res["features"]
+        probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
+        if tta:
+            views = self.engine(_flip_views(x), ["logits"])["logits"]
+            views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
+            probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
+        probs = probs.numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
         for (i, rgb, original, notes), small, p, d, f in zip(chunk, smalls, probs, dist, feats):
             flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
@@ -260,8 +273,7 @@ class Analyzer:
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
         seg = self.segmenter
         x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)
-        with torch.inference_mode():
-            prob = torch.sigmoid(seg.model(x).float())[0, 0].cpu().numpy()
+        prob = torch.sigmoid(torch.from_numpy(self.seg_engine(x, ["logits"])["logits"]))[0, 0].numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
     def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:

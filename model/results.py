@@ -49,6 +49,7 @@ class Analysis:
     similar: Any = None                      # model.similar.SimilarCases: k nearest training cases, kNN vote
     similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
+    runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.engine)
 
     @property
     def top_index(self) -> int:

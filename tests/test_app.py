@@ -34,6 +34,7 @@ def test_example_renders_every_section(make_app, fake_segmenter):
     assert "Malignant (sum)" in shown and "Uncertainty (entropy)" in shown
     assert at.selectbox(key="fmap_layer").options
     assert at.expander and any(e.label == "Timings per stage" for e in at.expander)
+    assert "Ran on: classification — ONNX Runtime" in shown and "CAMs — forward-only" in shown  # small print
     assert [d.label for d in at.get("download_button")] == ["Download case report (HTML)"]
 
 

@@ -74,7 +74,18 @@ def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
         assert n["parameters"] > 0 and n["forward_ms"]["n"] == 30 and n["forward_ms"]["median"] > 0
 
     names = [t["target"] for t in r["targets"]]
-    assert len(names) == 7 and all(t["pass"] is not None for t in r["targets"])
+    assert len(names) == 11 and all(t["pass"] is not None for t in r["targets"] if t["target"] != "cold start to first result")
+    # issue 16: runtimes side by side, the torch path in the same run, load and memory
+    eng = cpu["engines"]["classifier"]["runtimes"]
+    assert {"torch eager (NCHW)", "torch channels_last", "onnxruntime"} <= set(eng)
+    assert all(v["max_abs_diff"] < 1e-4 and v["batch4"]["median"] > 0 for v in eng.values())
+    assert ana["speedup_vs_torch_path"] > 0 and "forward-only" in ana["runtime"]["cam"]
+    assert cpu["concurrent"]["analyses"] == 4 * 1 and cpu["concurrent"]["latency_ms"]["p95"] > 0
+    assert cpu["memory"]["sessions"] == 8 and cpu["memory"]["peak_rss_mb"] > 100
+    from bench.report import readme_table
+
+    table = readme_table(r)
+    assert "| full analysis of one image" in table and "onnxruntime" in table and "torch path" in table
     assert {"classifier forward pass, one image (median)", "classifier weights file", "segmenter weights file"} <= set(names)
     text = md.read_text()
     assert "| stage |" in text and "CAM: eigencam" in text and "images/s" in text

@@ -56,7 +56,8 @@ def test_segmenter_bundle_loads(tiny_segmenter_dir):
     assert all(0 <= m.min() and m.max() <= 1 for m in maps)
 
 
-def test_round_trip_identical_logits(tiny_classifier_dir, tmp_path):
+def test_round_trip_identical_logits(tiny_classifier_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMO_ENGINE", "torch")   # bit-identical needs one runtime (the copy has no model.onnx)
     b = load_bundle(tiny_classifier_dir)
     before = classifier_logits(b, _images())
     out = save_bundle(tmp_path / "again", b.model, b.meta, extras=b.extras)
@@ -83,7 +84,8 @@ def test_round_trip_half_precision(tiny_classifier_dir, tmp_path):
     assert (after.argmax(1) == before.argmax(1)).mean() >= 0.8
 
 
-def test_segmenter_round_trip(tiny_segmenter_dir, tmp_path):
+def test_segmenter_round_trip(tiny_segmenter_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERMO_ENGINE", "torch")   # bit-identical needs one runtime (the copy has no model.onnx)
     b = load_bundle(tiny_segmenter_dir)
     before = segment_probs(b, _images(2))
     after = segment_probs(load_bundle(save_bundle(tmp_path / "seg", b.model, b.meta)), _images(2))

@@ -163,6 +163,10 @@ class Store:
         row["store_images"], row["teaching"] = bool(row["store_images"]), bool(row["teaching"])
         return row
 
+    def study(self, study_id: str) -> dict:
+        """A study by the id that its access code opened (raises StoreError when there is none)."""
+        return self._study_row(study_id)
+
     def open_study(self, code: str) -> dict | None:
         """The study this access code opens, or None. Nothing else finds a study."""
         if not isinstance(code, str) or not code.strip():

@@ -19,6 +19,7 @@ from app.review_store import get_store
 from model.preprocess import ImageError
 
 SUPPLIED_KEY = "review_supplied"  # sha256 -> bytes of images a reader supplied again this session
+FLASH_KEY = "review_flash"        # a message for the next run (after st.rerun)
 
 st.title("Review study")
 st.caption("Reader studies and teaching: your read first, then the AI, then your final read. "
@@ -27,6 +28,8 @@ loaded = get_loaded()
 store = get_store()
 classes, labels = loaded.analyzer.classes, cam_method_labels()
 rs.show_new_code()
+if flash := st.session_state.pop(FLASH_KEY, None):
+    st.warning(flash, icon=":material/tab_duplicate:")
 
 opened = st.session_state.get(rs.OPEN_KEY)
 if opened is None:
@@ -88,10 +91,13 @@ if read is None:
     answer = rs.blind_form(case, data, classes, key)
     if answer:
         try:
-            store.record_blind(study["id"], case["id"], reader["id"], answer["dx"], answer["confidence"],
-                               answer["biopsy"])
+            kept, created = store.record_blind(study["id"], case["id"], reader["id"], answer["dx"],
+                                               answer["confidence"], answer["biopsy"])
         except Exception as e:  # noqa: BLE001
             rs.fail(e, "The blind read could not be saved")
+        if not created:
+            st.session_state[FLASH_KEY] = (f"This blind read was already confirmed (in another tab) as "
+                                           f"{rs.dx_label(kept['blind_dx'])}; that first answer is kept.")
         st.rerun()
     st.stop()
 
@@ -136,5 +142,5 @@ if answer:
     except Exception as e:  # noqa: BLE001
         rs.fail(e, "The after read could not be saved")
     if not saved:
-        st.toast("This case was already finished (in another tab); the first answer is kept.")
+        st.session_state[FLASH_KEY] = "This case was already finished (in another tab); the first answer is kept."
     st.rerun()

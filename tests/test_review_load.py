@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app_fixtures import MAIN, TIMEOUT, app_models_dir, no_exception  # noqa: F401
+from app_fixtures import MAIN, TIMEOUT, app_models_dir, no_exception, texts  # noqa: F401
 from review_flow import PAGE, after, blind, click
 from app.resources import EXAMPLES_DIR, load_examples
 from app.review_cases import build_cases
@@ -31,24 +31,31 @@ def _study(url: str) -> tuple[Store, dict, str]:
     return store, study, code
 
 
-def _session(code: str, reader: str, answers: list[tuple[str, str]], start_line: threading.Barrier):
+def _prepared(code: str, reader: str):
+    """A session on the Review page with the code and name typed in (made one at a time: AppTest's
+    own start-up bookkeeping is not thread-safe; the reads below are what runs in parallel)."""
     from streamlit.testing.v1 import AppTest
 
-    try:
-        at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
-        at.run()
-        at.switch_page(PAGE).run()
-        at.text_input(key="ro_code").set_value(code)
-        at.text_input(key="ro_reader").set_value(reader)
-    except BaseException:
-        start_line.abort()
-        raise
-    start_line.wait(timeout=TIMEOUT)
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(PAGE).run()
+    no_exception(at)
+    at.text_input(key="ro_code").set_value(code)
+    at.text_input(key="ro_reader").set_value(reader)
     click(at, "Open study")
     no_exception(at)
-    for first, final in answers:
-        blind(at, first)
-        after(at, final)
+    return at
+
+
+def _session(at, answers: list[tuple[str, str]], start_line: threading.Barrier):
+    start_line.wait(timeout=TIMEOUT)
+    try:
+        for first, final in answers:
+            blind(at, first)
+            if any(b.label == "Confirm and go to the next case" for b in at.button):  # else: the other tab
+                after(at, final)                                                      # finished it first
+    except (StopIteration, AssertionError) as e:
+        raise AssertionError(f"{type(e).__name__}: page showed {texts(at)[-600:]!r}") from e
     return at
 
 
@@ -81,12 +88,17 @@ def test_eight_readers_at_once_every_read_stored_once(app_models_dir, tmp_path, 
     warm = AppTest_warm()
     assert not warm.exception
 
+    twin_pages: list[str] = []
+
     def run_all():
         jobs = {name: (name, a) for name, a in answers.items()} | tabs
+        apps = {k: _prepared(code, reader) for k, (reader, _) in jobs.items()}
         start_line = threading.Barrier(len(jobs))
         with ThreadPoolExecutor(len(jobs)) as pool:
-            futures = {k: pool.submit(_session, code, reader, a, start_line) for k, (reader, a) in jobs.items()}
+            futures = {k: pool.submit(_session, apps[k], a, start_line) for k, (_, a) in jobs.items()}
             errors = [f.exception(timeout=600) for f in futures.values()]
+        twin_pages.clear()
+        twin_pages.extend(texts(apps[k]) for k in tabs)
         root = [e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)]
         if root or any(errors):
             raise (root or [e for e in errors if e is not None])[0]
@@ -117,6 +129,7 @@ def test_eight_readers_at_once_every_read_stored_once(app_models_dir, tmp_path, 
     assert len(twins) == 1 and twins[0]["position"] == 0 and twins[0]["final_at"]
     # one tab's blind read and one tab's after read were kept (the first of each to be confirmed)
     assert twins[0]["blind_dx"] in {"mel", "nv"} and twins[0]["final_dx"] in {"mel", "nv"}
+    assert any("first answer is kept" in page for page in twin_pages), "the second tab was not told"
     assert len({(r["case_id"], r["reader_id"]) for r in reads}) == len(reads)
     with capsys.disabled():
         print(f"\n[review load] {READERS} readers + 2 tabs of one reader, {CASES_EACH} cases each, in parallel "

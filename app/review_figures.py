@@ -11,7 +11,8 @@ BEFORE, AFTER, AI = "#7f8c8d", "#1f5f8b", "#c0392b"
 def _layout(fig: go.Figure, title: str, y_title: str, pct: bool = True) -> go.Figure:
     fig.update_layout(template="plotly_white", barmode="group", title=title, height=360,
                       margin=dict(l=10, r=10, t=60, b=40), legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom"),
-                      yaxis=dict(title=y_title, range=[0, 1.05] if pct else None, tickformat=".0%" if pct else None))
+                      yaxis=dict(title=y_title, range=[0, 1.05] if pct else None, tickformat=".0%" if pct else None,
+                                 rangemode="tozero"))
     return fig
 
 

@@ -103,7 +103,7 @@ def open_form(store: Store) -> None:
 def blind_form(case: dict, data: bytes, classes: list[str], key: str) -> dict | None:
     """The image alone; diagnosis, confidence, biopsy. Returns the answers when confirmed."""
     left, right = st.columns([1.3, 1], gap="large")
-    left.image(data, caption=f"Case {case['position'] + 1}: {md_escape(case['name'])}", width="stretch")
+    left.image(data, caption=f"Case {case['position'] + 1} (file name hidden until the reveal)", width="stretch")
     with right.form(f"blind_{key}"):
         st.markdown("**Blind read** — your diagnosis before seeing the AI")
         dx = st.radio("Diagnosis", [*classes, "unsure"], index=None, format_func=dx_label, key=f"bdx_{key}")

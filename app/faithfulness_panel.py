@@ -46,3 +46,16 @@ def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "fait
         st.dataframe(rows, hide_index=True)
         st.caption(EXPLAIN + " The Model card gives the averages per method and layer.")
         return scores
+
+
+def after_paint(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:
+    """`panel`, but a failure becomes a note in the server log: the page around it stays usable."""
+    import logging
+
+    try:
+        return panel(slot, data, cam, labels, key)
+    except Exception:  # noqa: BLE001 - an extra measure must never break the page
+        logging.getLogger(__name__).exception("faithfulness failed")
+        with slot:
+            st.caption("Faithfulness could not be measured for these heatmaps (details in the server log).")
+        return {}

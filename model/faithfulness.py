@@ -23,6 +23,7 @@ import json
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -99,7 +100,9 @@ def _perturbed(x: torch.Tensor, cam: np.ndarray, percentiles: Sequence[int]) -> 
 
     cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
     out = []
-    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # the library turns a torch comparison into numpy with np.float32(tensor): numpy 2 warns
+        warnings.filterwarnings("ignore", message="__array_wrap__", category=DeprecationWarning)
         torch.manual_seed(SEED)
         for kind in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst):
             for p in percentiles:
@@ -145,13 +148,12 @@ def faithfulness(bundle: Bundle, rgb: np.ndarray, methods: Sequence[str] = ("gra
     return {m: road_scores(bundle.model, x, cams[m], cls_idx, bundle.temperature, percentiles) for m in methods}
 
 
-def split_figures(bundle: Bundle, records, methods: Sequence[str], layers: Sequence[str],
-                  percentiles: Sequence[int] = PERCENTILES, progress: bool = True) -> list[dict]:
-    """Mean ROAD / MoRF / LeRF and heat-in-lesion share per (method, layer) over `records`."""
+def _accumulate(bundle: Bundle, records, methods: Sequence[str], layers: Sequence[str],
+                percentiles: Sequence[int], progress: bool) -> dict:
+    """(method, layer) -> lists of per-image ROAD, MoRF, LeRF and heat-in-lesion shares."""
     names = feature_layers(bundle.model)
-    acc: dict[tuple[str, str], dict[str, list[float]]] = {(m, l): {"road": [], "morf": [], "lerf": [], "share": []}
-                                                          for m in methods for l in layers}
-    for r in tqdm(list(records), desc="faithfulness", disable=not progress, leave=False):
+    acc = {(m, l): {"road": [], "morf": [], "lerf": [], "share": []} for m in methods for l in layers}
+    for r in tqdm(list(records), desc="faithfulness", disable=not progress, mininterval=5):
         try:
             rgb = decode_image(r.image_path)
             mask = read_mask(r.mask_path) if r.mask_path is not None else None
@@ -169,6 +171,32 @@ def split_figures(bundle: Bundle, records, methods: Sequence[str], layers: Seque
                     share = attention_on_lesion(np.clip(resize_map(cams[m], mask.shape), 0, 1), mask)
                     if share is not None:
                         a["share"].append(share)
+    return acc
+
+
+def _worker(job) -> dict:
+    bundle_dir, records, methods, layers, percentiles, progress = job
+    torch.set_num_threads(1)
+    return _accumulate(load_bundle(bundle_dir), records, methods, layers, percentiles, progress)
+
+
+def split_figures(bundle: Bundle, records, methods: Sequence[str], layers: Sequence[str],
+                  percentiles: Sequence[int] = PERCENTILES, progress: bool = True, workers: int = 1) -> list[dict]:
+    """Mean ROAD / MoRF / LeRF and heat-in-lesion share per (method, layer) over `records`;
+    `workers` > 1 splits the images over that many processes (each with one torch thread)."""
+    records = list(records)
+    if workers > 1 and len(records) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        parts = [records[i::workers] for i in range(workers)]
+        jobs = [(bundle.path, part, tuple(methods), tuple(layers), tuple(percentiles), progress and i == 0)
+                for i, part in enumerate(parts) if part]
+        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_worker, jobs))
+        acc = {k: {f: sum((res[k][f] for res in results), []) for f in results[0][k]} for k in results[0]}
+    else:
+        acc = _accumulate(bundle, records, methods, layers, percentiles, progress)
     rows = []
     for (m, l), a in acc.items():
         if not a["road"]:
@@ -200,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="a fixed seeded subset of this many images (default: all)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--workers", type=int, default=1, help="processes to split the images over (one thread each)")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write meta.json")
     args = ap.parse_args(argv)
     from .evaluate import records_for_split
@@ -215,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         all_records = records_for_split(args.bundle, args.data, args.split)
         records = pick_subset(all_records, args.limit, args.seed)
         start = time.perf_counter()
-        rows = split_figures(bundle, records, args.methods, layers, progress=sys.stderr.isatty())
+        rows = split_figures(bundle, records, args.methods, layers, progress=True, workers=args.workers)
     except (BundleError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.faithfulness_card import faithfulness_section
 from app.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
@@ -183,6 +184,8 @@ melanoma_flag_section(cls, test)
 
 st.header("Where the classifier looks", divider="gray")
 attention_section(cls)
+st.subheader("Faithfulness of the heatmaps, per method and layer")
+faithfulness_section(cls)
 
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})

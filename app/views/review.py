@@ -3,8 +3,6 @@ access code and a reader name, then per case: blind read -> reveal (the Analyse 
 -> after read, each committed on confirm; progress, figures and CSV / JSON export."""
 from __future__ import annotations
 
-import logging
-
 import streamlit as st
 
 from app import analyse_sections as view
@@ -125,11 +123,7 @@ with st.expander("Lesion outline and measurements"):
 with st.expander("Feature maps"):
     view.feature_maps_section(data, base, loaded.analyzer.layers, sha256(data)[:12])
 answer = rs.after_form(read, classes, list(cam["cams"]), labels, key)
-try:
-    scores = faith.panel(faith_slot, data, cam, labels, key="review_faith")  # after the rest is drawn
-except Exception:  # noqa: BLE001 - the read must not depend on it
-    logging.getLogger(__name__).exception("faithfulness failed")
-    scores = {}
+scores = faith.after_paint(faith_slot, data, cam, labels, key="review_faith")  # after the rest is drawn
 if answer:
     heatmaps = [{**h, "layer": cam["cam_layer"], "cam_class": cam["cam_class"],
                  "heat_in_lesion": cam["attention"].get(h["method"]),

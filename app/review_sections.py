@@ -55,15 +55,14 @@ def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> N
             return
     examples = [(r, example_bytes(r)) for r in load_examples()] if use_examples else []
     cases, skipped = build_cases([(f.name, f.getvalue()) for f in files or []], examples, labels, classes)
-    if skipped:
-        with st.expander(f"{len(skipped)} files skipped or changed"):
-            st.dataframe([{"file": n, "reason": why} for n, why in skipped], hide_index=True)
     if not cases:
+        if skipped:
+            st.dataframe([{"file": n, "reason": why} for n, why in skipped], hide_index=True)
         st.error("No readable image to put in the study: tick the bundled examples or upload images.")
         return
     study, code = store.create_study(name or "Untitled study", cases, classes=classes, store_images=keep,
                                      teaching=teaching, model_versions=versions)
-    st.session_state[NEW_CODE_KEY] = {"code": code, "name": study["name"], "n": len(cases)}
+    st.session_state[NEW_CODE_KEY] = {"code": code, "name": study["name"], "n": len(cases), "skipped": skipped}
     st.rerun()
 
 
@@ -76,6 +75,9 @@ def show_new_code() -> None:
                "copy it now, it is shown only once and cannot be recovered. Anyone with it can read the study "
                "and its results.", icon=":material/key:")
     st.code(new["code"], language=None)
+    if new.get("skipped"):
+        with st.expander(f"{len(new['skipped'])} files skipped or changed"):
+            st.dataframe([{"file": n, "reason": why} for n, why in new["skipped"]], hide_index=True)
 
 
 def open_form(store: Store) -> None:

@@ -60,3 +60,54 @@ def test_wrong_code_shows_nothing(app_models_dir, tmp_path, monkeypatch):
     shown = texts(at)
     assert "No study has this access code" in shown and "Secret study" not in shown
     assert not at.image
+
+
+def _zip(files) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files:
+            zf.writestr(f"cases/{name}", data)
+        zf.writestr("cases/notes.txt", "not an image")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("keep_images", [False, True])
+def test_uploads_zip_and_hostile_labels(app_models_dir, tmp_path, monkeypatch, keep_images):
+    """A study from a .zip and a labels file with a hostile row; without stored images the reader
+    is asked for the files again (matched by content), with them the case opens directly."""
+    from app_fixtures import SMALL
+
+    imgs = sorted((SMALL / "images").glob("*.jpg"))[:3]
+    rows = ["image_id,dx"] + [f"{p.stem},{'nv' if i else '<img src=x onerror=alert(1)>'}" for i, p in enumerate(imgs)]
+    url = f"sqlite:///{tmp_path / 'review.sqlite3'}"
+    at = review_app(app_models_dir, url, monkeypatch)
+    at.radio(key="review_mode").set_value("Create a study").run()
+    at.text_input(key="rc_name").set_value("Zip study")
+    at.file_uploader(key="rc_files").set_value(("cases.zip", _zip([(p.name, p.read_bytes()) for p in imgs]),
+                                                "application/zip"))
+    at.file_uploader(key="rc_labels").set_value(("labels.csv", "\n".join(rows).encode(), "text/csv"))
+    if keep_images:
+        at.checkbox(key="rc_keep").check()
+    click(at, "Create study")
+    no_exception(at)
+    code = at.code[0].value.strip()
+    skipped = next(e for e in at.expander if "skipped" in e.label).dataframe[0].value.set_index("file")["reason"]
+    assert "is not a class of this model" in skipped[imgs[0].name] and "cases.zip: notes.txt" in skipped.index
+    store = Store(url)
+    study = store.open_study(code)
+    cases = store.cases(study["id"])
+    assert [c["truth"] for c in cases] == [None, "nv", "nv"]  # the hostile label is not a class: dropped
+    assert all(c["has_image"] == int(keep_images) for c in cases)
+
+    at.run()
+    open_study(at, code, "Reader")
+    if not keep_images:
+        assert "is not stored in the study" in texts(at)
+        at.file_uploader(key="review_resupply").set_value(
+            [(p.name, p.read_bytes(), "image/jpeg") for p in reversed(imgs)]).run()
+        no_exception(at)
+    blind(at, "bkl")
+    assert "Where the model looked" in texts(at)

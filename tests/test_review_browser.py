@@ -69,7 +69,7 @@ def _read_case(page, case_no: int, blind: str, final: str | None, rating: str) -
     page.get_by_text(f"{case_no} of 8 cases finished").wait_for(timeout=WAIT_MS)
 
 
-def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, tmp_path):
+def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, tmp_path, capsys):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -103,7 +103,9 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
                 page = browser.new_page(viewport={"width": 1400, "height": 2400})
                 _open(page, url, code, "Ann")
                 page.get_by_text("1 of 8 cases finished").wait_for(timeout=WAIT_MS)  # continues at case 2
+                t0 = time.perf_counter()
                 _read_case(page, 2, "Unsure", None, "on an artefact")
+                case_s = time.perf_counter() - t0
                 page.get_by_text("Progress and results").click()
                 with page.expect_download(timeout=WAIT_MS) as download:
                     page.get_by_role("button", name="Download every read (CSV)").click()
@@ -118,6 +120,9 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+    with capsys.disabled():
+        print(f"\n[review browser] one case (blind read, reveal with the analysis and ROAD, after read) took "
+              f"{case_s:.1f} s of app and browser time, clicks scripted")
     rows = list(csv.DictReader(io.StringIO(text)))
     got = [(r["reader"], r["case_position"], r["blind_dx"], r["final_dx"], r["heatmap_ratings"]) for r in rows]
     assert got == [("Ann", "1", "mel", "bkl", "on the lesion"), ("Ann", "2", "unsure", "unsure", "on an artefact")]

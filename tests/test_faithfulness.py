@@ -81,3 +81,16 @@ def test_review_and_its_helpers_do_not_import_torch(repo_root):
             "import app.review_cases, app.review_figures; "
             "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=repo_root, check=True, timeout=120)
+
+
+def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo_root):
+    from model.interpret import CAM_METHODS
+
+    meta = json.loads((repo_root / "assets" / "models" / "classifier" / "meta.json").read_text())
+    fig = meta["interpretability"]["faithfulness"]
+    assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"] and fig["n_images"] >= 16
+    assert fig["command"].startswith("python -m model.faithfulness assets/models/classifier")
+    layers = {r["layer"] for r in fig["rows"]}
+    assert {(r["method"], r["layer"]) for r in fig["rows"]} == {(m, l) for m in CAM_METHODS for l in layers}
+    assert len(layers) >= 4 and all(r["n"] == fig["n_images"] for r in fig["rows"])
+    assert "gradcam_in_lesion" in meta["interpretability"]  # the older figure is kept beside it

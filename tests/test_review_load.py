@@ -132,7 +132,7 @@ def test_eight_readers_at_once_every_read_stored_once(app_models_dir, tmp_path, 
     assert any("first answer is kept" in page for page in twin_pages), "the second tab was not told"
     assert len({(r["case_id"], r["reader_id"]) for r in reads}) == len(reads)
     with capsys.disabled():
-        print(f"\n[review load] {READERS} readers + 2 tabs of one reader, {CASES_EACH} cases each, in parallel "
+        print(f"\n[review load] {READERS} readers x {CASES_EACH} cases + 2 tabs of one reader on 1 case, parallel "
               f"AppTest sessions: {len(reads)} reads stored in {wall:.1f} s")
 
 

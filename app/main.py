@@ -23,6 +23,7 @@ st.set_page_config(page_title="Dermoscopy review (research only)", page_icon="ðŸ
 PAGES = [
     st.Page("views/analyse.py", title="Analyse", icon=":material/biotech:", default=True),
     st.Page("views/batch.py", title="Batch review", icon=":material/table_view:"),
+    st.Page("views/review.py", title="Review study", icon=":material/rate_review:"),
     st.Page("views/model_card.py", title="Model card", icon=":material/fact_check:"),
     st.Page("views/about.py", title="About", icon=":material/info:"),
 ]

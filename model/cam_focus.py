@@ -10,6 +10,7 @@ segmenter's). Written to BUNDLE/meta.json as `interpretability`; the model card 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BundleError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    update_meta(args.bundle, interpretability={"gradcam_in_lesion": out})
+    current = json.loads((args.bundle / "meta.json").read_text()).get("interpretability", {})
+    update_meta(args.bundle, interpretability={**current, "gradcam_in_lesion": out})  # keeps other figures
     return 0
 
 

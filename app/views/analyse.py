@@ -12,6 +12,7 @@ from app import analyse_sections as view
 from app.aids_view import aids_section
 from app.analyse_input import choose_source
 from app.case_report import build_case_report
+from app.faithfulness_panel import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
 from app.sidebar import COVERAGE_KEY
 from model.conformal import DEFAULT_COVERAGE
@@ -61,6 +62,7 @@ limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
                        limits["attention_warning"])
+faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
 
 st.header("Lesion outline and measurements", divider="gray")
 view.lesion_section(base, has_lesion)
@@ -82,5 +84,6 @@ def _report() -> str:
 
 
 stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.name).stem)[:60] or "image"
+faithfulness_after_paint(faith_slot, source.data, cam, labels)
 st.download_button("Download case report (HTML)", data=_report, file_name=f"case-report-{stem}.html",
                    mime="text/html", on_click="ignore", icon=":material/download:", key="report", type="primary")

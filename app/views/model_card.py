@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.aids_card import aids_card
+from app.faithfulness_card import faithfulness_section
 from app.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
@@ -187,6 +188,8 @@ aids_card(cls)
 
 st.header("Where the classifier looks", divider="gray")
 attention_section(cls)
+st.subheader("Faithfulness of the heatmaps, per method and layer")
+faithfulness_section(cls)
 
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})

@@ -1,0 +1,49 @@
+"""The model card's faithfulness section: ROAD and heat-in-lesion share per CAM method and layer,
+read from meta.json `interpretability.faithfulness` (written by `python -m model.faithfulness`)."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.faithfulness_panel import EXPLAIN
+
+LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
+          "layercam": "LayerCAM", "eigencam": "EigenCAM"}  # display only; unknown ids are shown as they are
+
+
+def road_figure(rows: list[dict]) -> go.Figure:
+    """ROAD by method (rows) and layer (columns), as a heatmap with the values written in."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    value = {(r["method"], r["layer"]): r["road"] for r in rows}
+    z = [[value.get((m, l)) for l in layers] for m in methods]
+    fig = go.Figure(go.Heatmap(z=z, x=layers, y=[LABELS.get(m, m) for m in methods], colorscale="RdBu",
+                               zmid=0, text=[[f"{v:+.3f}" if v is not None else "" for v in row] for row in z],
+                               texttemplate="%{text}", colorbar=dict(title="ROAD")))
+    fig.update_layout(template="plotly_white", height=120 + 40 * len(methods), margin=dict(l=10, r=10, t=40, b=40),
+                      title="ROAD faithfulness (higher = the heatmap shows what the model used)",
+                      xaxis=dict(title="layer (shallow → deep)"), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def faithfulness_section(meta: dict) -> None:
+    fig = (meta.get("interpretability") or {}).get("faithfulness")
+    if not isinstance(fig, dict) or not fig.get("rows"):
+        st.info("Faithfulness not measured for this classifier (`python -m model.faithfulness BUNDLE --data DIR`).")
+        return
+    rows = fig["rows"]
+    best = max(rows, key=lambda r: r["road"])
+    subset = fig.get("subset")
+    st.caption(f"{EXPLAIN} Measured on the {fig.get('split', '?')} split"
+               + (f" — a {subset}, so each mean is uncertain (± one standard error shown)" if subset
+                  else f" ({fig.get('n_images', '?')} images)")
+               + f"; top class, calibrated probability. Command: `{fig.get('command', 'python -m model.faithfulness')}`.")
+    st.markdown(f"Most faithful here: **{LABELS.get(best['method'], best['method'])}** at `{best['layer']}` "
+                f"(ROAD {best['road']:+.3f}).")
+    st.plotly_chart(road_figure(rows), key="card_road", theme=None)
+    table = [{"method": LABELS.get(r["method"], r["method"]), "layer": r["layer"],
+              "ROAD": f"{r['road']:+.3f}" + (f" ± {r['road_sem']:.3f}" if r.get("road_sem") is not None else ""),
+              "MoRF Δp": f"{r['morf']:+.3f}", "LeRF Δp": f"{r['lerf']:+.3f}",
+              "heat on lesion": f"{r['heat_in_lesion']:.1%}" if r.get("heat_in_lesion") is not None else "–",
+              "images": r["n"]} for r in rows]
+    st.dataframe(table, hide_index=True)

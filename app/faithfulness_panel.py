@@ -1,0 +1,61 @@
+"""Faithfulness (ROAD) of the heatmaps shown, beside their heat-in-lesion share. Computed after the
+rest of the page has been drawn (or on request), cached per image, class, layer and method; never
+part of the analysis itself. Torch stays behind app.resources' loaded model."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.components import percent
+from app.resources import get_loaded, model_key, sha256
+
+EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam): the change in the explained class's probability when "
+           "the pixels the heatmap ranks most relevant are removed (MoRF, should drop) and when the least "
+           "relevant are removed (LeRF, should hardly move), averaged over 10-90% removed. ROAD = (LeRF − MoRF) / 2: "
+           "higher means the heatmap points at what the model used; near 0 or negative means it does not.")
+
+
+@st.cache_data(max_entries=256, ttl=6 * 3600, show_spinner=False)
+def _road(digest: str, key: str, method: str, cam_class: str | None, cam_layer: str | None, _data: bytes) -> dict:
+    from model.faithfulness import faithfulness
+    from model.preprocess import decode_image
+
+    bundle = get_loaded().analyzer.classifier
+    return faithfulness(bundle, decode_image(_data, max_side=1024), (method,), cam_class, cam_layer)[method]
+
+
+def road_scores(data: bytes, cam: dict) -> dict[str, dict]:
+    """method -> ROAD scores for the heatmaps of `cam` (the dict app.analyse_sections.cam_section returns)."""
+    digest, key = sha256(data), model_key()
+    return {m: _road(digest, key, m, cam["cam_class"], cam["cam_layer"], data) for m in cam["cams"]}
+
+
+def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:
+    """Fill `slot` (a container placed under the heatmaps) with a table: method, heat on the lesion,
+    ROAD, MoRF, LeRF. Returns the scores ({} when switched off)."""
+    with slot:
+        on = st.toggle("Measure faithfulness of each heatmap (ROAD)", value=True, key=f"{key}_on",
+                       help=EXPLAIN)
+        if not on or not cam["cams"]:
+            return {}
+        with st.spinner("Measuring faithfulness (about a second per heatmap)…"):
+            scores = road_scores(data, cam)
+        rows = [{"heatmap": labels.get(m, m),
+                 "heat on lesion": percent(cam["attention"].get(m), 0) if cam["attention"].get(m) is not None else "–",
+                 "ROAD (higher = more faithful)": f"{s['road']:+.3f}", "MoRF Δp": f"{s['morf']:+.3f}",
+                 "LeRF Δp": f"{s['lerf']:+.3f}"} for m, s in scores.items()]
+        st.dataframe(rows, hide_index=True)
+        st.caption(EXPLAIN + " The Model card gives the averages per method and layer.")
+        return scores
+
+
+def after_paint(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:
+    """`panel`, but a failure becomes a note in the server log: the page around it stays usable."""
+    import logging
+
+    try:
+        return panel(slot, data, cam, labels, key)
+    except Exception:  # noqa: BLE001 - an extra measure must never break the page
+        logging.getLogger(__name__).exception("faithfulness failed")
+        with slot:
+            st.caption("Faithfulness could not be measured for these heatmaps (details in the server log).")
+        return {}

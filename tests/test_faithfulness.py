@@ -1,0 +1,96 @@
+"""ROAD faithfulness: our faster imputer solves the same system as pytorch-grad-cam's; a heatmap on
+the pixels a model really uses scores higher than one elsewhere; the CLI writes its figures into
+meta.json beside the other interpretability figures; the storage and review helpers stay torch-free."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model.faithfulness import FastImputer, main, road_scores
+
+
+@pytest.mark.parametrize("removed", [0.1, 0.5, 0.9])
+def test_fast_imputer_matches_the_library(removed):
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 30, 40, generator=g)
+    mask = (torch.rand(30, 40, generator=g) > removed).float()
+    torch.manual_seed(1)
+    ours = FastImputer()(x, mask)
+    torch.manual_seed(1)
+    theirs = NoisyLinearImputer()(x, mask)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.equal(ours[:, mask.bool()], x[:, mask.bool()])  # kept pixels untouched
+
+
+class LeftHalf(torch.nn.Module):
+    """Class 0's logit is the brightness of the left half only; class 1's is constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        left = x[:, :, :, : x.shape[3] // 2].mean(dim=(1, 2, 3)) * 4 * self.w
+        return torch.stack([left, torch.zeros_like(left)], 1)
+
+
+def test_a_heatmap_on_the_evidence_scores_higher():
+    model = LeftHalf().eval()
+    x = torch.zeros(1, 3, 24, 32)
+    x[..., :16] = 1.0 + 0.1 * torch.rand(1, 3, 24, 16, generator=torch.Generator().manual_seed(0))
+    yy, xx = np.mgrid[:24, :32]
+    right_cam = (xx / 31.0).astype(np.float32)          # heat on the right: the wrong place
+    left_cam = right_cam[:, ::-1].copy()                  # heat on the left, where the logit comes from
+    good, bad = road_scores(model, x, left_cam, 0), road_scores(model, x, right_cam, 0)
+    assert good["road"] > bad["road"] + 0.05, (good, bad)
+    assert good["morf"] < bad["morf"]
+    assert road_scores(model, x, left_cam, 0) == good  # seeded noise: the same answer every time
+
+
+@pytest.mark.slow
+def test_cli_writes_figures_and_keeps_the_other_ones(tiny_classifier_dir, ham_small, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "classifier"
+    shutil.copytree(tiny_classifier_dir, bundle, ignore=shutil.ignore_patterns(".train"))
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["interpretability"] = {"gradcam_in_lesion": {"shipped": {"mean_share": 0.5}}}
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    assert main([str(bundle), "--data", str(ham_small), "--split", "all", "--limit", "3",
+                 "--methods", "gradcam", "eigencam"]) == 0
+    interp = json.loads((bundle / "meta.json").read_text())["interpretability"]
+    assert interp["gradcam_in_lesion"] == {"shipped": {"mean_share": 0.5}}
+    fig = interp["faithfulness"]
+    assert fig["n_images"] == 3 and "subset of 3" in fig["subset"]
+    layers = {r["layer"] for r in fig["rows"]}
+    assert {r["method"] for r in fig["rows"]} == {"gradcam", "eigencam"} and len(fig["rows"]) == 2 * len(layers)
+    for r in fig["rows"]:
+        assert r["n"] == 3 and np.isclose(r["road"], (r["lerf"] - r["morf"]) / 2, atol=2e-4)
+        assert 0 <= r["heat_in_lesion"] <= 1
+
+
+def test_review_and_its_helpers_do_not_import_torch(repo_root):
+    code = ("import sys; import review, review.stats; assert 'streamlit' not in sys.modules, 'streamlit'; "
+            "import app.review_cases, app.review_figures; "
+            "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=repo_root, check=True, timeout=120)
+
+
+def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo_root):
+    from model.interpret import CAM_METHODS
+
+    meta = json.loads((repo_root / "assets" / "models" / "classifier" / "meta.json").read_text())
+    fig = meta["interpretability"]["faithfulness"]
+    assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"] and fig["n_images"] >= 16
+    assert fig["command"].startswith("python -m model.faithfulness assets/models/classifier")
+    layers = {r["layer"] for r in fig["rows"]}
+    assert {(r["method"], r["layer"]) for r in fig["rows"]} == {(m, l) for m in CAM_METHODS for l in layers}
+    assert len(layers) >= 4 and all(r["n"] == fig["n_images"] for r in fig["rows"])
+    assert "gradcam_in_lesion" in meta["interpretability"]  # the older figure is kept beside it

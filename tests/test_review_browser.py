@@ -1,0 +1,129 @@
+"""A short review study in a real browser, with the server killed in the middle: create a study
+from the bundled examples, read case 1 (blind, reveal, after read), kill the `streamlit run`
+process with SIGKILL, start it again, open the study with its code, read case 2, and download the
+CSV export: its rows must be exactly what was clicked. Saves screenshots ($SCREENSHOT_DIR or tmp).
+
+Needs the playwright Python package and Debian's chromium; skipped with the reason otherwise.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import app_models_dir  # noqa: F401
+from test_browser import CHROMIUM, CHROMIUM_ARGS, START_TIMEOUT_S, _free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+WAIT_MS = 180_000
+
+
+def _start(port: int, models: Path, db_url: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "DERMO_MODELS_DIR": str(models), "DERMO_REVIEW_DB": db_url, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("streamlit did not become healthy in time")
+        time.sleep(0.5)
+
+
+def _open(page, url: str, code: str, reader: str) -> None:
+    page.goto(f"{url}/review", timeout=60_000)
+    page.get_by_role("textbox", name="Access code").fill(code, timeout=WAIT_MS)
+    page.get_by_role("textbox", name="Your name (as reader)").fill(reader)
+    page.get_by_role("button", name="Open study").click()
+
+
+def _read_case(page, case_no: int, blind: str, final: str | None, rating: str) -> None:
+    page.get_by_text(f"Case {case_no} (file name hidden").wait_for(timeout=WAIT_MS)
+    page.get_by_text(blind, exact=True).click()
+    page.get_by_role("button", name="Confirm blind read").click()
+    page.get_by_text("After read").wait_for(timeout=WAIT_MS)
+    page.get_by_text("Where the model looked").wait_for(timeout=WAIT_MS)
+    if final:
+        page.get_by_text(final, exact=True).click()
+    page.get_by_text(rating, exact=True).first.click()
+    page.get_by_role("button", name="Confirm and go to the next case").click()
+    page.get_by_text(f"{case_no} of 8 cases finished").wait_for(timeout=WAIT_MS)
+
+
+def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, tmp_path, capsys):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    db = tmp_path / "review.sqlite3"
+    port, log = _free_port(), tmp_path / "streamlit.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(port, app_models_dir, f"sqlite:///{db}", log)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 2400})
+                page.goto(f"{url}/review", timeout=60_000)
+                page.get_by_text("Create a study").click(timeout=WAIT_MS)
+                page.get_by_role("textbox", name="Study name").fill("Browser study")
+                page.get_by_text("Include the 8 bundled example images").click()
+                page.get_by_role("button", name="Create study").click()
+                code = page.locator("[data-testid=stCode] code").first.inner_text(timeout=WAIT_MS).strip()
+                assert len(code) >= 16
+                page.screenshot(path=str(shots / "review-created.png"), full_page=True)
+                _open(page, url, code, "Ann")
+                _read_case(page, 1, "Melanoma (mel)", "Benign keratosis (bkl)", "on the lesion")
+                page.screenshot(path=str(shots / "review-case2-blind.png"), full_page=True)
+
+                proc.send_signal(signal.SIGKILL)  # the server dies mid-study
+                proc.wait(30)
+                proc = _start(port, app_models_dir, f"sqlite:///{db}", log)
+
+                page = browser.new_page(viewport={"width": 1400, "height": 2400})
+                _open(page, url, code, "Ann")
+                page.get_by_text("1 of 8 cases finished").wait_for(timeout=WAIT_MS)  # continues at case 2
+                t0 = time.perf_counter()
+                _read_case(page, 2, "Unsure", None, "on an artefact")
+                case_s = time.perf_counter() - t0
+                page.get_by_text("Progress and results").click()
+                with page.expect_download(timeout=WAIT_MS) as download:
+                    page.get_by_role("button", name="Download every read (CSV)").click()
+                text = Path(download.value.path()).read_text(encoding="utf-8")
+                page.screenshot(path=str(shots / "review-results.png"), full_page=True)
+                assert page.locator("[data-testid=stException]").count() == 0
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with capsys.disabled():
+        print(f"\n[review browser] one case (blind read, reveal with the analysis and ROAD, after read) took "
+              f"{case_s:.1f} s of app and browser time, clicks scripted")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    got = [(r["reader"], r["case_position"], r["blind_dx"], r["final_dx"], r["heatmap_ratings"]) for r in rows]
+    assert got == [("Ann", "1", "mel", "bkl", "on the lesion"), ("Ann", "2", "unsure", "unsure", "on an artefact")]
+    assert rows[0]["case_name"] == "ISIC_0026468.jpg" and rows[0]["truth"] == "akiec"

@@ -83,7 +83,9 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
     assert meta["command"].startswith("torchrun --nproc_per_node 2 train.py")
     assert meta["metrics"]["test"]["n"] > 0 and 0 < meta["temperature"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
-        ["extras.safetensors", "meta.json", "split.json", "weights.safetensors"]
+        ["REFERENCE-SET.md", "extras.safetensors", "meta.json", "model.onnx", "similar-thumbs.safetensors",
+         "similar.safetensors", "split.json", "weights.safetensors"]   # one of each: rank 0 alone wrote them
+    assert "conformal" in meta and "similar" in meta
     from model.evaluate import evaluate_classifier, records_for_split
 
     bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.evaluate` does

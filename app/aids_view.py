@@ -90,10 +90,14 @@ def _similar_block(a: Analysis, image_key: str) -> None:
                "a dermatologist.")
 
 
-def aids_section(a: Analysis, coverage: int, image_key: str) -> None:
-    """Prediction set (with its plain-language notes) and the k most similar confirmed cases."""
+def aids_section(a: Analysis, coverage: int, image_key: str, show_set: bool = True,
+                 show_similar: bool = True) -> None:
+    """Prediction set (with its plain-language notes) and the k most similar confirmed cases (a review
+    study may show only one of them)."""
     if a.gated:
         st.caption("The image failed the quality checks above: the set and the similar cases are not reliable.")
-    _set_block(a, coverage)
-    st.subheader("Similar confirmed cases")
-    _similar_block(a, image_key)
+    if show_set:
+        _set_block(a, coverage)
+    if show_similar:
+        st.subheader("Similar confirmed cases")
+        _similar_block(a, image_key)

@@ -17,7 +17,9 @@ from app.review_figures import accuracy_figure, changes_figure, heatmap_figure
 from model.labels import display_name
 from review import Store, StoreError
 from review.stats import EXPORT_COLUMNS, accuracy, export_rows, heatmap_ratings, per_class
-from review.store import ARTEFACTS, RATINGS
+from review.store import AIDS, ARTEFACTS, RATINGS
+
+AID_LABELS = {"prediction_set": "Prediction set (conformal)", "similar_cases": "Similar confirmed cases"}
 
 OPEN_KEY = "review_open"        # {"study_id", "reader_id"} once a code and a name were accepted
 NEW_CODE_KEY = "review_new_code"  # the code of a study this session just created, shown once
@@ -41,6 +43,9 @@ def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> N
         labels_file = st.file_uploader("Optional labels (HAM10000 metadata.csv or ISIC 2018 GroundTruth.csv)",
                                        type=["csv"], key="rc_labels")
         teaching = st.checkbox("Teaching mode: show the true diagnosis after each blind read", key="rc_teaching")
+        aids = st.multiselect("Decision aids shown at the reveal (beside probabilities, heatmaps, outline and "
+                              "feature maps); each read records which ones its reader saw",
+                              list(AIDS), default=list(AIDS), format_func=AID_LABELS.get, key="rc_aids")
         keep = st.checkbox("Store the images themselves in the database (default: only their hashes and "
                            "thumbnails; readers then need the bundled examples or the same files)", key="rc_keep")
         submitted = st.form_submit_button("Create study", type="primary")
@@ -61,7 +66,7 @@ def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> N
         st.error("No readable image to put in the study: tick the bundled examples or upload images.")
         return
     study, code = store.create_study(name or "Untitled study", cases, classes=classes, store_images=keep,
-                                     teaching=teaching, model_versions=versions)
+                                     teaching=teaching, model_versions=versions, aids=aids)
     st.session_state[NEW_CODE_KEY] = {"code": code, "name": study["name"], "n": len(cases), "skipped": skipped}
     st.rerun()
 
@@ -102,6 +107,22 @@ def open_form(store: Store) -> None:
     st.rerun()
 
 
+LOST_CONFIRM = {"bok": "Your blind read was not saved: this case's blind read had already been confirmed in "
+                       "another tab, and that first answer is kept.",
+                "fok": "Your after read was not saved: this case had already been finished in another tab, and "
+                       "the first answer is kept."}
+
+
+def lost_confirm(case_key: str, stage: str) -> str | None:
+    """The notice for a confirm clicked in this tab on a form this run no longer shows (another tab of
+    the same reader moved on first), else None. `stage` is the form shown now: 'blind' or 'after'."""
+    shown = ("bok" if stage == "blind" else "fok", case_key)
+    for k, v in st.session_state.to_dict().items():
+        if v is True and isinstance(k, str) and k[:4] in ("bok_", "fok_") and (k[:3], k[4:]) != shown:
+            return LOST_CONFIRM[k[:3]]
+    return None
+
+
 def blind_form(case: dict, data: bytes, classes: list[str], key: str) -> dict | None:
     """The image alone; diagnosis, confidence, biopsy. Returns the answers when confirmed."""
     left, right = st.columns([1.3, 1], gap="large")
@@ -112,7 +133,7 @@ def blind_form(case: dict, data: bytes, classes: list[str], key: str) -> dict | 
         conf = st.select_slider("Confidence", options=list(CONFIDENCE), value=3, format_func=CONFIDENCE.get,
                                 key=f"bconf_{key}")
         biopsy = st.checkbox("Would biopsy / excise", key=f"bbio_{key}")
-        ok = st.form_submit_button("Confirm blind read", type="primary")
+        ok = st.form_submit_button("Confirm blind read", type="primary", key=f"bok_{key}")
     if ok and dx is None:
         right.warning("Pick a diagnosis (or Unsure) first.")
         return None
@@ -139,7 +160,7 @@ def after_form(read: dict, classes: list[str], methods: list[str], labels: dict[
             artefact = r2.selectbox("Artefact (if on one)", ARTEFACTS, index=None, key=f"fart_{key}_{m}")
             rated.append({"method": m, "rating": rating, "artefact": artefact if rating == "on an artefact" else None})
         note = st.text_area("Note (optional)", key=f"fnote_{key}", max_chars=4000, height=80)
-        ok = st.form_submit_button("Confirm and go to the next case", type="primary")
+        ok = st.form_submit_button("Confirm and go to the next case", type="primary", key=f"fok_{key}")
     if not ok:
         return None
     return {"dx": dx, "changed": changed == "Yes", "biopsy": biopsy, "heatmaps": rated, "note": note}

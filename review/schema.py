@@ -69,7 +69,13 @@ def _v1(dialect: str) -> list[str]:
     ]
 
 
-MIGRATIONS = {1: _v1}  # version -> statements; add 2: _v2 ... and never edit an applied one
+def _v2(dialect: str) -> list[str]:
+    """Decision aids (issue 15): which ones a study shows at the reveal, and which a read saw."""
+    return ["ALTER TABLE studies ADD COLUMN aids TEXT",
+            "ALTER TABLE reads ADD COLUMN aids_seen TEXT"]
+
+
+MIGRATIONS = {1: _v1, 2: _v2}  # version -> statements; add 3: _v3 ... and never edit an applied one
 LATEST = max(MIGRATIONS)
 
 

@@ -74,7 +74,7 @@ def heatmap_ratings(reads: Iterable[dict]) -> list[dict]:
 EXPORT_COLUMNS = ["study", "reader", "case_position", "case_name", "image_sha256", "truth", "blind_dx",
                   "blind_confidence", "blind_biopsy", "blind_at", "ai_top", "ai_probability", "final_dx",
                   "final_biopsy", "changed_by_ai", "heatmap_methods", "heatmap_ratings", "heatmap_artefacts",
-                  "note", "final_at", "classifier_version", "segmenter_version", "heatmaps_json"]
+                  "note", "final_at", "classifier_version", "segmenter_version", "aids_seen", "heatmaps_json"]
 
 
 def export_rows(reads: Iterable[dict], study_name: str) -> list[dict]:
@@ -95,5 +95,5 @@ def export_rows(reads: Iterable[dict], study_name: str) -> list[dict]:
             "heatmap_artefacts": ";".join(str(h.get("artefact") or "") for h in hm),
             "note": r.get("note") or "", "final_at": r.get("final_at"),
             "classifier_version": r.get("classifier_version"), "segmenter_version": r.get("segmenter_version"),
-            "heatmaps_json": json.dumps(hm)})
+            "aids_seen": ";".join(str(a) for a in r.get("aids_seen") or []), "heatmaps_json": json.dumps(hm)})
     return out

@@ -29,6 +29,8 @@ from review.url import database_url, describe
 DIAGNOSES_EXTRA = ("unsure",)
 RATINGS = ("on the lesion", "partly on the lesion", "on an artefact", "uninformative")
 ARTEFACTS = ("ruler", "ink", "hair", "vignette", "bubble")
+# Decision aids a study may add at the reveal, beside probabilities, heatmaps, outline and feature maps.
+AIDS = ("prediction_set", "similar_cases")
 BUSY_TIMEOUT_S = 30
 
 
@@ -130,22 +132,26 @@ class Store:
 
     # ------------------------------------------------------------------ studies
     def create_study(self, name: str, cases: Sequence[CaseIn], *, classes: Sequence[str], store_images: bool = False,
-                     teaching: bool = False, model_versions: dict[str, str] | None = None) -> tuple[dict, str]:
+                     teaching: bool = False, model_versions: dict[str, str] | None = None,
+                     aids: Sequence[str] = AIDS) -> tuple[dict, str]:
         """A new study with its cases, in one transaction. Returns (study row, access code); the code
         is not stored (only its hash), so it can be shown once only."""
         if not cases:
             raise StoreError("A study needs at least one case.")
+        unknown = [a for a in aids if a not in AIDS]
+        if unknown:
+            raise StoreError(f"Unknown decision aid {unknown[0]!r}; known: {', '.join(AIDS)}.")
         code = secrets.token_urlsafe(12)
         versions = model_versions or {}
         study = {"id": _new_id(), "name": str(name).strip()[:200] or "Untitled study", "code_hash": code_hash(code),
                  "created_at": _now(), "store_images": int(bool(store_images)), "teaching": int(bool(teaching)),
                  "classes": json.dumps(list(classes)), "classifier_version": versions.get("classifier"),
-                 "segmenter_version": versions.get("segmenter")}
+                 "segmenter_version": versions.get("segmenter"), "aids": json.dumps([a for a in AIDS if a in aids])}
         with self.engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO studies (id, name, code_hash, created_at, store_images, teaching, classes, "
-                "classifier_version, segmenter_version) VALUES (:id, :name, :code_hash, :created_at, :store_images, "
-                ":teaching, :classes, :classifier_version, :segmenter_version)"), study)
+                "classifier_version, segmenter_version, aids) VALUES (:id, :name, :code_hash, :created_at, "
+                ":store_images, :teaching, :classes, :classifier_version, :segmenter_version, :aids)"), study)
             conn.execute(text(
                 "INSERT INTO cases (id, study_id, position, name, image_sha256, source, truth, thumbnail, image) "
                 "VALUES (:id, :study_id, :position, :name, :image_sha256, :source, :truth, :thumbnail, :image)"),
@@ -156,10 +162,11 @@ class Store:
 
     def _study_row(self, study_id: str) -> dict:
         row = self._one("SELECT id, name, created_at, store_images, teaching, classes, classifier_version, "
-                        "segmenter_version FROM studies WHERE id = :id", id=study_id)
+                        "segmenter_version, aids FROM studies WHERE id = :id", id=study_id)
         if row is None:
             raise StoreError("No such study.")
         row["classes"] = json.loads(row["classes"])
+        row["aids"] = json.loads(row["aids"]) if row.get("aids") else []  # studies made before aids: none
         row["store_images"], row["teaching"] = bool(row["store_images"]), bool(row["teaching"])
         return row
 
@@ -231,7 +238,7 @@ class Store:
 
     def record_final(self, study_id: str, read_id: str, *, final_dx: str, biopsy: bool, changed_by_ai: bool,
                      heatmaps: Iterable[dict], note: str, ai_top: str | None, ai_probability: float | None,
-                     model_versions: dict[str, str] | None = None) -> bool:
+                     model_versions: dict[str, str] | None = None, aids_seen: Sequence[str] = ()) -> bool:
         """Commit the after-AI part of a read once. False if it was already committed (another tab)."""
         self._check_dx(study_id, final_dx)
         versions = model_versions or {}
@@ -246,12 +253,13 @@ class Store:
             done = conn.execute(text(
                 "UPDATE reads SET final_dx = :final_dx, final_biopsy = :final_biopsy, changed_by_ai = :changed, "
                 "heatmaps = :heatmaps, note = :note, ai_top = :ai_top, ai_probability = :ai_probability, "
-                "classifier_version = :cv, segmenter_version = :sv, final_at = :at "
+                "classifier_version = :cv, segmenter_version = :sv, aids_seen = :aids, final_at = :at "
                 "WHERE id = :id AND study_id = :s AND final_at IS NULL"),
                 {"final_dx": final_dx, "final_biopsy": int(bool(biopsy)), "changed": int(bool(changed_by_ai)),
                  "heatmaps": json.dumps(hm), "note": str(note)[:4000], "ai_top": ai_top,
                  "ai_probability": None if ai_probability is None else float(ai_probability),
                  "cv": versions.get("classifier"), "sv": versions.get("segmenter"), "at": _now(),
+                 "aids": json.dumps([str(a)[:100] for a in aids_seen]),
                  "id": read_id, "s": study_id})
             return done.rowcount == 1
 
@@ -268,6 +276,7 @@ class Store:
         rows = self._rows(sql, s=study_id, r=reader_id)
         for r in rows:
             r["heatmaps"] = json.loads(r["heatmaps"]) if r.get("heatmaps") else []
+            r["aids_seen"] = json.loads(r["aids_seen"]) if r.get("aids_seen") else []
         return rows
 
     def next_case(self, study_id: str, reader_id: str) -> tuple[dict, dict | None] | None:

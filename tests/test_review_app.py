@@ -26,6 +26,7 @@ def test_create_read_resume_and_results(app_models_dir, tmp_path, monkeypatch):
     blind(at, "nv", confidence=4, biopsy=True)
     shown = texts(at)
     assert "Where the model looked" in shown and "Truth:" in shown  # reveal + teaching mode
+    assert "Decision aids" in shown  # the study's aids (both by default) at the reveal
     after(at, "mel", rating="on an artefact", artefact="ruler", note="=HYPERLINK(\"x\")")
     blind(at, "unsure")
 
@@ -43,6 +44,7 @@ def test_create_read_resume_and_results(app_models_dir, tmp_path, monkeypatch):
     assert reads[0]["reader"] == "Dr <b>Who</b> **x**" and reads[0]["note"] == '=HYPERLINK("x")'
     assert reads[0]["heatmaps"][0]["rating"] == "on an artefact" and reads[0]["heatmaps"][0]["artefact"] == "ruler"
     assert reads[0]["ai_top"] and reads[0]["classifier_version"] and reads[0]["blind_biopsy"] == 1
+    assert reads[0]["aids_seen"] == ["prediction_set@90%", "similar_cases"]  # what this reader was shown
     assert reads[0]["heatmaps"][0]["road"] is not None  # faithfulness measured and kept with the rating
 
     at2.radio(key="review_tab").set_value("Progress and results").run()
@@ -111,3 +113,27 @@ def test_uploads_zip_and_hostile_labels(app_models_dir, tmp_path, monkeypatch, k
         no_exception(at)
     blind(at, "bkl")
     assert "Where the model looked" in texts(at)
+
+
+def test_a_second_tab_is_told_its_answer_was_not_kept(app_models_dir, tmp_path, monkeypatch):
+    """Two tabs of one reader on the same case, one after the other (the parallel version with exact
+    counts is in test_review_load): the later confirm keeps the first answer and says so."""
+    url = f"sqlite:///{tmp_path / 'review.sqlite3'}"
+    tab_a = review_app(app_models_dir, url, monkeypatch)
+    code = create_from_examples(tab_a)
+    tab_a.run()
+    tab_a.radio(key="review_mode").set_value("Open a study").run()
+    open_study(tab_a, code, "Ann")
+    tab_b = review_app(app_models_dir, url, monkeypatch)
+    tab_b.radio(key="review_mode").set_value("Open a study").run()
+    open_study(tab_b, code, "Ann")
+    blind(tab_a, "mel")
+    assert "not saved" not in texts(tab_a)  # the tab that confirmed first gets no notice
+    blind(tab_b, "nv")  # its form still showed case 1
+    assert "first answer is kept" in texts(tab_b) and "Melanoma" in texts(tab_b)
+    after(tab_a, "mel")
+    assert "not saved" not in texts(tab_a)
+    after(tab_b, "nv")  # tab B's reveal of case 1: tab A finished it already
+    assert "after read was not saved" in texts(tab_b)
+    reads = Store(url).reads(Store(url).open_study(code)["id"])
+    assert [(r["blind_dx"], r["final_dx"]) for r in reads] == [("mel", "mel")]

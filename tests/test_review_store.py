@@ -172,3 +172,43 @@ def test_database_url_lookup(tmp_path, monkeypatch):
     assert database_url(secrets).endswith("data/review.sqlite3")
     monkeypatch.setenv("DERMO_REVIEW_DB", "sqlite:////tmp/env.sqlite3")
     assert database_url(secrets) == "sqlite:////tmp/env.sqlite3"
+
+
+def test_decision_aids_are_chosen_per_study_and_recorded_per_read(tmp_path):
+    store = Store(_url(tmp_path))
+    both, _ = _study(store)
+    assert both["aids"] == ["prediction_set", "similar_cases"]  # the default: both aids at the reveal
+    only_set, _ = _study(store, aids=["prediction_set"])
+    assert store.study(only_set["id"])["aids"] == ["prediction_set"]
+    with pytest.raises(StoreError, match="Unknown decision aid 'oracle'"):
+        _study(store, aids=["oracle"])
+    sid = only_set["id"]
+    ann = store.reader(sid, "Ann")
+    case = store.cases(sid)[0]
+    read, _ = store.record_blind(sid, case["id"], ann["id"], "nv", 3, False)
+    assert store.record_final(sid, read["id"], final_dx="mel", biopsy=True, changed_by_ai=True, heatmaps=[],
+                              note="", ai_top="mel", ai_probability=0.7, aids_seen=["prediction_set@90%"])
+    row = store.reads(sid)[0]
+    assert row["aids_seen"] == ["prediction_set@90%"]
+    assert export_rows([row], "S")[0]["aids_seen"] == "prediction_set@90%"
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_reads(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from review.schema import MIGRATIONS
+
+    url = _url(tmp_path)
+    engine = create_engine(url)
+    with engine.begin() as conn:  # a database as the first release of the review page wrote it
+        conn.execute(text("CREATE TABLE schema_info (version INTEGER NOT NULL, applied_at TEXT NOT NULL)"))
+        for statement in MIGRATIONS[1]("sqlite"):
+            conn.execute(text(statement))
+        conn.execute(text("INSERT INTO schema_info VALUES (1, 'then')"))
+        conn.execute(text("INSERT INTO studies VALUES ('s1', 'Old', 'h', 'then', 0, 0, '[\"mel\", \"nv\"]', 'v1', "
+                          "NULL)"))
+    engine.dispose()
+    store = Store(url)
+    assert store.version == LATEST >= 2
+    old = store.study("s1")
+    assert old["name"] == "Old" and old["aids"] == []  # made before aids existed: it showed none

@@ -8,12 +8,15 @@ import streamlit as st
 from app import analyse_sections as view
 from app import faithfulness_panel as faith
 from app import review_sections as rs
+from app.aids_view import aids_section
 from app.analyse_input import UPLOAD_TYPES
 from app.batch_table import gather
 from app.components import md_escape
 from app.resources import EXAMPLES_DIR, analyse, cam_method_labels, get_loaded, sha256, thresholds
 from app.review_cases import case_bytes
 from app.review_store import get_store
+from app.sidebar import COVERAGE_KEY
+from model.conformal import DEFAULT_COVERAGE
 from model.preprocess import ImageError
 
 SUPPLIED_KEY = "review_supplied"  # sha256 -> bytes of images a reader supplied again this session
@@ -69,6 +72,8 @@ if nxt is None:
     st.stop()
 case, read = nxt
 key = case["id"][:12]
+if lost := rs.lost_confirm(key, "blind" if read is None else "after"):
+    st.warning(lost, icon=":material/tab_duplicate:")
 supplied = st.session_state.setdefault(SUPPLIED_KEY, {})
 data = case_bytes(case, store.case_image(study["id"], case["id"]) if case["has_image"] else None, EXAMPLES_DIR,
                   supplied)
@@ -122,6 +127,12 @@ with st.expander("Lesion outline and measurements"):
     view.lesion_section(base, has_lesion)
 with st.expander("Feature maps"):
     view.feature_maps_section(data, base, loaded.analyzer.layers, sha256(data)[:12])
+aids = study.get("aids") or []
+coverage = int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE))
+if aids:
+    st.header("Decision aids", divider="gray")
+    aids_section(base, coverage, f"review_{key}", show_set="prediction_set" in aids,
+                 show_similar="similar_cases" in aids)
 answer = rs.after_form(read, classes, list(cam["cams"]), labels, key)
 scores = faith.after_paint(faith_slot, data, cam, labels, key="review_faith")  # after the rest is drawn
 if answer:
@@ -132,7 +143,9 @@ if answer:
         saved = store.record_final(study["id"], read["id"], final_dx=answer["dx"], biopsy=answer["biopsy"],
                                    changed_by_ai=answer["changed"], heatmaps=heatmaps, note=answer["note"],
                                    ai_top=base.top_class, ai_probability=base.top_probability,
-                                   model_versions=base.model_info)
+                                   model_versions=base.model_info,
+                                   aids_seen=[f"prediction_set@{coverage}%" if a == "prediction_set" else a
+                                              for a in aids])
     except Exception as e:  # noqa: BLE001
         rs.fail(e, "The after read could not be saved")
     if not saved:

@@ -58,13 +58,13 @@ def _open(page, url: str, code: str, reader: str) -> None:
 
 def _read_case(page, case_no: int, blind: str, final: str | None, rating: str) -> None:
     page.get_by_text(f"Case {case_no} (file name hidden").wait_for(timeout=WAIT_MS)
-    page.get_by_text(blind, exact=True).click()
+    page.get_by_test_id("stForm").get_by_text(blind, exact=True).click()  # not a chart label
     page.get_by_role("button", name="Confirm blind read").click()
     page.get_by_text("After read").wait_for(timeout=WAIT_MS)
     page.get_by_text("Where the model looked").wait_for(timeout=WAIT_MS)
     if final:
-        page.get_by_text(final, exact=True).click()
-    page.get_by_text(rating, exact=True).first.click()
+        page.get_by_test_id("stForm").get_by_text(final, exact=True).click()
+    page.get_by_test_id("stForm").get_by_text(rating, exact=True).first.click()
     page.get_by_role("button", name="Confirm and go to the next case").click()
     page.get_by_text(f"{case_no} of 8 cases finished").wait_for(timeout=WAIT_MS)
 

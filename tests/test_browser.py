@@ -36,31 +36,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_streamlit(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`streamlit run app/main.py` on a local port with `env` added, its output appended to `log`;
+    returns once it answers its health check (fails the test if it exits or never does)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    with open(log, "a") as out:  # the child keeps its own copy of the file descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("streamlit did not become healthy in time")
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def server(app_models_dir, tmp_path):
     """A streamlit server on a free local port; yields its URL, stops it afterwards."""
     port = _free_port()
-    log = open(tmp_path / "streamlit.log", "w")
-    env = {**os.environ, "DERMO_MODELS_DIR": str(app_models_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(app_models_dir)}, tmp_path / "streamlit.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("streamlit did not become healthy in time")
-            time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
@@ -69,7 +76,6 @@ def server(app_models_dir, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
 
 
 def test_upload_shows_probabilities_and_heatmap(server, tmp_path):

@@ -12,15 +12,13 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app_fixtures import app_models_dir  # noqa: F401
-from test_browser import CHROMIUM, CHROMIUM_ARGS, START_TIMEOUT_S, _free_port
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, start_streamlit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -28,25 +26,7 @@ WAIT_MS = 180_000
 
 
 def _start(port: int, models: Path, db_url: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DERMO_MODELS_DIR": str(models), "DERMO_REVIEW_DB": db_url, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("streamlit did not become healthy in time")
-        time.sleep(0.5)
+    return start_streamlit(port, {"DERMO_MODELS_DIR": str(models), "DERMO_REVIEW_DB": db_url}, log)
 
 
 def _open(page, url: str, code: str, reader: str) -> None:

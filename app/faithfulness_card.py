@@ -34,10 +34,12 @@ def faithfulness_section(meta: dict) -> None:
     rows = fig["rows"]
     best = max(rows, key=lambda r: r["road"])
     subset = fig.get("subset")
+    commands = fig.get("commands") or [fig.get("command", "python -m model.faithfulness")]
     st.caption(f"{EXPLAIN} Measured on the {fig.get('split', '?')} split"
-               + (f" — a {subset}, so each mean is uncertain (± one standard error shown)" if subset
-                  else f" ({fig.get('n_images', '?')} images)")
-               + f"; top class, calibrated probability. Command: `{fig.get('command', 'python -m model.faithfulness')}`.")
+               + (f" — {subset}; ± one standard error shown" if subset
+                  else f" ({fig.get('n_images', '?')} images; ± one standard error shown)")
+               + "; top class, calibrated probability. "
+               + ("Command: " if len(commands) == 1 else "Commands: ") + ", ".join(f"`{c}`" for c in commands) + ".")
     st.markdown(f"Most faithful here: **{LABELS.get(best['method'], best['method'])}** at `{best['layer']}` "
                 f"(ROAD {best['road']:+.3f}).")
     st.plotly_chart(road_figure(rows), key="card_road", theme=None)

@@ -23,6 +23,9 @@ AID_LABELS = {"prediction_set": "Prediction set (conformal)", "similar_cases": "
 
 OPEN_KEY = "review_open"        # {"study_id", "reader_id"} once a code and a name were accepted
 NEW_CODE_KEY = "review_new_code"  # the code of a study this session just created, shown once
+CONFIRM_KEY = "Ctrl+Enter"       # confirms the form on screen (Cmd+Enter on a Mac: Streamlit maps it)
+KEYBOARD_HINT = ("Keyboard: Tab moves between questions, arrow keys choose, Enter on the button confirms; "
+                 "Ctrl+Enter (⌘+Enter) confirms too whenever no answer field has the focus.")
 CONFIDENCE = {1: "1 · guess", 2: "2", 3: "3 · fairly sure", 4: "4", 5: "5 · certain"}
 
 
@@ -133,7 +136,8 @@ def blind_form(case: dict, data: bytes, classes: list[str], key: str) -> dict | 
         conf = st.select_slider("Confidence", options=list(CONFIDENCE), value=3, format_func=CONFIDENCE.get,
                                 key=f"bconf_{key}")
         biopsy = st.checkbox("Would biopsy / excise", key=f"bbio_{key}")
-        ok = st.form_submit_button("Confirm blind read", type="primary", key=f"bok_{key}")
+        ok = st.form_submit_button("Confirm blind read", type="primary", key=f"bok_{key}", shortcut=CONFIRM_KEY)
+        st.caption(KEYBOARD_HINT)
     if ok and dx is None:
         right.warning("Pick a diagnosis (or Unsure) first.")
         return None
@@ -160,7 +164,9 @@ def after_form(read: dict, classes: list[str], methods: list[str], labels: dict[
             artefact = r2.selectbox("Artefact (if on one)", ARTEFACTS, index=None, key=f"fart_{key}_{m}")
             rated.append({"method": m, "rating": rating, "artefact": artefact if rating == "on an artefact" else None})
         note = st.text_area("Note (optional)", key=f"fnote_{key}", max_chars=4000, height=80)
-        ok = st.form_submit_button("Confirm and go to the next case", type="primary", key=f"fok_{key}")
+        ok = st.form_submit_button("Confirm and go to the next case", type="primary", key=f"fok_{key}",
+                                   shortcut=CONFIRM_KEY)
+        st.caption(KEYBOARD_HINT)
     if not ok:
         return None
     return {"dx": dx, "changed": changed == "Yes", "biopsy": biopsy, "heatmaps": rated, "note": note}

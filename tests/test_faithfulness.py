@@ -15,18 +15,33 @@ from model.faithfulness import FastImputer, main, road_scores
 
 
 @pytest.mark.parametrize("removed", [0.1, 0.5, 0.9])
-def test_fast_imputer_matches_the_library(removed):
+@pytest.mark.parametrize("shape", ["speckle", "blob"])
+def test_fast_imputer_matches_the_library(removed, shape):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 30, 40, generator=g)
-    mask = (torch.rand(30, 40, generator=g) > removed).float()
+    if shape == "speckle":
+        mask = (torch.rand(30, 40, generator=g) > removed).float()
+    else:  # one smooth heat peak, thresholded as ROAD does: large connected holes, deep dissection
+        yy, xx = torch.meshgrid(torch.arange(30.0), torch.arange(40.0), indexing="ij")
+        heat = torch.exp(-((yy - 12) ** 2 + (xx - 25) ** 2) / 150)
+        mask = (heat < torch.quantile(heat, removed)).float().logical_not().float()
     torch.manual_seed(1)
     ours = FastImputer()(x, mask)
     torch.manual_seed(1)
     theirs = NoisyLinearImputer()(x, mask)
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert torch.equal(ours[:, mask.bool()], x[:, mask.bool()])  # kept pixels untouched
+
+
+def test_nested_dissection_is_a_permutation_and_keeps_separators_last():
+    from model.road_imputer import nested_dissection
+
+    rows, cols = np.divmod(np.arange(30 * 40), 40)
+    order = nested_dissection(rows, cols, leaf=16)
+    assert sorted(order.tolist()) == list(range(30 * 40))
+    assert cols[order[-30:]].tolist() == [20] * 30  # the first cut (across the longer side) comes last
 
 
 class LeftHalf(torch.nn.Module):
@@ -74,6 +89,62 @@ def test_cli_writes_figures_and_keeps_the_other_ones(tiny_classifier_dir, ham_sm
     for r in fig["rows"]:
         assert r["n"] == 3 and np.isclose(r["road"], (r["lerf"] - r["morf"]) / 2, atol=2e-4)
         assert 0 <= r["heat_in_lesion"] <= 1
+
+
+def test_all_layers_in_one_pass_equal_layer_by_layer(tiny_classifier_dir, ham_small):
+    from model.bundle import load_bundle
+    from model.classifier import feature_layers
+    from model.faithfulness import input_cams, layer_cams
+    from model.interpret import CAM_METHODS
+    from model.preprocess import decode_image, normalize, to_uint8_batch
+
+    b = load_bundle(tiny_classifier_dir)
+    x = normalize(to_uint8_batch([decode_image(next((ham_small / "images").glob("*.jpg")))], b.input_size),
+                  b.mean, b.std)
+    layers = range(len(feature_layers(b.model)))
+    together, cls = layer_cams(b, x, list(CAM_METHODS), layers)
+    for l in layers:
+        alone, cls_l = input_cams(b, x, list(CAM_METHODS), None, l)
+        assert cls_l == cls
+        for m in CAM_METHODS:
+            np.testing.assert_allclose(together[(m, l)], alone[m], atol=1e-5)
+
+
+def test_cache_resumes_and_a_time_limit_keeps_what_is_done(tiny_classifier_dir, ham_small, tmp_path, monkeypatch):
+    from model import faithfulness_split as fs
+    from model.bundle import load_bundle
+    from model.evaluate import records_for_split
+
+    b = load_bundle(tiny_classifier_dir)
+    records = fs.ordered(records_for_split(tiny_classifier_dir, ham_small, "all"), 3)
+    cache = tmp_path / "cache" / "scores.jsonl"
+    layers = ["layer1", "layer2"] if "layer1" in fs.feature_layers(b.model) else fs.feature_layers(b.model)[:2]
+    first = fs.compute(b, records[:1], ["gradcam", "eigencam"], layers, cache=cache, progress=False)
+    assert len(first) == 4 and len(cache.read_text().splitlines()) == 4
+    # out of time before any new image: only the cached one counts, and nothing is recomputed
+    calls = []
+    monkeypatch.setattr(fs, "image_scores", lambda *a, **k: calls.append(a) or None)
+    partial = fs.compute(b, records, ["gradcam", "eigencam"], layers, cache=cache, time_limit=1e-9, progress=False)
+    assert calls == [] and {r["image"] for r in partial} == {records[0].image_id}
+    rows = fs.aggregate(partial)
+    assert len(rows) == 4 and all(r["n"] == 1 and r["road_sem"] is None for r in rows)
+    # another model's cached scores are not taken for this one's
+    assert fs.read_cache(cache, "someone-else/p10/s0") == []
+    with cache.open("a") as f:
+        f.write('{"key": "torn')  # a run killed mid-line
+    assert len(fs.read_cache(cache, fs.weights_key(b, fs.PERCENTILES))) == 4
+
+
+def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
+    from model.faithfulness_split import coverage, merged_rows
+
+    old = {"rows": [{"method": "gradcam", "layer": "a", "n": 40}, {"method": "gradcam", "layer": "b", "n": 40}]}
+    new = [{"method": "gradcam", "layer": "b", "n": 100}]
+    assert merged_rows(old, new, same_settings=True) == [old["rows"][0], new[0]]
+    assert merged_rows(old, new, same_settings=False) == new
+    assert coverage([{"n": 100}], 100, "test") is None
+    assert coverage([{"n": 40}], 100, "test") == "seeded random subset of 40 of 100 test images"
+    assert "whole test split (100 images) for some rows" in coverage([{"n": 40}, {"n": 100}], 100, "test")
 
 
 def test_review_and_its_helpers_do_not_import_torch(repo_root):

@@ -1,7 +1,9 @@
 """A short review study in a real browser, with the server killed in the middle: create a study
 from the bundled examples, read case 1 (blind, reveal, after read), kill the `streamlit run`
-process with SIGKILL, start it again, open the study with its code, read case 2, and download the
-CSV export: its rows must be exactly what was clicked. Saves screenshots ($SCREENSHOT_DIR or tmp).
+process with SIGKILL, start it again, open the study with its code, read case 2; a second reader
+in a second browser (its own context: no shared session or cookies) reads case 1 with the
+keyboard only (Ctrl+Enter confirms); download the CSV export: its rows must be exactly what was
+clicked. Saves screenshots ($SCREENSHOT_DIR or tmp).
 
 Needs the playwright Python package and Debian's chromium; skipped with the reason otherwise.
 """
@@ -36,17 +38,27 @@ def _open(page, url: str, code: str, reader: str) -> None:
     page.get_by_role("button", name="Open study").click()
 
 
-def _read_case(page, case_no: int, blind: str, final: str | None, rating: str) -> None:
+def _read_case(page, case_no: int, blind: str, final: str | None, rating: str, keyboard: bool = False,
+               finished: int | None = None) -> None:
+    """Blind read, reveal, after read; `keyboard`: confirm both forms with Ctrl+Enter, not a click."""
     page.get_by_text(f"Case {case_no} (file name hidden").wait_for(timeout=WAIT_MS)
     page.get_by_test_id("stForm").get_by_text(blind, exact=True).click()  # not a chart label
-    page.get_by_role("button", name="Confirm blind read").click()
+    if keyboard:  # Streamlit leaves keys typed into a field to the field: confirm from outside one
+        page.get_by_text("Blind read", exact=False).first.click()
+        page.keyboard.press("Control+Enter")
+    else:
+        page.get_by_role("button", name="Confirm blind read").click()
     page.get_by_text("After read").wait_for(timeout=WAIT_MS)
     page.get_by_text("Where the model looked").wait_for(timeout=WAIT_MS)
     if final:
         page.get_by_test_id("stForm").get_by_text(final, exact=True).click()
     page.get_by_test_id("stForm").get_by_text(rating, exact=True).first.click()
-    page.get_by_role("button", name="Confirm and go to the next case").click()
-    page.get_by_text(f"{case_no} of 8 cases finished").wait_for(timeout=WAIT_MS)
+    if keyboard:
+        page.get_by_text("After read", exact=False).first.click()
+        page.keyboard.press("Control+Enter")
+    else:
+        page.get_by_role("button", name="Confirm and go to the next case").click()
+    page.get_by_text(f"{finished or case_no} of 8 cases finished").wait_for(timeout=WAIT_MS)
 
 
 def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, tmp_path, capsys):
@@ -86,6 +98,18 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
                 t0 = time.perf_counter()
                 _read_case(page, 2, "Unsure", None, "on an artefact")
                 case_s = time.perf_counter() - t0
+
+                other = browser.new_context(viewport={"width": 1400, "height": 2400})  # a second browser
+                second = other.new_page()
+                _open(second, url, code, "Ben")
+                _read_case(second, 1, "Melanocytic nevus (nv)", None, "partly on the lesion", keyboard=True, finished=1)
+                second.screenshot(path=str(shots / "review-second-reader.png"), full_page=True)
+                assert second.locator("[data-testid=stException]").count() == 0
+                other.close()
+
+                page = browser.new_page(viewport={"width": 1400, "height": 2400})  # the export as of now
+                _open(page, url, code, "Ann")
+                page.get_by_text("2 of 8 cases finished").wait_for(timeout=WAIT_MS)
                 page.get_by_text("Progress and results").click()
                 with page.expect_download(timeout=WAIT_MS) as download:
                     page.get_by_role("button", name="Download every read (CSV)").click()
@@ -105,5 +129,6 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
               f"{case_s:.1f} s of app and browser time, clicks scripted")
     rows = list(csv.DictReader(io.StringIO(text)))
     got = [(r["reader"], r["case_position"], r["blind_dx"], r["final_dx"], r["heatmap_ratings"]) for r in rows]
-    assert got == [("Ann", "1", "mel", "bkl", "on the lesion"), ("Ann", "2", "unsure", "unsure", "on an artefact")]
+    assert sorted(got) == [("Ann", "1", "mel", "bkl", "on the lesion"), ("Ann", "2", "unsure", "unsure", "on an artefact"),
+                           ("Ben", "1", "nv", "nv", "partly on the lesion")]
     assert rows[0]["case_name"] == "ISIC_0026468.jpg" and rows[0]["truth"] == "akiec"

@@ -6,9 +6,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.faithfulness_panel import EXPLAIN
+from model.labels import CAM_METHOD_NAMES
 
-LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM", "xgradcam": "XGrad-CAM",
-          "layercam": "LayerCAM", "eigencam": "EigenCAM"}  # display only; unknown ids are shown as they are
+LABELS = CAM_METHOD_NAMES  # display only; unknown ids are shown as they are
 
 
 def road_figure(rows: list[dict]) -> go.Figure:

@@ -37,7 +37,7 @@ def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "fait
                        help=EXPLAIN)
         if not on or not cam["cams"]:
             return {}
-        with st.spinner("Measuring faithfulness (about a second per heatmap)…"):
+        with st.spinner("Measuring faithfulness (under a second per heatmap)…"):
             scores = road_scores(data, cam)
         rows = [{"heatmap": labels.get(m, m),
                  "heat on lesion": percent(cam["attention"].get(m), 0) if cam["attention"].get(m) is not None else "–",

@@ -112,10 +112,10 @@ def get_analyzer():
 
 
 def cam_method_labels() -> dict[str, str]:
-    """CAM method id -> display name (from model.interpret, imported once a model is loaded)."""
-    from model.interpret import CAM_METHODS
+    """CAM method id -> display name."""
+    from model.labels import CAM_METHOD_NAMES
 
-    return dict(CAM_METHODS)
+    return dict(CAM_METHOD_NAMES)
 
 
 def thresholds() -> dict[str, float]:

@@ -4,14 +4,17 @@
                                  [--cache FILE] [--time-limit SECONDS] [--layers ...]
 
 Images go in a seeded random order; with `--cache` every finished image's scores are appended to a
-JSON-lines file (tied to the weights' hash and the ROAD settings), so a stopped run (Ctrl-C, or
-`--time-limit`) continues where it stopped and the figures can grow over several runs. The rows
+JSON-lines file (tied to the weights' hash and the ROAD settings; `.gz` for a gzip one), so a
+stopped run (Ctrl-C, or `--time-limit`) continues where it stopped and the figures can grow over
+several runs. The shipped classifier keeps its per-image scores beside its weights
+(`faithfulness-scores.jsonl.gz`): the model card's means can be checked and extended from them. The rows
 written to meta.json say how many images each mean covers; rows of layers or methods not run this
 time are kept when they were measured on the same split with the same settings.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import sys
@@ -62,18 +65,30 @@ def image_scores(bundle: Bundle, forward, record, methods: Sequence[str], layers
     return rows
 
 
+def _open(path: Path, mode: str):
+    """A cache file: plain JSON lines, or gzip (`.gz`: each append is one more gzip member)."""
+    return gzip.open(path, mode + "t", encoding="utf-8") if path.suffix == ".gz" else path.open(mode, encoding="utf-8")
+
+
 def read_cache(path: Path | None, key: str) -> list[dict]:
-    """Cached rows for this key (other keys' lines, and a torn last line, are ignored)."""
+    """Cached rows for this key (other keys' lines, and a torn last write, are ignored)."""
     if path is None or not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row.get("key") == key:
-            rows.append(row)
+    with _open(path, "r") as f:
+        while True:
+            try:
+                line = f.readline()
+            except (EOFError, OSError):  # a gzip member cut short by a killed run: keep what came before
+                break
+            if not line:
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("key") == key:
+                rows.append(row)
     return rows
 
 
@@ -97,7 +112,7 @@ def _run(bundle: Bundle, records, methods, layers, percentiles, cache: Path | No
             continue
         rows = [{"key": key, **row} for row in rows]
         if cache is not None:
-            with cache.open("a") as f:  # one write per image: a killed run leaves whole images
+            with _open(cache, "a") as f:  # one write per image: a killed run leaves whole images
                 f.write("".join(json.dumps(row) + "\n" for row in rows))
         out.extend(rows)
     return out

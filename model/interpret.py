@@ -16,15 +16,9 @@ import numpy as np
 import torch
 
 from .classifier import feature_layers
+from .labels import CAM_METHOD_NAMES
 
-CAM_METHODS = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "hirescam": "HiResCAM",
-    "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM",
-    "eigencam": "EigenCAM",
-}
+CAM_METHODS = dict(CAM_METHOD_NAMES)
 LIBRARY_METHODS = {"scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigengradcam": "EigenGradCAM"}
 
 

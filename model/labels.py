@@ -1,4 +1,5 @@
-"""What the HAM10000 diagnosis codes mean. Class *order* always comes from a bundle."""
+"""What the HAM10000 diagnosis codes and the CAM method ids mean (torch-free: pages import it).
+Class *order* always comes from a bundle."""
 from __future__ import annotations
 
 DISPLAY_NAMES = {
@@ -11,6 +12,14 @@ DISPLAY_NAMES = {
     "vasc": "Vascular lesion",
 }
 MALIGNANT = frozenset({"mel", "bcc", "akiec"})
+CAM_METHOD_NAMES = {  # the CAMs computed from one forward pass (model.interpret), in the order offered
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+}
 HAM10000_CLASSES = tuple(sorted(DISPLAY_NAMES))  # default order for a new training run only
 
 

@@ -133,6 +133,16 @@ def test_cache_resumes_and_a_time_limit_keeps_what_is_done(tiny_classifier_dir, 
     with cache.open("a") as f:
         f.write('{"key": "torn')  # a run killed mid-line
     assert len(fs.read_cache(cache, fs.weights_key(b, fs.PERCENTILES))) == 4
+    # a gzip cache: appends are new members; a member cut short keeps what came before it
+    import gzip
+
+    gz = tmp_path / "scores.jsonl.gz"
+    gz.write_bytes(gzip.compress("\n".join(cache.read_text().splitlines()[:4]).encode() + b"\n"))
+    monkeypatch.undo()
+    fs.compute(b, records[:2], ["gradcam", "eigencam"], layers, cache=gz, progress=False)
+    assert len(fs.read_cache(gz, fs.weights_key(b, fs.PERCENTILES))) == 8
+    gz.write_bytes(gz.read_bytes() + gzip.compress(b'{"key": "x"}\n' * 50)[:30])
+    assert len(fs.read_cache(gz, fs.weights_key(b, fs.PERCENTILES))) == 8
 
 
 def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():

@@ -258,14 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     split_hash = bundle.meta.get("split", {}).get("hash")
     same = bool(old) and (old.get("split"), old.get("split_hash"), old.get("percentiles"), old.get("metric")) \
         == (args.split, split_hash, list(PERCENTILES), METRIC)
+    new_rows = rows
     rows = merged_rows(old, rows, same)
+    kept_old = len(rows) > len(new_rows)  # the earlier commands still stand behind some rows
     command = "python -m model.faithfulness " + " ".join(argv if argv is not None else sys.argv[1:])
     fig = {"metric": METRIC, "percentiles": list(PERCENTILES), "score": "calibrated probability of the top class",
            "split": args.split, "n_images": max(r["n"] for r in rows), "split_size": len(all_records),
            "subset": coverage(rows, len(all_records), args.split), "seed": args.seed,
            "split_hash": split_hash, "arch": bundle.meta["arch"], "created": bundle.meta.get("created"),
            "seconds": round(time.perf_counter() - start, 1),
-           "commands": ((old.get("commands") or [old.get("command")]) if same else []) + [command],
+           "commands": ((old.get("commands") or [old.get("command")]) if kept_old else []) + [command],
            "command": command, "rows": rows}
     fig["commands"] = [c for c in dict.fromkeys(fig["commands"]) if c]
     print(f"{fig['n_images']} of {len(all_records)} {args.split} images"

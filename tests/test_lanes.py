@@ -1,0 +1,67 @@
+"""model.lanes: parts come back in order, errors reach the caller, a busy pool never blocks a
+caller, and the engine's lanes give the same answers as one call per image."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from model.lanes import lanes_pool, run_parts, submit_or_run
+
+
+def test_parts_come_back_in_order_and_use_a_helper():
+    names = set()
+
+    def fn(p):
+        names.add(threading.current_thread().name)
+        time.sleep(0.02)
+        return p * 2
+
+    assert run_parts(lanes_pool(2), 2, fn, list(range(6))) == [0, 2, 4, 6, 8, 10]
+    assert len(names) == 2          # the caller and one helper both worked
+    assert run_parts(None, 1, fn, [1, 2]) == [2, 4]
+
+
+def test_an_error_in_a_part_is_raised_to_the_caller():
+    def fn(p):
+        if p == 3:
+            raise ValueError("bad part")
+        return p
+
+    with pytest.raises(ValueError, match="bad part"):
+        run_parts(lanes_pool(2), 2, fn, list(range(5)))
+
+
+def test_a_busy_pool_leaves_the_work_to_the_caller():
+    pool = lanes_pool(2)
+    release = threading.Event()
+    blocker = pool.submit(release.wait)          # the only helper is busy
+    try:
+        t0 = time.perf_counter()
+        assert run_parts(pool, 2, lambda p: p + 1, [1, 2, 3]) == [2, 3, 4]
+        assert submit_or_run(pool, lambda: "ran").result() == "ran"
+        assert time.perf_counter() - t0 < 1.0   # did not wait for the blocker
+    finally:
+        release.set()
+        blocker.result()
+
+
+def test_engine_lanes_match_single_image_calls():
+    from pathlib import Path
+
+    from model.bundle import load_bundle
+    from model.engine import build_engine, installed
+
+    if "onnxruntime" not in installed():
+        pytest.skip("onnxruntime is not installed")
+    b = load_bundle(Path(__file__).resolve().parents[1] / "assets" / "models" / "classifier")
+    fwd = build_engine(b, "onnxruntime", 2)
+    assert fwd.lanes == 2 and "lanes" in fwd.label
+    x = np.random.default_rng(0).normal(size=(7, 3, *b.input_size)).astype(np.float32)
+    whole = fwd(x, ["logits", "features"])
+    for i in range(len(x)):
+        one = fwd(x[i:i + 1], ["logits", "features"])
+        for k in one:
+            assert np.abs(whole[k][i] - one[k][0]).max() <= 1e-4 * max(1.0, float(np.abs(one[k]).max()))

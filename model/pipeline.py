@@ -23,6 +23,7 @@ from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
+from .lanes import lanes_pool, submit_or_run
 from .measure import attention_on_lesion, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
 from .pixels import is_grayscale
@@ -128,7 +129,7 @@ class Analyzer:
                 cam_methods: Sequence[str] = ("gradcam",), tta: bool = False,
                 feature_layer: str | None = None, n_feature_maps: int = 16, segment: bool = True) -> Analysis:
         """Analyse one image (file bytes, a path or an RGB uint8 array). Raises ImageError for bad input."""
-        t = {}
+        t, parallel, runtime = {}, {}, {}
         clock = time.perf_counter()
 
         def lap(name):
@@ -150,22 +151,33 @@ class Analyzer:
         if unknown:
             raise ValueError(f"unknown CAM methods {unknown}")
         last = len(self.layers) - 1
-        if self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last:
+        lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
+        seg_job = None
+        if lean and segment and self.segmenter is not None and getattr(self.engine, "lanes", 1) > 1:
+            seg_job = self._start_segment(rgb, scale, parallel)   # beside the classifier's pass
+        views = None
+        if lean:
             wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
-            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
-                                        n_feature_maps)
-            runtime = {"classifier": self.engine.label, "cam": f"forward-only, {self.engine.label}"}
+            # the original and the 3 flipped TTA views in one batch: one call, split over the engine's lanes
+            out = self.engine(torch.cat([x, _flip_views(x)]) if tta else x, wanted)
+            if tta:
+                views, out = torch.from_numpy(out["logits"][1:]), {k: v[:1] for k, v in out.items()}
+            fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+            runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
+            if tta:
+                runtime["tta"] = self.engine.label + " (in one batch with the original)"
         else:
             fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
-            runtime = {"classifier": f"torch {torch.__version__}", "cam": f"torch autograd ({self.device.type})"}
+            runtime.update(classifier=f"torch {torch.__version__}", cam=f"torch autograd ({self.device.type})")
         lap("classify_and_cam")
 
         probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
         tta_spread = tta_agreement = None
         if tta:
-            views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"]) / bundle.temperature
-            runtime["tta"] = self.engine.label
-            all_probs = np.vstack([probs[None], torch.softmax(views, 1).numpy()])
+            if views is None:
+                views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
+                runtime["tta"] = self.engine.label
+            all_probs = np.vstack([probs[None], torch.softmax(views / bundle.temperature, 1).numpy()])
             probs = all_probs.mean(0)
             top = int(probs.argmax())
             tta_spread = float(all_probs[:, top].std())
@@ -183,14 +195,15 @@ class Analyzer:
             lap("feature_maps")
 
         mask = measures = None
-        if segment and self.segmenter is not None:
+        if seg_job is not None:
+            mask, measures = seg_job.result()
+            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
+            lap("segment_and_measure_wait")
+        elif segment and self.segmenter is not None:
             mask = self._segment(rgb)
             runtime["segmenter"] = self.seg_engine.label
             lap("segment")
-            measures = measure_lesion(mask, rgb)
-            if measures is not None and scale != 1.0:
-                measures.area_px = int(round(measures.area_px * scale ** 2))
-                measures.longest_diameter_px *= scale
+            measures = self._measure(mask, rgb, scale)
             lap("measure")
         attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
 
@@ -219,7 +232,7 @@ class Analyzer:
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, model_info=self.model_info(), runtime=runtime,
+            notes=notes, timings_ms=t, parallel_ms=parallel, model_info=self.model_info(), runtime=runtime,
             similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
@@ -270,6 +283,25 @@ class Analyzer:
                                      similar=self.aids.similar(f, items[i][1], rgb, thumbnails=False))
 
     # ------------------------------------------------------------------ internals
+    def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
+        measures = measure_lesion(mask, rgb)
+        if measures is not None and scale != 1.0:
+            measures.area_px = int(round(measures.area_px * scale ** 2))
+            measures.longest_diameter_px *= scale
+        return measures
+
+    def _start_segment(self, rgb: np.ndarray, scale: float, timings: dict):
+        """Segmentation and measurements on a helper lane (model.lanes) while the caller classifies;
+        returns a future of (mask, measurements). Its own durations go into `timings`."""
+        def job():
+            t0 = time.perf_counter()
+            mask = self._segment(rgb)
+            t1 = time.perf_counter()
+            measures = self._measure(mask, rgb, scale)
+            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((time.perf_counter() - t1) * 1000, 2))
+            return mask, measures
+        return submit_or_run(lanes_pool(self.engine.lanes), job)
+
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
         seg = self.segmenter
         x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .conformal import all_sets, conformal_config
+from .conformal import conformal_config, sets_many, threshold_table
 from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases
 
 
@@ -31,6 +31,7 @@ class CaseAids:
     index: ReferenceIndex | None
     index_error: str | None
     conformal: dict | None
+    _table: tuple | None = None       # conformal thresholds, all coverages (built on first use)
 
     @classmethod
     def from_bundle(cls, bundle) -> "CaseAids":
@@ -52,7 +53,15 @@ class CaseAids:
         return self.index.query(features, k, file_sha256(source), rgb, thumbnails)
 
     def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
-        return all_sets(probs, self.conformal, self.classes) if self.conformal else {}
+        return self.sets_many(np.asarray(probs)[None])[0]
+
+    def sets_many(self, probs: np.ndarray) -> list[dict[int, list[str]]]:
+        """Conformal sets for each row of (N, K) probabilities ({} each without a calibration)."""
+        if not self.conformal:
+            return [{} for _ in range(len(probs))]
+        if self._table is None:
+            self._table = threshold_table(self.conformal, self.classes)   # same result if two threads race
+        return sets_many(probs, self.conformal, self.classes, self._table)
 
 
 

@@ -24,7 +24,7 @@ from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
 from .lanes import lanes_pool, submit_or_run
-from .measure import attention_on_lesion, measure_lesion
+from .measure import attention_shares, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
 from .pixels import is_grayscale
 from .preprocess import ImageError, decode_with_size, normalize, resize_map, resize_rgb, to_uint8_batch
@@ -194,21 +194,8 @@ class Analyzer:
                                 else np.zeros((0, 1, 1), np.float32))
             lap("feature_maps")
 
-        mask = measures = None
-        if seg_job is not None:
-            mask, measures = seg_job.result()
-            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
-            lap("segment_and_measure_wait")
-        elif segment and self.segmenter is not None:
-            mask = self._segment(rgb)
-            runtime["segmenter"] = self.seg_engine.label
-            lap("segment")
-            measures = self._measure(mask, rgb, scale)
-            lap("measure")
-        attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
-
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
-        warnings = self._quality_warnings(rgb, original, mask, ood_distance=ood)
+        checks = self._image_checks(rgb, original, ood_distance=ood)   # what needs no mask, before waiting
         entropy = _entropy(probs)
         top_p = float(probs.max())
         reasons = []
@@ -222,6 +209,21 @@ class Analyzer:
         similar = self.aids.similar(fwd.features, source, rgb)
         sets = self.aids.sets(probs)
         lap("similar_and_sets")
+
+        mask = measures = None
+        if seg_job is not None:
+            mask, measures = seg_job.result()
+            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
+            lap("segment_and_measure_wait")
+        elif segment and self.segmenter is not None:
+            mask = self._segment(rgb)
+            runtime["segmenter"] = self.seg_engine.label
+            lap("segment")
+            measures = self._measure(mask, rgb, scale)
+            lap("measure")
+        attention = attention_shares(cams, mask)
+        warnings = self._with_mask_checks(checks, mask)
+        lap("attention")
         return Analysis(
             image=rgb, scale_to_original=scale, classes=self.classes,
             display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
@@ -311,6 +313,10 @@ class Analyzer:
     def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:
         """The gate, judged from the pixels (`rgb` at the working size, `small` the same at the
         classifier's input size) and the size as uploaded (`original`, h x w)."""
+        return self._with_mask_checks(self._image_checks(rgb, original, ood_distance, short, small), mask)
+
+    def _image_checks(self, rgb, original, ood_distance=None, short=False, small=None) -> tuple[list[str], bool, bool]:
+        """The checks that need no lesion mask: (warnings, grayscale, short)."""
         small = resize_rgb(rgb, self.classifier.input_size) if small is None else small
         w = []
         if min(original) < MIN_SIDE:
@@ -332,8 +338,15 @@ class Analyzer:
                 w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
                          f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
                          "percentile of validation images). It may not be a dermoscopic image.")
+        return w, is_grayscale(small), short
+
+    @staticmethod
+    def _with_mask_checks(checks: tuple[list[str], bool, bool], mask) -> list[str]:
+        """_image_checks' warnings plus the lesion check, grayscale last (the order the page shows)."""
+        w, gray, short = checks
+        w = list(w)
         if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
             w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
-        if is_grayscale(small):
+        if gray:
             w.append("grayscale" if short else "Grayscale image: the model was trained on colour dermoscopy.")
         return w

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .conformal import conformal_config, sets_many, threshold_table
-from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases
+from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases, difference_hash
 
 
 def file_sha256(source) -> str | None:
@@ -51,6 +51,20 @@ class CaseAids:
         if self.index is None:
             return None
         return self.index.query(features, k, file_sha256(source), rgb, thumbnails)
+
+    def self_check_keys(self, source, rgb: np.ndarray) -> tuple[str | None, int | None]:
+        """(file sha256, difference hash) for the self-check; the hash only when the sha256 does not
+        already settle it. Pure per-image work, so batch review runs it on its lanes."""
+        sha = file_sha256(source)
+        if self.index is None or self.index._thumbs is None or (sha and sha in self.index._sha_index):
+            return sha, None
+        return sha, difference_hash(rgb)
+
+    def similar_many(self, features: np.ndarray, shas, rgbs, dhashes) -> list[SimilarCases | None]:
+        """Batch review's query (no thumbnails) for each row of (N, D) features, one search."""
+        if self.index is None:
+            return [None] * len(features)
+        return self.index.query_many(features, DEFAULT_K, shas, rgbs, thumbnails=False, dhashes=dhashes)
 
     def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
         return self.sets_many(np.asarray(probs)[None])[0]

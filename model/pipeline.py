@@ -10,6 +10,7 @@ batched pass. Nothing is registered on the shared models, so one Analyzer serves
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -23,11 +24,11 @@ from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
-from .lanes import lanes_pool, submit_or_run
+from .lanes import lanes_pool, run_parts, submit_or_run
 from .measure import attention_shares, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
 from .pixels import is_grayscale
-from .preprocess import ImageError, decode_with_size, normalize, resize_map, resize_rgb, to_uint8_batch
+from .preprocess import ImageError, decode_with_size, normalize_hwc, resize_map, resize_rgb
 from .quality import MIN_SIDE, colour_features, mahalanobis, sharpness
 from .results import Analysis, BatchPrediction, FeatureMaps
 from .segmenter import postprocess_mask
@@ -63,6 +64,18 @@ def _working_image(source, notes: list[str], say: bool = True) -> tuple[np.ndarr
     if say:
         notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
     return resize_rgb(rgb, (h, w)), tuple(original), scale
+
+
+@dataclass
+class _Prepared:
+    """A batch-review item ready for its batch (Analyzer._prepare)."""
+    rgb: np.ndarray
+    original: tuple[int, int]
+    notes: list[str]
+    x: np.ndarray                   # 3 x H x W, normalised for the classifier
+    pixels: tuple                   # Analyzer._pixel_checks
+    sha: str | None                 # keys of the similar-cases self-check
+    dhash: int | None
 
 
 def _flip_views(x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +154,8 @@ class Analyzer:
         notes: list[str] = []
         rgb, original, scale = _working_image(source, notes)
         bundle = self.classifier
-        x = normalize(to_uint8_batch([rgb], bundle.input_size).to(self.device), bundle.mean, bundle.std)
+        x = torch.from_numpy(normalize_hwc(resize_rgb(rgb, bundle.input_size), bundle.mean, bundle.std)[None])
+        x = x.to(self.device)
         lap("decode_resize")
 
         layer_idx = self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1
@@ -240,49 +254,62 @@ class Analyzer:
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
         """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`.
-        Images are decoded one at a time at the working size (as `analyze` does) and classified a
-        batch at a time, so memory grows with neither the number of items nor their pixel count."""
+        Images are decoded at the working size (as `analyze` does) `batch_size` at a time, on the
+        engine's lanes, and classified a batch at a time, so memory grows with neither the number
+        of items nor their pixel count."""
         out: list[BatchPrediction | None] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray, tuple[int, int], list[str]]] = []
-        for i, (name, src) in enumerate(items):
-            notes: list[str] = []
-            try:
-                rgb, original, _ = _working_image(src, notes, say=False)
-            except ImageError as e:
-                out[i] = BatchPrediction(name, None, None, None, None, None, ["unreadable"], str(e))
-                continue
-            pending.append((i, rgb, original, notes))
-            if len(pending) == batch_size:
-                self._classify_chunk(items, pending, tta, out)
-                pending = []
-        if pending:
-            self._classify_chunk(items, pending, tta, out)
+        lanes = getattr(self.engine, "lanes", 1)
+        for start in range(0, len(items), batch_size):
+            idx = list(range(start, min(len(items), start + batch_size)))
+            prepared = run_parts(lanes_pool(lanes), lanes, lambda i: self._prepare(items[i][1]), idx)
+            chunk = []
+            for i, p in zip(idx, prepared):
+                if isinstance(p, ImageError):
+                    out[i] = BatchPrediction(items[i][0], None, None, None, None, None, ["unreadable"], str(p))
+                else:
+                    chunk.append((i, p))
+            if chunk:
+                self._classify_chunk(items, chunk, tta, out)
         return out  # type: ignore[return-value]
+
+    def _prepare(self, src) -> "_Prepared | ImageError":
+        """One batch-review item made ready for its batch (runs on a lane): the working image, the
+        classifier's normalised input, the pixel checks and the keys of the similar-cases self-check."""
+        notes: list[str] = []
+        try:
+            rgb, original, _ = _working_image(src, notes, say=False)
+        except ImageError as e:
+            return e
+        b = self.classifier
+        small = resize_rgb(rgb, b.input_size)
+        sha, dhash = self.aids.self_check_keys(src, rgb)
+        return _Prepared(rgb, original, notes, normalize_hwc(small, b.mean, b.std), self._pixel_checks(small), sha, dhash)
 
     def _classify_chunk(self, items, chunk, tta: bool, out: list) -> None:
         bundle = self.classifier
-        smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
-        x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
+        x = np.stack([p.x for _, p in chunk])
         res = self.engine(x, ["logits", "features"])
         feats = res["features"]
         probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
         if tta:
-            views = self.engine(_flip_views(x), ["logits"])["logits"]
+            views = self.engine(_flip_views(torch.from_numpy(x)), ["logits"])["logits"]
             views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
             probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
         probs = probs.numpy()
         dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-        for (i, rgb, original, notes), small, p, d, f in zip(chunk, smalls, probs, dist, feats):
-            flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
+        sets = self.aids.sets_many(probs)
+        similar = self.aids.similar_many(feats, [p.sha for _, p in chunk], [p.rgb for _, p in chunk],
+                                         [p.dhash for _, p in chunk])
+        for (i, pr), p, d, ps, sim in zip(chunk, probs, dist, sets, similar):
+            flags = self._with_mask_checks(self._image_checks(pr.rgb, pr.original, d, True, pixels=pr.pixels), None)
             top = int(p.argmax())
-            if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
+            entropy = _entropy(p)
+            if p[top] < LOW_CONFIDENCE_PROB or entropy > HIGH_ENTROPY:
                 flags.append("low confidence")
             out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
                                      float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
-                                     _entropy(p), flags,
-                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p), notes=notes,
-                                     prediction_sets=self.aids.sets(p),
-                                     similar=self.aids.similar(f, items[i][1], rgb, thumbnails=False))
+                                     entropy, flags, melanoma_flag=is_flagged(bundle.meta, self.classes, p),
+                                     notes=pr.notes, prediction_sets=ps, similar=sim)
 
     # ------------------------------------------------------------------ internals
     def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
@@ -306,7 +333,7 @@ class Analyzer:
 
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
         seg = self.segmenter
-        x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)
+        x = normalize_hwc(resize_rgb(rgb, seg.input_size), seg.mean, seg.std)[None]
         prob = torch.sigmoid(torch.from_numpy(self.seg_engine(x, ["logits"])["logits"]))[0, 0].numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
@@ -315,15 +342,27 @@ class Analyzer:
         classifier's input size) and the size as uploaded (`original`, h x w)."""
         return self._with_mask_checks(self._image_checks(rgb, original, ood_distance, short, small), mask)
 
-    def _image_checks(self, rgb, original, ood_distance=None, short=False, small=None) -> tuple[list[str], bool, bool]:
-        """The checks that need no lesion mask: (warnings, grayscale, short)."""
-        small = resize_rgb(rgb, self.classifier.input_size) if small is None else small
+    def _pixel_checks(self, small: np.ndarray) -> tuple[float | None, float | None, bool]:
+        """(sharpness, colour distance, grayscale) of the image at the classifier's input size."""
+        size = self.classifier.input_size
+        sharp = sharpness(small, size) if self.sharpness_floor is not None else None
+        colour = None
+        if self._colour is not None:
+            mean, precision, _ = self._colour
+            colour = float(mahalanobis(colour_features(small, size)[None], mean, precision)[0])
+        return sharp, colour, is_grayscale(small)
+
+    def _image_checks(self, rgb, original, ood_distance=None, short=False, small=None,
+                      pixels=None) -> tuple[list[str], bool, bool]:
+        """The checks that need no lesion mask: (warnings, grayscale, short). `pixels`: _pixel_checks."""
+        if pixels is None:
+            pixels = self._pixel_checks(resize_rgb(rgb, self.classifier.input_size) if small is None else small)
+        s, d, gray = pixels
         w = []
         if min(original) < MIN_SIDE:
             w.append("tiny image" if short else f"The image is only {original[1]}x{original[0]} pixels as uploaded "
                      f"(a side under {MIN_SIDE}): too small for a dermoscopic assessment.")
-        if self.sharpness_floor is not None:
-            s = sharpness(small, self.classifier.input_size)
+        if s is not None:
             if s < self.sharpness_floor:
                 w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
                          f"training images' {self.sharpness_floor:.0f}).")
@@ -331,14 +370,13 @@ class Analyzer:
             w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
                      f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
                      "99th percentile of validation images). It may not be a dermoscopic image.")
-        if self._colour is not None:
-            mean, precision, limit = self._colour
-            d = float(mahalanobis(colour_features(small, self.classifier.input_size)[None], mean, precision)[0])
+        if d is not None:
+            limit = self._colour[2]
             if d > limit:
                 w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
                          f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
                          "percentile of validation images). It may not be a dermoscopic image.")
-        return w, is_grayscale(small), short
+        return w, gray, short
 
     @staticmethod
     def _with_mask_checks(checks: tuple[list[str], bool, bool], mask) -> list[str]:

@@ -168,6 +168,16 @@ def normalize(x_uint8, mean: Sequence[float], std: Sequence[float], channels_las
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def normalize_hwc(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """One HxWx3 uint8 image -> 3xHxW float32, normalised exactly as `normalize` does (the same
+    float32 operations in the same order, so the same bits), in numpy: no torch call per image."""
+    x = np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32)
+    x /= np.float32(255.0)
+    x -= np.asarray(mean, np.float32)[:, None, None]
+    x /= np.asarray(std, np.float32)[:, None, None]
+    return x
+
+
 def channel_stats(x_uint8) -> tuple[list[float], list[float]]:
     """Per-channel mean/std (0..1 scale) of a uint8 Nx3xHxW tensor: normalisation from the data."""
     import torch

@@ -148,7 +148,7 @@ class Analyzer:
         def lap(name):
             nonlocal clock
             now = time.perf_counter()
-            t[name] = round((now - clock) * 1000, 2)
+            t[name] = round(t.get(name, 0.0) + (now - clock) * 1000, 2)   # a second lap of a stage adds
             clock = now
 
         notes: list[str] = []
@@ -166,37 +166,24 @@ class Analyzer:
             raise ValueError(f"unknown CAM methods {unknown}")
         last = len(self.layers) - 1
         lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
-        seg_job = None
-        if lean and segment and self.segmenter is not None and getattr(self.engine, "lanes", 1) > 1:
-            seg_job = self._start_segment(rgb, scale, parallel)   # beside the classifier's pass
-        views = None
+        views_job = seg_job = None
+        lanes = getattr(self.engine, "lanes", 1)
+        if lean and lanes > 1:
+            # the flipped views and then segmentation + measurements go to a helper lane while this thread
+            # runs the original image; whichever no helper has started by the time it is needed runs here
+            if tta:
+                views_job = submit_or_run(lanes_pool(lanes), lambda: self.engine(_flip_views(x), ["logits"])["logits"])
+            if segment and self.segmenter is not None:
+                seg_job = self._start_segment(rgb, scale, parallel)
         if lean:
             wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
-            # the original and the 3 flipped TTA views in one batch: one call, split over the engine's lanes
-            out = self.engine(torch.cat([x, _flip_views(x)]) if tta else x, wanted)
-            if tta:
-                views, out = torch.from_numpy(out["logits"][1:]), {k: v[:1] for k, v in out.items()}
-            fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
+                                        n_feature_maps)
             runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
-            if tta:
-                runtime["tta"] = self.engine.label + " (in one batch with the original)"
         else:
             fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
             runtime.update(classifier=f"torch {torch.__version__}", cam=f"torch autograd ({self.device.type})")
         lap("classify_and_cam")
-
-        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
-        tta_spread = tta_agreement = None
-        if tta:
-            if views is None:
-                views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
-                runtime["tta"] = self.engine.label
-            all_probs = np.vstack([probs[None], torch.softmax(views / bundle.temperature, 1).numpy()])
-            probs = all_probs.mean(0)
-            top = int(probs.argmax())
-            tta_spread = float(all_probs[:, top].std())
-            tta_agreement = float((all_probs.argmax(1) == top).mean())
-            lap("tta")
 
         size = rgb.shape[:2]
         cams = {m: np.clip(resize_map(scale_cam(c), size), 0, 1) for m, c in fwd.cams.items()}
@@ -207,9 +194,27 @@ class Analyzer:
                                 np.stack([scale_cam(m) for m in fwd.feature_maps]) if len(fwd.feature_maps)
                                 else np.zeros((0, 1, 1), np.float32))
             lap("feature_maps")
-
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
         checks = self._image_checks(rgb, original, ood_distance=ood)   # what needs no mask, before waiting
+        lap("quality")
+        similar = self.aids.similar(fwd.features, source, rgb)
+        lap("similar_and_sets")
+
+        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
+        tta_spread = tta_agreement = None
+        if tta:
+            if views_job is not None:
+                views = torch.from_numpy(views_job.result())
+                runtime["tta"] = self.engine.label + " (beside the original)"
+            else:
+                views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
+                runtime["tta"] = self.engine.label
+            all_probs = np.vstack([probs[None], torch.softmax(views / bundle.temperature, 1).numpy()])
+            probs = all_probs.mean(0)
+            top = int(probs.argmax())
+            tta_spread = float(all_probs[:, top].std())
+            tta_agreement = float((all_probs.argmax(1) == top).mean())
+            lap("tta")
         entropy = _entropy(probs)
         top_p = float(probs.max())
         reasons = []
@@ -219,8 +224,6 @@ class Analyzer:
             reasons.append(f"normalised entropy {entropy:.2f} is over {HIGH_ENTROPY}")
         if tta_agreement is not None and tta_agreement < 1:
             reasons.append(f"flipped views disagree on the top class ({tta_agreement:.0%} agree)")
-        lap("quality")
-        similar = self.aids.similar(fwd.features, source, rgb)
         sets = self.aids.sets(probs)
         lap("similar_and_sets")
 

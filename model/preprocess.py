@@ -88,7 +88,7 @@ def decode_with_size(source: ImageSource, notes: list[str] | None = None, max_pi
             _size_hint(img, max_side)
             img.load()
             stored = img.size
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)   # no copy when there is nothing to turn
             original = (w, h) if img.size == stored or stored[0] == stored[1] else (h, w)
             rgb = as_rgb_array(_reduce(to_8bit(img, notes), max_side))
     except ImageError:

@@ -108,10 +108,17 @@ def _grey_signature(rgb: np.ndarray) -> np.ndarray:
 def similarities(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(N, n) inner products. A few queries go through einsum's own single-threaded loop: a BLAS
     matrix-vector product with 2 threads on 2 busy cores was measured at 16 ms against 0.13 ms
-    (the same holds for the PCA projection in `embed`)."""
+    (the same holds for the PCA projection in `embed`). More go through torch's matmul, whose
+    threads sleep while they wait (a batch of 32: numpy's BLAS 16-38 ms on busy cores)."""
     if len(queries) <= 4:
         return np.einsum("nj,ij->ni", queries, reference)
-    return queries @ reference.T
+    return _matmul(queries, reference.T)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import torch
+
+    return (torch.from_numpy(np.ascontiguousarray(a, np.float32)) @ torch.from_numpy(np.asarray(b, np.float32))).numpy()
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -187,7 +194,7 @@ class ReferenceIndex:
         """Pre-logit features (N, D) -> unit vectors in the index's space (N, d)."""
         f = _l2(np.atleast_2d(np.asarray(features, np.float32)))
         centred = f - self.pca_mean
-        return _l2(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else centred @ self.pca)
+        return _l2(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else _matmul(centred, self.pca))
 
     def search(self, features: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
         """(indices, cosine similarities), each (N, k), most similar first."""

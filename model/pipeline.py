@@ -166,19 +166,24 @@ class Analyzer:
             raise ValueError(f"unknown CAM methods {unknown}")
         last = len(self.layers) - 1
         lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
-        views_job = seg_job = None
+        last_view = seg_job = None
         lanes = getattr(self.engine, "lanes", 1)
         if lean and lanes > 1:
-            # the flipped views and then segmentation + measurements go to a helper lane while this thread
-            # runs the original image; whichever no helper has started by the time it is needed runs here
-            if tta:
-                views_job = submit_or_run(lanes_pool(lanes), lambda: self.engine(_flip_views(x), ["logits"])["logits"])
+            # a helper lane takes segmentation + measurements, then the last flipped view, while this thread
+            # runs the original with the other two views and explains it; whatever no helper has started by
+            # the time it is needed runs here (measured split: docs/inference-engine.md)
             if segment and self.segmenter is not None:
                 seg_job = self._start_segment(rgb, scale, parallel)
+            if tta:
+                last_view = submit_or_run(lanes_pool(lanes), lambda: self.engine(x.flip(2, 3), ["logits"])["logits"])
+        views = None
         if lean:
             wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
-            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
-                                        n_feature_maps)
+            batch = [x] + ([x.flip(3), x.flip(2)] + ([] if last_view is not None else [x.flip(2, 3)]) if tta else [])
+            out = self.engine(torch.cat(batch) if len(batch) > 1 else x, wanted)
+            if tta:
+                views, out = out["logits"][1:], {k: v[:1] for k, v in out.items()}
+            fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
             runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
         else:
             fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
@@ -203,9 +208,10 @@ class Analyzer:
         probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
         tta_spread = tta_agreement = None
         if tta:
-            if views_job is not None:
-                views = torch.from_numpy(views_job.result())
-                runtime["tta"] = self.engine.label + " (beside the original)"
+            if views is not None:
+                views = torch.from_numpy(np.concatenate([views, last_view.result()]) if last_view else views)
+                runtime["tta"] = self.engine.label + (" (with the original; the last view on a helper lane)"
+                                                      if last_view else " (in one batch with the original)")
             else:
                 views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
                 runtime["tta"] = self.engine.label

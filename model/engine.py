@@ -208,10 +208,11 @@ class OrtForward(Forward):
     def __call__(self, x, outputs=None):
         names = list(outputs or self.outputs)
         x = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, np.float32)
-        size = min(CHUNK, -(-len(x) // self.lanes))
+        busy = self._pool is None or self._pool.idle() == 0     # no helper free: parts would all run here
+        size = CHUNK if busy else min(CHUNK, -(-len(x) // self.lanes))
         if len(x) <= size:
             return dict(zip(names, self.session.run(names, {"image": x})))  # run() is thread-safe
-        parts = run_parts(self._pool, self.lanes, lambda p: self.session.run(names, {"image": p}),
+        parts = run_parts(None if busy else self._pool, self.lanes, lambda p: self.session.run(names, {"image": p}),
                           [x[i:i + size] for i in range(0, len(x), size)])
         return {n: np.concatenate([p[k] for p in parts]) for k, n in enumerate(names)}
 

@@ -12,17 +12,42 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 
 
-def lanes_pool(lanes: int) -> ThreadPoolExecutor | None:
+class LanePool(ThreadPoolExecutor):
+    """A thread pool that knows how many of its helpers have nothing queued for them."""
+
+    def __init__(self, helpers: int, name: str):
+        super().__init__(helpers, thread_name_prefix=name)
+        self.helpers, self._pending, self._count = helpers, 0, threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._count:
+            self._pending += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._finished)   # also called when it is cancelled
+        return future
+
+    def _finished(self, _future) -> None:
+        with self._count:
+            self._pending -= 1
+
+    def idle(self) -> int:
+        """Helpers free right now (no job running or waiting for them)."""
+        return max(0, self.helpers - self._pending)
+
+
+_POOLS: dict[int, LanePool] = {}
+
+
+def lanes_pool(lanes: int) -> LanePool | None:
     """The process-wide helper pool for `lanes` (lanes - 1 helper threads); None for one lane."""
     if lanes <= 1:
         return None
     with _LOCK:
         if lanes not in _POOLS:
-            _POOLS[lanes] = ThreadPoolExecutor(lanes - 1, thread_name_prefix=f"dermo-lane{lanes}")
+            _POOLS[lanes] = LanePool(lanes - 1, f"dermo-lane{lanes}")
         return _POOLS[lanes]
 
 

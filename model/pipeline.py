@@ -154,8 +154,8 @@ class Analyzer:
         notes: list[str] = []
         rgb, original, scale = _working_image(source, notes)
         bundle = self.classifier
-        x = torch.from_numpy(normalize_hwc(resize_rgb(rgb, bundle.input_size), bundle.mean, bundle.std)[None])
-        x = x.to(self.device)
+        small = resize_rgb(rgb, bundle.input_size)
+        x = torch.from_numpy(normalize_hwc(small, bundle.mean, bundle.std)[None]).to(self.device)
         lap("decode_resize")
 
         layer_idx = self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1
@@ -166,16 +166,19 @@ class Analyzer:
             raise ValueError(f"unknown CAM methods {unknown}")
         last = len(self.layers) - 1
         lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
-        last_view = seg_job = None
+        last_view = seg_job = similar_job = None
         lanes = getattr(self.engine, "lanes", 1)
-        if lean and lanes > 1:
-            # a helper lane takes segmentation + measurements, then the last flipped view, while this thread
-            # runs the original with the other two views and explains it; whatever no helper has started by
-            # the time it is needed runs here (measured split: docs/inference-engine.md)
+        pool = lanes_pool(lanes) if lean else None
+        if pool is not None:
+            # a helper lane takes segmentation + measurements, the last flipped view, the pixel checks and
+            # (once there are features) the similar cases, while this thread runs the original with the other
+            # two views and explains it; whatever no helper has started when it is needed runs here
+            # (docs/inference-engine.md)
             if segment and self.segmenter is not None:
                 seg_job = self._start_segment(rgb, scale, parallel)
             if tta:
-                last_view = submit_or_run(lanes_pool(lanes), lambda: self.engine(x.flip(2, 3), ["logits"])["logits"])
+                last_view = submit_or_run(pool, lambda: self.engine(x.flip(2, 3), ["logits"])["logits"])
+        pixels = submit_or_run(pool, lambda: self._pixel_checks(small))
         views = None
         if lean:
             wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
@@ -183,6 +186,9 @@ class Analyzer:
             out = self.engine(torch.cat(batch) if len(batch) > 1 else x, wanted)
             if tta:
                 views, out = out["logits"][1:], {k: v[:1] for k, v in out.items()}
+            if pool is not None:
+                features = out["features"][0]
+                similar_job = submit_or_run(pool, lambda: self.aids.similar(features, source, rgb))
             fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
             runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
         else:
@@ -200,9 +206,9 @@ class Analyzer:
                                 else np.zeros((0, 1, 1), np.float32))
             lap("feature_maps")
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
-        checks = self._image_checks(rgb, original, ood_distance=ood)   # what needs no mask, before waiting
+        checks = self._image_checks(rgb, original, ood_distance=ood, pixels=pixels.result())  # needs no mask
         lap("quality")
-        similar = self.aids.similar(fwd.features, source, rgb)
+        similar = similar_job.result() if similar_job is not None else self.aids.similar(fwd.features, source, rgb)
         lap("similar_and_sets")
 
         probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()

@@ -65,3 +65,17 @@ def test_engine_lanes_match_single_image_calls():
         one = fwd(x[i:i + 1], ["logits", "features"])
         for k in one:
             assert np.abs(whole[k][i] - one[k][0]).max() <= 1e-4 * max(1.0, float(np.abs(one[k]).max()))
+
+
+def test_the_pool_counts_its_free_helpers():
+    pool = lanes_pool(2)
+    assert pool.idle() == 1
+    release = threading.Event()
+    job = pool.submit(release.wait)
+    queued = pool.submit(lambda: None)
+    assert pool.idle() == 0
+    assert queued.cancel()
+    release.set()
+    job.result()
+    time.sleep(0.01)
+    assert pool.idle() == 1

@@ -13,6 +13,7 @@ runs the same outputs from the bundle's own model with identical results.
 Settings, read when an engine is built (once per bundle in a process):
   DERMO_ENGINE=auto|openvino|onnxruntime|torch    (auto: the fastest one installed)
   DERMO_ENGINE_THREADS=N                          (default: torch's thread count, at most 4;
+                                                   ONNX Runtime: N single-thread lanes, model.lanes;
                                                    idle threads sleep, so Streamlit keeps its room)
 Naming a runtime that cannot run a bundle raises EngineError with what to do; `auto` falls
 back to torch and says why in `Forward.note`.

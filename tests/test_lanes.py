@@ -79,3 +79,39 @@ def test_the_pool_counts_its_free_helpers():
     job.result()
     time.sleep(0.01)
     assert pool.idle() == 1
+
+
+def test_an_analysis_never_waits_behind_other_sessions_jobs():
+    """With the helper lane held by someone else's job, an analysis runs its own queued jobs itself
+    and returns what it returns with the helper free."""
+    from pathlib import Path
+
+    from model.engine import installed
+    from model.pipeline import Analyzer
+
+    if "onnxruntime" not in installed():
+        pytest.skip("onnxruntime is not installed")
+    repo = Path(__file__).resolve().parents[1]
+    analyzer = Analyzer.from_dir(repo / "assets" / "models", "cpu")
+    if getattr(analyzer.engine, "lanes", 1) < 2:
+        pytest.skip("one lane: nothing runs beside the classifier")
+    data = (repo / "assets" / "examples" / "ISIC_0025032.jpg").read_bytes()
+    kw = dict(cam_methods=("gradcam", "eigencam"), tta=True, feature_layer=analyzer.layers[-1])
+    free = analyzer.analyze(data, **kw)
+    assert "helper lane" in free.runtime["tta"] and "beside" in free.runtime["segmenter"]
+    pool = lanes_pool(analyzer.engine.lanes)
+    release = threading.Event()
+    blocker = pool.submit(release.wait, 30)
+    try:
+        t0 = time.perf_counter()
+        held = analyzer.analyze(data, **kw)
+        assert time.perf_counter() - t0 < 20 and not blocker.done()
+    finally:
+        release.set()
+        blocker.result()
+    assert np.abs(free.probabilities - held.probabilities).max() < 1e-6
+    assert np.array_equal(free.lesion_mask, held.lesion_mask) and free.measurements == held.measurements
+    assert free.quality_warnings == held.quality_warnings and free.tta_agreement == held.tta_agreement
+    assert [n.image_id for n in free.similar.neighbours] == [n.image_id for n in held.similar.neighbours]
+    for m in kw["cam_methods"]:
+        assert np.abs(free.cams[m] - held.cams[m]).max() < 1e-5

@@ -10,7 +10,6 @@ batched pass. Nothing is registered on the shared models, so one Analyzer serves
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +23,7 @@ from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
-from .lanes import lanes_pool, run_parts, submit_or_run
+from .lanes import lanes_pool, submit_or_run
 from .measure import attention_shares, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
 from .pixels import is_grayscale
@@ -64,18 +63,6 @@ def _working_image(source, notes: list[str], say: bool = True) -> tuple[np.ndarr
     if say:
         notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
     return resize_rgb(rgb, (h, w)), tuple(original), scale
-
-
-@dataclass
-class _Prepared:
-    """A batch-review item ready for its batch (Analyzer._prepare)."""
-    rgb: np.ndarray
-    original: tuple[int, int]
-    notes: list[str]
-    x: np.ndarray                   # 3 x H x W, normalised for the classifier
-    pixels: tuple                   # Analyzer._pixel_checks
-    sha: str | None                 # keys of the similar-cases self-check
-    dhash: int | None
 
 
 def _flip_views(x: torch.Tensor) -> torch.Tensor:
@@ -268,63 +255,12 @@ class Analyzer:
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
-        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`.
-        Images are decoded at the working size (as `analyze` does) `batch_size` at a time, on the
-        engine's lanes, and classified a batch at a time, so memory grows with neither the number
-        of items nor their pixel count."""
-        out: list[BatchPrediction | None] = [None] * len(items)
-        lanes = getattr(self.engine, "lanes", 1)
-        for start in range(0, len(items), batch_size):
-            idx = list(range(start, min(len(items), start + batch_size)))
-            prepared = run_parts(lanes_pool(lanes), lanes, lambda i: self._prepare(items[i][1]), idx)
-            chunk = []
-            for i, p in zip(idx, prepared):
-                if isinstance(p, ImageError):
-                    out[i] = BatchPrediction(items[i][0], None, None, None, None, None, ["unreadable"], str(p))
-                else:
-                    chunk.append((i, p))
-            if chunk:
-                self._classify_chunk(items, chunk, tta, out)
-        return out  # type: ignore[return-value]
+        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`
+        (model.batch_review: decoded at the working size `batch_size` at a time on the engine's lanes,
+        classified a batch at a time; memory grows with neither the number of items nor their size)."""
+        from .batch_review import classify_many
 
-    def _prepare(self, src) -> "_Prepared | ImageError":
-        """One batch-review item made ready for its batch (runs on a lane): the working image, the
-        classifier's normalised input, the pixel checks and the keys of the similar-cases self-check."""
-        notes: list[str] = []
-        try:
-            rgb, original, _ = _working_image(src, notes, say=False)
-        except ImageError as e:
-            return e
-        b = self.classifier
-        small = resize_rgb(rgb, b.input_size)
-        sha, dhash = self.aids.self_check_keys(src, rgb)
-        return _Prepared(rgb, original, notes, normalize_hwc(small, b.mean, b.std), self._pixel_checks(small), sha, dhash)
-
-    def _classify_chunk(self, items, chunk, tta: bool, out: list) -> None:
-        bundle = self.classifier
-        x = np.stack([p.x for _, p in chunk])
-        res = self.engine(x, ["logits", "features"])
-        feats = res["features"]
-        probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
-        if tta:
-            views = self.engine(_flip_views(torch.from_numpy(x)), ["logits"])["logits"]
-            views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
-            probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
-        probs = probs.numpy()
-        dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-        sets = self.aids.sets_many(probs)
-        similar = self.aids.similar_many(feats, [p.sha for _, p in chunk], [p.rgb for _, p in chunk],
-                                         [p.dhash for _, p in chunk])
-        for (i, pr), p, d, ps, sim in zip(chunk, probs, dist, sets, similar):
-            flags = self._with_mask_checks(self._image_checks(pr.rgb, pr.original, d, True, pixels=pr.pixels), None)
-            top = int(p.argmax())
-            entropy = _entropy(p)
-            if p[top] < LOW_CONFIDENCE_PROB or entropy > HIGH_ENTROPY:
-                flags.append("low confidence")
-            out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
-                                     float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
-                                     entropy, flags, melanoma_flag=is_flagged(bundle.meta, self.classes, p),
-                                     notes=pr.notes, prediction_sets=ps, similar=sim)
+        return classify_many(self, items, tta, batch_size)
 
     # ------------------------------------------------------------------ internals
     def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):

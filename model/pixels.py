@@ -82,6 +82,7 @@ def is_grayscale(rgb: np.ndarray) -> bool:
     Large images are judged on an evenly spaced sample of about a million pixels."""
     h, w = rgb.shape[:2]
     step = max(1, int((h * w / 1_000_000) ** 0.5))
-    r, g, b = cv2.split(np.ascontiguousarray(rgb[::step, ::step]))  # planes: OpenCV's max/min run 3x numpy's strided ones
+    # channel planes: OpenCV's max/min on them run 3x numpy's on strided views
+    r, g, b = cv2.split(np.ascontiguousarray(rgb[::step, ::step]))
     spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
     return np.count_nonzero(spread > GRAY_TOLERANCE) <= GRAY_SHARE * spread.size

@@ -114,8 +114,9 @@ def test_asymmetry_from_moments_is_the_coordinate_covariance():
     rng = np.random.default_rng(4)
     for _ in range(20):
         m = np.zeros((450, 600), np.uint8)
-        cv2.ellipse(m, tuple(int(v) for v in rng.integers(150, 300, 2)), tuple(int(v) for v in rng.integers(20, 140, 2)),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        centre, axes = rng.integers(150, 300, 2), rng.integers(20, 140, 2)
+        cv2.ellipse(m, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), float(rng.uniform(0, 180)),
+                    0, 360, 1, -1)
         cv2.circle(m, tuple(int(v) for v in rng.integers(100, 400, 2)), int(rng.integers(5, 60)), 1, -1)
         masks.append(m > 0)
     assert len(masks) > 20

@@ -115,3 +115,22 @@ def test_an_analysis_never_waits_behind_other_sessions_jobs(monkeypatch):
     assert [n.image_id for n in free.similar.neighbours] == [n.image_id for n in held.similar.neighbours]
     for m in kw["cam_methods"]:
         assert np.abs(free.cams[m] - held.cams[m]).max() < 1e-5
+
+
+def test_fixed_batch_sessions_give_the_dynamic_sessions_outputs():
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from model.bundle import load_bundle
+    from model.engine import CHUNK, build_engine, check_onnx
+
+    b = load_bundle(Path(__file__).resolve().parents[1] / "assets" / "models" / "segmenter")
+    fwd = build_engine(b, "onnxruntime", 2)
+    dynamic = ort.InferenceSession(str(check_onnx(b)), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(5).normal(size=(CHUNK + 3, 3, *b.input_size)).astype(np.float32)
+    for n in (1, 3, CHUNK + 3):
+        want = dynamic.run(["logits"], {"image": x[:n]})[0]
+        got = fwd(x[:n], ["logits"])["logits"]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
+    assert set(fwd._sessions) <= set(range(1, CHUNK + 1)) and 3 in fwd._sessions

@@ -60,9 +60,18 @@ def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -
 
 
 # ----------------------------------------------------------------------------- images
+def unit_map(values: np.ndarray) -> np.ndarray:
+    """float32 copy of a map clipped to [0, 1], NaN as 0 (infinities clip): what np.clip(np.nan_to_num(v), 0, 1)
+    gives, with the NaN pass only when a NaN is there (the clipped sum says so)."""
+    v = np.clip(np.asarray(values, np.float32), 0, 1)
+    if np.isnan(v.sum(dtype=np.float64)):
+        v = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1)
+    return v
+
+
 def heatmap_overlay(rgb: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     """Blend a [0, 1] heatmap (jet colormap: red = strongest) over an RGB uint8 image."""
-    heat = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0, 1)
+    heat = unit_map(heat)
     if heat.shape != rgb.shape[:2]:
         heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
@@ -93,7 +102,7 @@ def mask_image(rgb: np.ndarray, mask: np.ndarray | None, opacity: float = 0.4) -
 
 def colorize(values: np.ndarray, size_hw: tuple[int, int] | None = None) -> np.ndarray:
     """A [0, 1] map as a viridis RGB image, optionally resized (nearest: shows the real grid)."""
-    v = np.uint8(255 * np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1))
+    v = np.uint8(255 * unit_map(values))
     if size_hw is not None:
         v = cv2.resize(v, (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_NEAREST)
     return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
@@ -101,14 +110,20 @@ def colorize(values: np.ndarray, size_hw: tuple[int, int] | None = None) -> np.n
 
 def feature_tiles(maps: np.ndarray, channels: Sequence[int], means: Sequence[float],
                   tile: int = 120) -> tuple[list[np.ndarray], list[str]]:
-    """One viridis tile per feature map (most active first) and its caption."""
-    tiles, captions = [], []
-    for m, ch, mean in zip(maps, channels, means):
-        h, w = m.shape
-        s = tile / max(h, w)
-        tiles.append(colorize(m, (max(1, round(h * s)), max(1, round(w * s)))))
-        captions.append(f"ch {ch} · {mean:.2f}")
-    return tiles, captions
+    """One viridis tile per feature map (most active first) and its caption: each map is
+    `colorize(m, tile size)`, the colour map applied to all tiles in one call."""
+    maps = np.asarray(maps, np.float32)
+    captions = [f"ch {ch} · {mean:.2f}" for _, ch, mean in zip(maps, channels, means)]
+    k = len(captions)
+    if k == 0:
+        return [], []
+    h, w = maps.shape[1:]
+    s = tile / max(h, w)
+    th, tw = max(1, round(h * s)), max(1, round(w * s))
+    v = np.uint8(255 * unit_map(maps[:k]))
+    strip = np.concatenate([cv2.resize(m, (tw, th), interpolation=cv2.INTER_NEAREST).reshape(th, tw) for m in v])
+    rgb = cv2.cvtColor(cv2.applyColorMap(strip, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    return list(rgb.reshape(k, th, tw, 3)), captions
 
 
 def fit_within(rgb: np.ndarray, max_side: int) -> np.ndarray:

@@ -95,6 +95,8 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
             for key in ("tta", "feature_maps", "segment", "measure", "quality"):
                 if key in a.timings_ms:
                     row[key] = a.timings_ms[key]
+                elif key in a.parallel_ms:   # ran beside the classifier: its own time, overlapping
+                    row[key] = a.parallel_ms[key]
             row["render"] = render_ms
             row["total"] = analyse_ms + render_ms
             for key, v in row.items():

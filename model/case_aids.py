@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .conformal import all_sets, conformal_config
-from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases
+from .conformal import conformal_config, sets_many, threshold_table
+from .similar import DEFAULT_K, INDEX, ReferenceSetError, ReferenceIndex, SimilarCases, difference_hash
 
 
 def file_sha256(source) -> str | None:
@@ -31,6 +31,7 @@ class CaseAids:
     index: ReferenceIndex | None
     index_error: str | None
     conformal: dict | None
+    _table: tuple | None = None       # conformal thresholds, all coverages (built on first use)
 
     @classmethod
     def from_bundle(cls, bundle) -> "CaseAids":
@@ -51,8 +52,30 @@ class CaseAids:
             return None
         return self.index.query(features, k, file_sha256(source), rgb, thumbnails)
 
+    def self_check_keys(self, source, rgb: np.ndarray) -> tuple[str | None, int | None]:
+        """(file sha256, difference hash) for the self-check; the hash only when the sha256 does not
+        already settle it. Pure per-image work, so batch review runs it on its lanes."""
+        sha = file_sha256(source)
+        if self.index is None or self.index._thumbs is None or (sha and sha in self.index._sha_index):
+            return sha, None
+        return sha, difference_hash(rgb)
+
+    def similar_many(self, features: np.ndarray, shas, rgbs, dhashes) -> list[SimilarCases | None]:
+        """Batch review's query (no thumbnails) for each row of (N, D) features, one search."""
+        if self.index is None:
+            return [None] * len(features)
+        return self.index.query_many(features, DEFAULT_K, shas, rgbs, thumbnails=False, dhashes=dhashes)
+
     def sets(self, probs: np.ndarray) -> dict[int, list[str]]:
-        return all_sets(probs, self.conformal, self.classes) if self.conformal else {}
+        return self.sets_many(np.asarray(probs)[None])[0]
+
+    def sets_many(self, probs: np.ndarray) -> list[dict[int, list[str]]]:
+        """Conformal sets for each row of (N, K) probabilities ({} each without a calibration)."""
+        if not self.conformal:
+            return [{} for _ in range(len(probs))]
+        if self._table is None:
+            self._table = threshold_table(self.conformal, self.classes)   # same result if two threads race
+        return sets_many(probs, self.conformal, self.classes, self._table)
 
 
 

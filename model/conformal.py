@@ -117,13 +117,28 @@ def set_masks(probs: np.ndarray, cfg: dict, classes: Sequence[str], coverage: in
     return _scores(probs, cfg) <= _thresholds(cfg, classes, coverage)[None] + 1e-12
 
 
+def threshold_table(cfg: dict, classes: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """(coverages, (n_coverages, K) thresholds): every coverage's per-class thresholds at once."""
+    covs = coverages_of(cfg)
+    return covs, np.array([_thresholds(cfg, classes, c) for c in covs]).reshape(len(covs), len(classes))
+
+
+def sets_many(probs: np.ndarray, cfg: dict, classes: Sequence[str],
+              table: tuple[list[int], np.ndarray] | None = None) -> list[dict[int, list[str]]]:
+    """all_sets for each row of (N, K) probabilities, scored in one pass (`table`: threshold_table,
+    reused across calls)."""
+    p = np.atleast_2d(np.asarray(probs, np.float64))
+    covs, thr = table or threshold_table(cfg, classes)
+    order = np.argsort(-p, axis=1, kind="stable")
+    inside = _scores(p, cfg)[:, None, :] <= thr[None] + 1e-12          # (N, coverages, K)
+    inside = np.take_along_axis(inside, order[:, None, :], 2)            # classes most probable first
+    return [{cov: [classes[i] for i, keep in zip(o, row) if keep] for cov, row in zip(covs, rows.tolist())}
+            for o, rows in zip(order.tolist(), inside)]
+
+
 def all_sets(probs: np.ndarray, cfg: dict, classes: Sequence[str]) -> dict[int, list[str]]:
     """For one image: coverage percent -> its set (class codes, most probable first)."""
-    p = np.asarray(probs, np.float64)
-    order = np.argsort(-p, kind="stable")
-    s = _scores(p[None], cfg)[0]
-    return {cov: [classes[i] for i in order if s[i] <= _thresholds(cfg, classes, cov)[i] + 1e-12]
-            for cov in coverages_of(cfg)}
+    return sets_many(np.asarray(probs)[None], cfg, classes)[0]
 
 
 def set_notes(codes: Sequence[str], top_class: str, coverage: int) -> list[str]:

@@ -23,10 +23,11 @@ from .engine import engine_for
 from .classifier import feature_layers
 from .interpret import CAM_METHODS, forward_explain, scale_cam
 from .labels import display_name, is_malignant
-from .measure import attention_on_lesion, measure_lesion
+from .lanes import lanes_pool, submit_or_run
+from .measure import attention_shares, measure_lesion
 from .melanoma_flag import flag_config, is_flagged
 from .pixels import is_grayscale
-from .preprocess import ImageError, decode_with_size, normalize, resize_map, resize_rgb, to_uint8_batch
+from .preprocess import ImageError, decode_with_size, normalize_hwc, resize_map, resize_rgb
 from .quality import MIN_SIDE, colour_features, mahalanobis, sharpness
 from .results import Analysis, BatchPrediction, FeatureMaps
 from .segmenter import postprocess_mask
@@ -128,19 +129,20 @@ class Analyzer:
                 cam_methods: Sequence[str] = ("gradcam",), tta: bool = False,
                 feature_layer: str | None = None, n_feature_maps: int = 16, segment: bool = True) -> Analysis:
         """Analyse one image (file bytes, a path or an RGB uint8 array). Raises ImageError for bad input."""
-        t = {}
+        t, parallel, runtime = {}, {}, {}
         clock = time.perf_counter()
 
         def lap(name):
             nonlocal clock
             now = time.perf_counter()
-            t[name] = round((now - clock) * 1000, 2)
+            t[name] = round(t.get(name, 0.0) + (now - clock) * 1000, 2)   # a second lap of a stage adds
             clock = now
 
         notes: list[str] = []
         rgb, original, scale = _working_image(source, notes)
         bundle = self.classifier
-        x = normalize(to_uint8_batch([rgb], bundle.input_size).to(self.device), bundle.mean, bundle.std)
+        small = resize_rgb(rgb, bundle.input_size)
+        x = torch.from_numpy(normalize_hwc(small, bundle.mean, bundle.std)[None]).to(self.device)
         lap("decode_resize")
 
         layer_idx = self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1
@@ -150,27 +152,36 @@ class Analyzer:
         if unknown:
             raise ValueError(f"unknown CAM methods {unknown}")
         last = len(self.layers) - 1
-        if self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last:
+        lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
+        last_view = seg_job = similar_job = None
+        lanes = getattr(self.engine, "lanes", 1)
+        pool = lanes_pool(lanes) if lean else None
+        if pool is not None:
+            # a helper lane takes segmentation + measurements, the last flipped view, the pixel checks and
+            # (once there are features) the similar cases, while this thread runs the original with the other
+            # two views and explains it; whatever no helper has started when it is needed runs here
+            # (docs/inference-engine.md)
+            if segment and self.segmenter is not None:
+                seg_job = self._start_segment(rgb, scale, parallel)
+            if tta:
+                last_view = submit_or_run(pool, lambda: self.engine(x.flip(2, 3), ["logits"])["logits"])
+        pixels = submit_or_run(pool, lambda: self._pixel_checks(small))
+        views = None
+        if lean:
             wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
-            fwd = self.last_cam.explain(self.engine(x, wanted), last, cls_idx, tuple(cam_methods), feat_idx,
-                                        n_feature_maps)
-            runtime = {"classifier": self.engine.label, "cam": f"forward-only, {self.engine.label}"}
+            batch = [x] + ([x.flip(3), x.flip(2)] + ([] if last_view is not None else [x.flip(2, 3)]) if tta else [])
+            out = self.engine(torch.cat(batch) if len(batch) > 1 else x, wanted)
+            if tta:
+                views, out = out["logits"][1:], {k: v[:1] for k, v in out.items()}
+            if pool is not None:
+                features = out["features"][0]
+                similar_job = submit_or_run(pool, lambda: self.aids.similar(features, source, rgb))
+            fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
+            runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
         else:
             fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
-            runtime = {"classifier": f"torch {torch.__version__}", "cam": f"torch autograd ({self.device.type})"}
+            runtime.update(classifier=f"torch {torch.__version__}", cam=f"torch autograd ({self.device.type})")
         lap("classify_and_cam")
-
-        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
-        tta_spread = tta_agreement = None
-        if tta:
-            views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"]) / bundle.temperature
-            runtime["tta"] = self.engine.label
-            all_probs = np.vstack([probs[None], torch.softmax(views, 1).numpy()])
-            probs = all_probs.mean(0)
-            top = int(probs.argmax())
-            tta_spread = float(all_probs[:, top].std())
-            tta_agreement = float((all_probs.argmax(1) == top).mean())
-            lap("tta")
 
         size = rgb.shape[:2]
         cams = {m: np.clip(resize_map(scale_cam(c), size), 0, 1) for m, c in fwd.cams.items()}
@@ -181,21 +192,28 @@ class Analyzer:
                                 np.stack([scale_cam(m) for m in fwd.feature_maps]) if len(fwd.feature_maps)
                                 else np.zeros((0, 1, 1), np.float32))
             lap("feature_maps")
-
-        mask = measures = None
-        if segment and self.segmenter is not None:
-            mask = self._segment(rgb)
-            runtime["segmenter"] = self.seg_engine.label
-            lap("segment")
-            measures = measure_lesion(mask, rgb)
-            if measures is not None and scale != 1.0:
-                measures.area_px = int(round(measures.area_px * scale ** 2))
-                measures.longest_diameter_px *= scale
-            lap("measure")
-        attention = {m: attention_on_lesion(c, mask) if mask is not None else None for m, c in cams.items()}
-
         ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
-        warnings = self._quality_warnings(rgb, original, mask, ood_distance=ood)
+        checks = self._image_checks(rgb, original, ood_distance=ood, pixels=pixels.result())  # needs no mask
+        lap("quality")
+        similar = similar_job.result() if similar_job is not None else self.aids.similar(fwd.features, source, rgb)
+        lap("similar_and_sets")
+
+        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
+        tta_spread = tta_agreement = None
+        if tta:
+            if views is not None:
+                views = torch.from_numpy(np.concatenate([views, last_view.result()]) if last_view else views)
+                runtime["tta"] = self.engine.label + (" (with the original; the last view on a helper lane)"
+                                                      if last_view else " (in one batch with the original)")
+            else:
+                views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
+                runtime["tta"] = self.engine.label
+            all_probs = np.vstack([probs[None], torch.softmax(views / bundle.temperature, 1).numpy()])
+            probs = all_probs.mean(0)
+            top = int(probs.argmax())
+            tta_spread = float(all_probs[:, top].std())
+            tta_agreement = float((all_probs.argmax(1) == top).mean())
+            lap("tta")
         entropy = _entropy(probs)
         top_p = float(probs.max())
         reasons = []
@@ -205,10 +223,23 @@ class Analyzer:
             reasons.append(f"normalised entropy {entropy:.2f} is over {HIGH_ENTROPY}")
         if tta_agreement is not None and tta_agreement < 1:
             reasons.append(f"flipped views disagree on the top class ({tta_agreement:.0%} agree)")
-        lap("quality")
-        similar = self.aids.similar(fwd.features, source, rgb)
         sets = self.aids.sets(probs)
         lap("similar_and_sets")
+
+        mask = measures = None
+        if seg_job is not None:
+            mask, measures = seg_job.result()
+            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
+            lap("segment_and_measure_wait")
+        elif segment and self.segmenter is not None:
+            mask = self._segment(rgb)
+            runtime["segmenter"] = self.seg_engine.label
+            lap("segment")
+            measures = self._measure(mask, rgb, scale)
+            lap("measure")
+        attention = attention_shares(cams, mask)
+        warnings = self._with_mask_checks(checks, mask)
+        lap("attention")
         return Analysis(
             image=rgb, scale_to_original=scale, classes=self.classes,
             display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
@@ -219,73 +250,70 @@ class Analyzer:
             ood_distance=ood, ood_threshold=self.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, model_info=self.model_info(), runtime=runtime,
+            notes=notes, timings_ms=t, parallel_ms=parallel, model_info=self.model_info(), runtime=runtime,
             similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
-        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`.
-        Images are decoded one at a time at the working size (as `analyze` does) and classified a
-        batch at a time, so memory grows with neither the number of items nor their pixel count."""
-        out: list[BatchPrediction | None] = [None] * len(items)
-        pending: list[tuple[int, np.ndarray, tuple[int, int], list[str]]] = []
-        for i, (name, src) in enumerate(items):
-            notes: list[str] = []
-            try:
-                rgb, original, _ = _working_image(src, notes, say=False)
-            except ImageError as e:
-                out[i] = BatchPrediction(name, None, None, None, None, None, ["unreadable"], str(e))
-                continue
-            pending.append((i, rgb, original, notes))
-            if len(pending) == batch_size:
-                self._classify_chunk(items, pending, tta, out)
-                pending = []
-        if pending:
-            self._classify_chunk(items, pending, tta, out)
-        return out  # type: ignore[return-value]
+        """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`
+        (model.batch_review: decoded at the working size `batch_size` at a time on the engine's lanes,
+        classified a batch at a time; memory grows with neither the number of items nor their size)."""
+        from .batch_review import classify_many
 
-    def _classify_chunk(self, items, chunk, tta: bool, out: list) -> None:
-        bundle = self.classifier
-        smalls = [resize_rgb(g[1], bundle.input_size) for g in chunk]
-        x = normalize(to_uint8_batch(smalls, bundle.input_size).to(self.device), bundle.mean, bundle.std)
-        res = self.engine(x, ["logits", "features"])
-        feats = res["features"]
-        probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
-        if tta:
-            views = self.engine(_flip_views(x), ["logits"])["logits"]
-            views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
-            probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
-        probs = probs.numpy()
-        dist = mahalanobis(feats, *self._ood) if self._ood else [None] * len(chunk)
-        for (i, rgb, original, notes), small, p, d, f in zip(chunk, smalls, probs, dist, feats):
-            flags = self._quality_warnings(rgb, original, None, ood_distance=d, short=True, small=small)
-            top = int(p.argmax())
-            if p[top] < LOW_CONFIDENCE_PROB or _entropy(p) > HIGH_ENTROPY:
-                flags.append("low confidence")
-            out[i] = BatchPrediction(items[i][0], p, self.classes[top], float(p[top]),
-                                     float(sum(q for c, q in zip(self.classes, p) if is_malignant(c))),
-                                     _entropy(p), flags,
-                                     melanoma_flag=is_flagged(bundle.meta, self.classes, p), notes=notes,
-                                     prediction_sets=self.aids.sets(p),
-                                     similar=self.aids.similar(f, items[i][1], rgb, thumbnails=False))
+        return classify_many(self, items, tta, batch_size)
 
     # ------------------------------------------------------------------ internals
+    def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
+        measures = measure_lesion(mask, rgb)
+        if measures is not None and scale != 1.0:
+            measures.area_px = int(round(measures.area_px * scale ** 2))
+            measures.longest_diameter_px *= scale
+        return measures
+
+    def _start_segment(self, rgb: np.ndarray, scale: float, timings: dict):
+        """Segmentation and measurements on a helper lane (model.lanes) while the caller classifies;
+        returns a future of (mask, measurements). Its own durations go into `timings`."""
+        def job():
+            t0 = time.perf_counter()
+            mask = self._segment(rgb)
+            t1 = time.perf_counter()
+            measures = self._measure(mask, rgb, scale)
+            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((time.perf_counter() - t1) * 1000, 2))
+            return mask, measures
+        return submit_or_run(lanes_pool(self.engine.lanes), job)
+
     def _segment(self, rgb: np.ndarray) -> np.ndarray:
         seg = self.segmenter
-        x = normalize(to_uint8_batch([rgb], seg.input_size).to(self.device), seg.mean, seg.std)
+        x = normalize_hwc(resize_rgb(rgb, seg.input_size), seg.mean, seg.std)[None]
         prob = torch.sigmoid(torch.from_numpy(self.seg_engine(x, ["logits"])["logits"]))[0, 0].numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
 
     def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:
         """The gate, judged from the pixels (`rgb` at the working size, `small` the same at the
         classifier's input size) and the size as uploaded (`original`, h x w)."""
-        small = resize_rgb(rgb, self.classifier.input_size) if small is None else small
+        return self._with_mask_checks(self._image_checks(rgb, original, ood_distance, short, small), mask)
+
+    def _pixel_checks(self, small: np.ndarray) -> tuple[float | None, float | None, bool]:
+        """(sharpness, colour distance, grayscale) of the image at the classifier's input size."""
+        size = self.classifier.input_size
+        sharp = sharpness(small, size) if self.sharpness_floor is not None else None
+        colour = None
+        if self._colour is not None:
+            mean, precision, _ = self._colour
+            colour = float(mahalanobis(colour_features(small, size)[None], mean, precision)[0])
+        return sharp, colour, is_grayscale(small)
+
+    def _image_checks(self, rgb, original, ood_distance=None, short=False, small=None,
+                      pixels=None) -> tuple[list[str], bool, bool]:
+        """The checks that need no lesion mask: (warnings, grayscale, short). `pixels`: _pixel_checks."""
+        if pixels is None:
+            pixels = self._pixel_checks(resize_rgb(rgb, self.classifier.input_size) if small is None else small)
+        s, d, gray = pixels
         w = []
         if min(original) < MIN_SIDE:
             w.append("tiny image" if short else f"The image is only {original[1]}x{original[0]} pixels as uploaded "
                      f"(a side under {MIN_SIDE}): too small for a dermoscopic assessment.")
-        if self.sharpness_floor is not None:
-            s = sharpness(small, self.classifier.input_size)
+        if s is not None:
             if s < self.sharpness_floor:
                 w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
                          f"training images' {self.sharpness_floor:.0f}).")
@@ -293,15 +321,21 @@ class Analyzer:
             w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
                      f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
                      "99th percentile of validation images). It may not be a dermoscopic image.")
-        if self._colour is not None:
-            mean, precision, limit = self._colour
-            d = float(mahalanobis(colour_features(small, self.classifier.input_size)[None], mean, precision)[0])
+        if d is not None:
+            limit = self._colour[2]
             if d > limit:
                 w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
                          f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
                          "percentile of validation images). It may not be a dermoscopic image.")
+        return w, gray, short
+
+    @staticmethod
+    def _with_mask_checks(checks: tuple[list[str], bool, bool], mask) -> list[str]:
+        """_image_checks' warnings plus the lesion check, grayscale last (the order the page shows)."""
+        w, gray, short = checks
+        w = list(w)
         if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
             w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
-        if is_grayscale(small):
+        if gray:
             w.append("grayscale" if short else "Grayscale image: the model was trained on colour dermoscopy.")
         return w

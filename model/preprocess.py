@@ -88,7 +88,7 @@ def decode_with_size(source: ImageSource, notes: list[str] | None = None, max_pi
             _size_hint(img, max_side)
             img.load()
             stored = img.size
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)   # no copy when there is nothing to turn
             original = (w, h) if img.size == stored or stored[0] == stored[1] else (h, w)
             rgb = as_rgb_array(_reduce(to_8bit(img, notes), max_side))
     except ImageError:
@@ -166,6 +166,16 @@ def normalize(x_uint8, mean: Sequence[float], std: Sequence[float], channels_las
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     x = (x - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def normalize_hwc(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """One HxWx3 uint8 image -> 3xHxW float32, normalised exactly as `normalize` does (the same
+    float32 operations in the same order, so the same bits), in numpy: no torch call per image."""
+    x = np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32)
+    x /= np.float32(255.0)
+    x -= np.asarray(mean, np.float32)[:, None, None]
+    x /= np.asarray(std, np.float32)[:, None, None]
+    return x
 
 
 def channel_stats(x_uint8) -> tuple[list[float], list[float]]:

@@ -44,7 +44,8 @@ class Analysis:
     lesion_mask: np.ndarray | None           # (H, W) bool
     measurements: Measurements | None
     notes: list[str] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)   # wall-clock laps, one after another
+    parallel_ms: dict[str, float] = field(default_factory=dict)  # stages run beside those laps (their own time)
     model_info: dict[str, str] = field(default_factory=dict)
     similar: Any = None                      # model.similar.SimilarCases: k nearest training cases, kNN vote
     similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)

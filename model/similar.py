@@ -108,10 +108,17 @@ def _grey_signature(rgb: np.ndarray) -> np.ndarray:
 def similarities(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(N, n) inner products. A few queries go through einsum's own single-threaded loop: a BLAS
     matrix-vector product with 2 threads on 2 busy cores was measured at 16 ms against 0.13 ms
-    (the same holds for the PCA projection in `embed`)."""
+    (the same holds for the PCA projection in `embed`). More go through torch's matmul, whose
+    threads sleep while they wait (a batch of 32: numpy's BLAS 16-38 ms on busy cores)."""
     if len(queries) <= 4:
         return np.einsum("nj,ij->ni", queries, reference)
-    return queries @ reference.T
+    return _matmul(queries, reference.T)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import torch
+
+    return (torch.from_numpy(np.ascontiguousarray(a, np.float32)) @ torch.from_numpy(np.asarray(b, np.float32))).numpy()
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -187,7 +194,7 @@ class ReferenceIndex:
         """Pre-logit features (N, D) -> unit vectors in the index's space (N, d)."""
         f = _l2(np.atleast_2d(np.asarray(features, np.float32)))
         centred = f - self.pca_mean
-        return _l2(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else centred @ self.pca)
+        return _l2(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else _matmul(centred, self.pca))
 
     def search(self, features: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
         """(indices, cosine similarities), each (N, k), most similar first."""
@@ -204,16 +211,17 @@ class ReferenceIndex:
         off = self._thumbs["offsets"]
         return self._thumbs["jpeg"][int(off[i]):int(off[i + 1])].tobytes()
 
-    def find_self(self, file_sha256: str | None, rgb: np.ndarray | None) -> str | None:
+    def find_self(self, file_sha256: str | None, rgb: np.ndarray | None, dhash: int | None = None) -> str | None:
         """How the query is itself a reference image: the same file (sha256), or the same picture at
         another size or compression (the references closest by difference hash, compared pixel by
-        pixel with their thumbnails at 32x24 grey levels)."""
+        pixel with their thumbnails at 32x24 grey levels). `dhash`: difference_hash(rgb), if known."""
         if file_sha256 and file_sha256 in self._sha_index:
             return f"This exact file is reference case {self.cases[self._sha_index[file_sha256]][0]} (training split)."
         if rgb is None or self._thumbs is None:
             return None
-        bits = np.bitwise_count(self.dhash ^ np.uint64(difference_hash(rgb)))
-        near = [int(i) for i in np.argsort(bits, kind="stable")[:NEAR_DUPLICATE_CANDIDATES] if bits[i] <= NEAR_DUPLICATE_BITS]
+        bits = np.bitwise_count(self.dhash ^ np.uint64(difference_hash(rgb) if dhash is None else dhash))
+        close = np.flatnonzero(bits <= NEAR_DUPLICATE_BITS)   # the closest first, as a stable sort of all
+        near = close[np.argsort(bits[close], kind="stable")][:NEAR_DUPLICATE_CANDIDATES].tolist()
         if not near:
             return None
         mine = _grey_signature(rgb)
@@ -231,14 +239,23 @@ class ReferenceIndex:
 
     def query(self, features: np.ndarray, k: int = DEFAULT_K, file_sha256: str | None = None,
               rgb: np.ndarray | None = None, thumbnails: bool = True) -> SimilarCases:
-        idx, sims = self.search(features, k)
-        idx, sims = idx[0], sims[0]
-        shares = vote_shares(self.labels[idx][None], sims[None], len(self.classes))[0]
-        neighbours = [Neighbour(self.cases[i][0], self.classes[self.labels[i]], float(s), *self.cases[i][1:5],
-                                thumbnail=self.thumbnail(i) if thumbnails else b"") for i, s in zip(idx, sims)]
-        return SimilarCases(neighbours, {c: float(v) for c, v in zip(self.classes, shares)},
-                            self.classes[int(shares.argmax())], self.find_self(file_sha256, rgb))
+        return self.query_many(np.atleast_2d(features), k, [file_sha256], [rgb], thumbnails)[0]
 
+    def query_many(self, features: np.ndarray, k: int = DEFAULT_K, file_sha256s=None, rgbs=None,
+                   thumbnails: bool = True, dhashes=None) -> list[SimilarCases]:
+        """query for each row of (N, D) features, searched in one pass; per row an optional file
+        sha256, working image and its difference hash for the self-check."""
+        n = len(features)
+        file_sha256s, rgbs, dhashes = (v if v is not None else [None] * n for v in (file_sha256s, rgbs, dhashes))
+        idx, sims = self.search(features, k)
+        shares = vote_shares(self.labels[idx], sims, len(self.classes))
+        out = []
+        for row, srow, share, sha, rgb, dh in zip(idx, sims, shares, file_sha256s, rgbs, dhashes):
+            neighbours = [Neighbour(self.cases[i][0], self.classes[self.labels[i]], float(s), *self.cases[i][1:5],
+                                    thumbnail=self.thumbnail(i) if thumbnails else b"") for i, s in zip(row, srow)]
+            out.append(SimilarCases(neighbours, {c: float(v) for c, v in zip(self.classes, share)},
+                                    self.classes[int(share.argmax())], self.find_self(sha, rgb, dh)))
+        return out
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.similar", description=__doc__.split("\n")[0])

@@ -209,8 +209,9 @@ def coverage(rows: list[dict], split_size: int, split: str) -> str | None:
     if len(ns) == 1:
         return f"seeded random subset of {ns[0]} of {split_size} {split} images"
     if ns[-1] == split_size:
-        return (f"the whole {split} split ({split_size} images) for some rows, seeded random subsets of "
-                f"{ns[0]}-{ns[-2]} images for the others (images per row in the table)")
+        rest = f"a seeded random subset of {ns[0]}" if len(ns) == 2 else f"seeded random subsets of {ns[0]}-{ns[-2]}"
+        return (f"the whole {split} split ({split_size} images) for some rows, {rest} images for the others "
+                "(images per row in the table)")
     return f"seeded random subsets of {ns[0]}-{ns[-1]} of {split_size} {split} images (images per row in the table)"
 
 

@@ -3,6 +3,7 @@ the pixels a model really uses scores higher than one elsewhere; the CLI writes 
 meta.json beside the other interpretability figures; the storage and review helpers stay torch-free."""
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -154,7 +155,10 @@ def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
     assert merged_rows(old, new, same_settings=False) == new
     assert coverage([{"n": 100}], 100, "test") is None
     assert coverage([{"n": 40}], 100, "test") == "seeded random subset of 40 of 100 test images"
-    assert "whole test split (100 images) for some rows" in coverage([{"n": 40}, {"n": 100}], 100, "test")
+    assert coverage([{"n": 40}, {"n": 100}], 100, "test") == (
+        "the whole test split (100 images) for some rows, a seeded random subset of 40 images for the others "
+        "(images per row in the table)")
+    assert "subsets of 40-60 images" in coverage([{"n": 40}, {"n": 60}, {"n": 100}], 100, "test")
 
 
 def test_review_and_its_helpers_do_not_import_torch(repo_root):
@@ -165,13 +169,27 @@ def test_review_and_its_helpers_do_not_import_torch(repo_root):
 
 
 def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo_root):
+    from model.faithfulness_split import aggregate
     from model.interpret import CAM_METHODS
 
-    meta = json.loads((repo_root / "assets" / "models" / "classifier" / "meta.json").read_text())
+    bundle = repo_root / "assets" / "models" / "classifier"
+    meta = json.loads((bundle / "meta.json").read_text())
     fig = meta["interpretability"]["faithfulness"]
-    assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"] and fig["n_images"] >= 16
-    assert fig["command"].startswith("python -m model.faithfulness assets/models/classifier")
+    assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"]
+    assert all(c.startswith("python -m model.faithfulness assets/models/classifier") for c in fig["commands"])
     layers = {r["layer"] for r in fig["rows"]}
     assert {(r["method"], r["layer"]) for r in fig["rows"]} == {(m, l) for m in CAM_METHODS for l in layers}
-    assert len(layers) >= 4 and all(r["n"] == fig["n_images"] for r in fig["rows"])
-    assert "gradcam_in_lesion" in meta["interpretability"]  # the older figure is kept beside it
+    assert len(layers) >= 4 and all(r["n"] >= 100 for r in fig["rows"])
+    # the app's default layer (the last stage) is measured on the whole test split ...
+    last = [r for r in fig["rows"] if r["layer"] == max(layers)]
+    assert all(r["n"] == fig["split_size"] == len(json.loads((bundle / "split.json").read_text())["splits"]["test"])
+               for r in last)
+    # ... where its Grad-CAM heat-in-lesion share is model.cam_focus's figure for the same maps
+    focus = meta["interpretability"]["gradcam_in_lesion"]["shipped"]
+    gradcam = next(r for r in last if r["method"] == "gradcam")
+    assert focus["layer"] == gradcam["layer"] and abs(gradcam["heat_in_lesion"] - focus["mean_share"]) < 1e-3
+    # every mean on the card comes from the per-image scores shipped beside the weights
+    lines = gzip.decompress((bundle / "faithfulness-scores.jsonl.gz").read_bytes()).decode().splitlines()
+    again = {(r["method"], r["layer"]): r for r in aggregate(json.loads(line) for line in lines)}
+    for r in fig["rows"]:
+        assert again[(r["method"], r["layer"])] == r

@@ -22,6 +22,11 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: one writing process at a time
+    fcntl = None
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -66,8 +71,23 @@ def image_scores(bundle: Bundle, forward, record, methods: Sequence[str], layers
 
 
 def _open(path: Path, mode: str):
-    """A cache file: plain JSON lines, or gzip (`.gz`: each append is one more gzip member)."""
+    """A cache file to read: plain JSON lines, or gzip (`.gz`: each append is one more gzip member)."""
     return gzip.open(path, mode + "t", encoding="utf-8") if path.suffix == ".gz" else path.open(mode, encoding="utf-8")
+
+
+def append(path: Path, text: str) -> None:
+    """Add one image's lines as one write under an exclusive lock: worker processes share the file,
+    and a killed run leaves whole images (for `.gz`, one whole gzip member per image)."""
+    data = gzip.compress(text.encode("utf-8")) if path.suffix == ".gz" else text.encode("utf-8")
+    with path.open("ab") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.write(data)
+            f.flush()
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_cache(path: Path | None, key: str) -> list[dict]:
@@ -112,8 +132,7 @@ def _run(bundle: Bundle, records, methods, layers, percentiles, cache: Path | No
             continue
         rows = [{"key": key, **row} for row in rows]
         if cache is not None:
-            with _open(cache, "a") as f:  # one write per image: a killed run leaves whole images
-                f.write("".join(json.dumps(row) + "\n" for row in rows))
+            append(cache, "".join(json.dumps(row) + "\n" for row in rows))
         out.extend(rows)
     return out
 

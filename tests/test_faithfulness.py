@@ -146,6 +146,28 @@ def test_cache_resumes_and_a_time_limit_keeps_what_is_done(tiny_classifier_dir, 
     assert len(fs.read_cache(gz, fs.weights_key(b, fs.PERCENTILES))) == 8
 
 
+def test_worker_processes_appending_at_once_leave_whole_images(tmp_path):
+    import gzip
+    import multiprocessing as mp
+
+    from model.faithfulness_split import read_cache
+
+    gz = tmp_path / "scores.jsonl.gz"
+    with mp.get_context("spawn").Pool(4) as pool:
+        pool.map(_append_many, [(gz, w) for w in range(4)])
+    rows = read_cache(gz, "k")
+    assert len(rows) == 4 * 25 * 24 and len(gzip.decompress(gz.read_bytes()).splitlines()) == len(rows)
+    assert {(r["w"], r["i"]) for r in rows} == {(w, i) for w in range(4) for i in range(25)}
+
+
+def _append_many(job):
+    from model.faithfulness_split import append
+
+    path, w = job
+    for i in range(25):
+        append(path, "".join(json.dumps({"key": "k", "w": w, "i": i, "pad": "x" * 300}) + "\n" for _ in range(24)))
+
+
 def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
     from model.faithfulness_split import coverage, merged_rows
 

@@ -17,6 +17,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -113,19 +114,25 @@ def read_cache(path: Path | None, key: str) -> list[dict]:
 
 
 def _worker(job) -> list[dict]:
-    bundle_dir, records, methods, layers, percentiles, cache, key, deadline, progress = job
+    bundle_dir, records, methods, layers, percentiles, cache, key, deadline, progress, parent = job
     torch.set_num_threads(1)
-    return _run(load_bundle(bundle_dir), records, methods, layers, percentiles, cache, key, deadline, progress)
+    rows = _run(load_bundle(bundle_dir), records, methods, layers, percentiles, cache, key, deadline, progress,
+                parent)
+    if os.getppid() != parent:  # orphaned: nobody to hand the rows to (the cache has them), so leave
+        os._exit(0)
+    return rows
 
 
 def _run(bundle: Bundle, records, methods, layers, percentiles, cache: Path | None, key: str,
-         deadline: float | None, progress: bool) -> list[dict]:
+         deadline: float | None, progress: bool, parent: int | None = None) -> list[dict]:
     from .engine import engine_for
 
     forward = engine_for(bundle)  # the perturbed copies need no gradient
     out = []
     for r in tqdm(records, desc="faithfulness", disable=not progress, mininterval=5):
         if deadline is not None and time.time() > deadline:
+            break
+        if parent is not None and os.getppid() != parent:  # the run was killed: do not go on alone
             break
         rows = image_scores(bundle, forward, r, methods, layers, percentiles)
         if rows is None:
@@ -158,7 +165,7 @@ def compute(bundle: Bundle, records, methods: Sequence[str], layers: Sequence[st
 
         parts = [todo[i::workers] for i in range(workers)]
         jobs = [(bundle.path, part, tuple(methods), tuple(layers), tuple(percentiles), cache, key, deadline,
-                 progress and i == 0) for i, part in enumerate(parts) if part]
+                 progress and i == 0, os.getpid()) for i, part in enumerate(parts) if part]
         with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
             new = [row for res in pool.map(_worker, jobs) for row in res]
     else:

@@ -168,6 +168,56 @@ def _append_many(job):
         append(path, "".join(json.dumps({"key": "k", "w": w, "i": i, "pad": "x" * 300}) + "\n" for _ in range(24)))
 
 
+@pytest.mark.slow
+def test_workers_stop_when_the_run_is_killed(tiny_classifier_dir, ham_small, tmp_path):
+    import os
+    import signal
+    import time
+
+    cache = tmp_path / "scores.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "model.faithfulness", str(tiny_classifier_dir), "--data",
+                             str(ham_small), "--split", "all", "--workers", "2", "--cache", str(cache), "--dry-run"],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    assert cache.exists(), "no image finished"
+    workers = _worker_pids(proc.pid)
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGKILL)  # the workers are orphaned: each finishes its image, then stops
+    proc.wait(10)
+    time.sleep(8)
+    settled = len(cache.read_text().splitlines())
+    time.sleep(6)
+    assert len(cache.read_text().splitlines()) == settled < 42 * 10
+    assert not [pid for pid in workers if _alive(pid)], "orphaned workers kept running"
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Pool workers (multiprocessing spawn) whose parent is `parent` (Linux /proc)."""
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and b"spawn_main" in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
     from model.faithfulness_split import coverage, merged_rows
 

@@ -182,6 +182,9 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
     for r in rows:
         if (r["image"], r["method"], r["layer"]) in seen:
             continue
+        if not all(np.isfinite(r[k]) for k in ("road", "morf", "lerf")) or \
+                (r.get("share") is not None and not np.isfinite(r["share"])):
+            continue  # a heatmap with non-finite values (seen once: Grad-CAM++ at a shallow stage) has no score
         seen.add((r["image"], r["method"], r["layer"]))
         a = acc.setdefault((r["method"], r["layer"]), {"road": [], "morf": [], "lerf": [], "share": []})
         for k in ("road", "morf", "lerf"):

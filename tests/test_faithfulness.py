@@ -225,6 +225,11 @@ def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
     new = [{"method": "gradcam", "layer": "b", "n": 100}]
     assert merged_rows(old, new, same_settings=True) == [old["rows"][0], new[0]]
     assert merged_rows(old, new, same_settings=False) == new
+    from model.faithfulness_split import aggregate
+
+    row = {"image": "a", "method": "gradcam", "layer": "b", "road": 0.1, "morf": -0.2, "lerf": 0.0, "share": 0.5}
+    broken = {**row, "image": "b", "share": float("nan")}
+    assert [r["n"] for r in aggregate([row, row, broken])] == [1]  # duplicates once, a broken heatmap not at all
     assert coverage([{"n": 100}], 100, "test") is None
     assert coverage([{"n": 40}], 100, "test") == "seeded random subset of 40 of 100 test images"
     assert coverage([{"n": 40}, {"n": 100}], 100, "test") == (

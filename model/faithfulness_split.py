@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -45,7 +44,9 @@ METRIC = "ROAD (pytorch_grad_cam.metrics.road, noisy linear imputation)"
 
 def weights_key(bundle: Bundle, percentiles: Sequence[int]) -> str:
     """What a cached score depends on: the weights, the ROAD percentiles and the noise seed."""
-    h = hashlib.sha256((Path(bundle.path) / "weights.safetensors").read_bytes()).hexdigest()[:16]
+    from .onnx_export import weights_sha256
+
+    h = weights_sha256(bundle.path)[:16]
     return f"{h}/p{'-'.join(map(str, percentiles))}/s{SEED}"
 
 
@@ -71,9 +72,9 @@ def image_scores(bundle: Bundle, forward, record, methods: Sequence[str], layers
     return rows
 
 
-def _open(path: Path, mode: str):
+def _reader(path: Path):
     """A cache file to read: plain JSON lines, or gzip (`.gz`: each append is one more gzip member)."""
-    return gzip.open(path, mode + "t", encoding="utf-8") if path.suffix == ".gz" else path.open(mode, encoding="utf-8")
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
 
 
 def append(path: Path, text: str) -> None:
@@ -96,7 +97,7 @@ def read_cache(path: Path | None, key: str) -> list[dict]:
     if path is None or not path.exists():
         return []
     rows = []
-    with _open(path, "r") as f:
+    with _reader(path) as f:
         while True:
             try:
                 line = f.readline()
@@ -201,12 +202,6 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
-def split_figures(bundle: Bundle, records, methods: Sequence[str], layers: Sequence[str],
-                  percentiles: Sequence[int] = PERCENTILES, progress: bool = True, workers: int = 1) -> list[dict]:
-    """Mean figures per (method, layer) over `records` (no cache, no time limit)."""
-    return aggregate(compute(bundle, list(records), methods, layers, percentiles, workers, progress=progress))
-
-
 def ordered(records, limit: int | None, seed: int = SEED) -> list:
     """A fixed seeded subset (or all), in a fixed seeded order: whatever prefix a time-limited run
     gets through is a random sample of the split, and the same one on every machine."""
@@ -215,11 +210,6 @@ def ordered(records, limit: int | None, seed: int = SEED) -> list:
     if limit and limit < len(records):
         records = [records[i] for i in sorted(rng.choice(len(records), size=limit, replace=False))]
     return [records[i] for i in np.random.default_rng(seed + 1).permutation(len(records))]
-
-
-def pick_subset(records, limit: int | None, seed: int = SEED):
-    """The images of `ordered`, sorted by id."""
-    return sorted(ordered(records, limit, seed), key=lambda r: r.image_id)
 
 
 def merged_rows(old: dict | None, new_rows: list[dict], same_settings: bool) -> list[dict]:

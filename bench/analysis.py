@@ -1,6 +1,7 @@
 """Timed single-image analysis (fast and naive, interleaved) and batch-review throughput."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +57,15 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     return {k: round(v, 3) for k, v in t.items()}
 
 
+def settle() -> None:
+    """Collect garbage, untimed, before a timed run of any pipeline. The naive reference reloads its
+    models for every image and leaves reference cycles (pytorch-grad-cam's hooks hold their model);
+    without this their collection, tens of MB freed, lands inside whichever run comes next: the
+    engine path measured 45.6 ms instead of 33.3 ms that way (docs/inference-engine.md). Each path
+    is charged its own work, as `timeit` does by switching the collector off."""
+    gc.collect()
+
+
 def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int, methods: Sequence[str],
                    device: str, fns, naive: bool = True, torch_analyzer=None) -> dict:
     """Fast and naive pipelines (and `torch_analyzer`, the same pipeline with every pass in torch)
@@ -82,6 +92,7 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
     for rep in range(repeats):
         for name, data in blobs:
             k += 1
+            settle()
             clk = Clock(device)
             a = analyzer.analyze(data, **opts)
             analyse_ms = clk.lap()
@@ -104,6 +115,7 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
             line = f"  [{device}] {k}/{total_runs} {name}: fast {row['total']:.0f} ms"
             rec = {"image": name, "repeat": rep, "fast_ms": round(row["total"], 2)}
             if torch_analyzer is not None:
+                settle()
                 clk = Clock(device)
                 ta = torch_analyzer.analyze(data, **opts)
                 render(fns, ta.image, ta.cams, ta.lesion_mask, ta.feature_maps.maps, ta.feature_maps.channels,
@@ -112,6 +124,7 @@ def bench_analysis(analyzer, models_dir: Path, images: list[Path], repeats: int,
                 line += f", torch path {torch_totals[-1]:.0f} ms"
                 rec["torch_path_ms"] = round(torch_totals[-1], 2)
             if naive:
+                settle()
                 clk = Clock(device)
                 n = naive_analyze(models_dir, data, methods, tta=True, feature_layer=-1, device=device)
                 naive_ms = clk.lap()

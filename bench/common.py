@@ -32,6 +32,22 @@ def summarize(values: Sequence[float]) -> dict:
             "min": r(v.min()), "max": r(v.max())}
 
 
+def cpu_busy_share(seconds: float = 2.0) -> float | None:
+    """Share of all CPUs' time spent busy over the next `seconds` (Linux /proc/stat; None elsewhere).
+    What other processes do right now, unlike the load average, which trails by minutes."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]    # total, idle + iowait
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
+
+
 def machine_info(torch) -> dict:
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -44,7 +60,7 @@ def machine_info(torch) -> dict:
         "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__,
         "platform": platform.platform(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "gpu": None,
+        "cpu_busy_at_start": cpu_busy_share(), "gpu": None,
     }
     try:
         import cv2

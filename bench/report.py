@@ -73,7 +73,9 @@ def to_markdown(results: dict) -> str:
     lines = [f"Benchmark `{results['created']}` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
              f"{m['torch_threads']} torch threads, torch {m['torch']}"
              + (f", GPU {m['gpu']}" if m.get("gpu") else "")
-             + f"; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}.", ""]
+             + f"; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}"
+             + (f", CPUs {m['cpu_busy_at_start']:.0%} busy over 2 s before it" if m.get("cpu_busy_at_start") is not None
+                else "") + ".", ""]
     if m.get("load_warning"):
         lines += [f"**Warning:** {m['load_warning']}.", ""]
     for dev, r in results["devices"].items():

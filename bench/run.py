@@ -53,6 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def load_warning(machine: dict) -> str | None:
+    """Why the timings may be inflated, judged from the CPUs' measured busy share over 2 s before the
+    start (the load average trails by minutes, so a job that just ended still shows), else the load."""
+    busy, load = machine.get("cpu_busy_at_start"), machine["loadavg_at_start"][0]
+    if busy is not None:
+        if busy <= 0.15:
+            return None
+        what = f"{busy:.0%} of the CPUs were busy just before the start (load average {load})"
+    elif load > 0.5:
+        what = f"load average {load} at start"
+    else:
+        return None
+    return (f"{what}: other processes were using the CPU, so these timings are inflated (badly so when "
+            "torch threads + other busy processes exceed the cores); rerun on an idle machine")
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
     import torch
 
@@ -82,12 +98,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                "config": {"models": str(models), "repeats": args.repeats, "images": [str(p) for p in images],
                           "methods": methods, "skip": sorted(skip), "argv": sys.argv[1:]},
                "devices": {}}
-    busy = results["machine"]["loadavg_at_start"][0]
-    if busy > 0.5:
-        results["machine"]["load_warning"] = (
-            f"load average {busy} at start: other processes were using the CPU, so these timings are "
-            "inflated (badly so when torch threads + other busy processes exceed the cores); rerun on an idle machine")
-        log("WARNING: " + results["machine"]["load_warning"])
+    warning = load_warning(results["machine"])
+    if warning:
+        results["machine"]["load_warning"] = warning
+        log("WARNING: " + warning)
     log(f"benchmark: {len(images)} images x {args.repeats} repeats on {', '.join(devices)}; "
         f"{torch.get_num_threads()} torch threads; load average {results['machine']['loadavg_at_start']}")
     fns = render_functions()

@@ -63,12 +63,18 @@ def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     if method == "layercam":
         return (torch.relu(g) * a).sum(0)
     if method == "gradcam++":
-        g2, g3 = g ** 2, g ** 3
-        sum_a = a.sum(dim=(1, 2), keepdim=True)
-        aij = g2 / (2 * g2 + sum_a * g3 + 1e-6)
-        aij = torch.where(g != 0, aij, torch.zeros_like(aij))
-        w = (torch.relu(g) * aij).sum(dim=(1, 2))
-        return (w[:, None, None] * a).sum(0)
+        # pytorch-grad-cam's formula, in float64: where activations can be negative (block outputs
+        # without an activation) the denominator has a pole, and in float32 a gradient next to it
+        # once gave a non-finite heatmap (blocks.0, ISIC_0031883); a zero denominator gives weight 0
+        gd, ad = g.double(), a.double()
+        g2 = gd ** 2
+        den = 2 * g2 + ad.sum(dim=(1, 2), keepdim=True) * g2 * gd + 1e-6
+        aij = torch.where((gd != 0) & (den != 0), g2 / torch.where(den != 0, den, 1.0), 0.0)
+        w = (torch.relu(gd) * aij).sum(dim=(1, 2))
+        peak = w.abs().max()
+        if 0 < peak < float("inf"):
+            w = w / peak    # a CAM is shown min-max scaled, so its scale is free: this keeps float32 finite
+        return (w[:, None, None] * ad).sum(0).to(a.dtype)
     raise ValueError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
 
 

@@ -247,3 +247,18 @@ def test_ensemble_of_one_model_twice_gains_nothing(tiny_classifier_dir, ham_smal
     rows = [line for line in out.splitlines() if line.startswith("| classifier")]
     assert len(rows) == 3 and rows[0].split("|")[2:] == rows[2].split("|")[2:]  # same figures as the member
     assert "+0.000 balanced accuracy (below the 0.02" in out
+
+
+def test_load_warning_reads_the_measured_busy_share_before_the_load_average():
+    from bench.common import cpu_busy_share
+    from bench.run import load_warning
+
+    # a job that ended seconds ago leaves the load average high while the CPUs are idle: no warning
+    assert load_warning({"cpu_busy_at_start": 0.02, "loadavg_at_start": [1.1, 1.3, 1.4]}) is None
+    busy = load_warning({"cpu_busy_at_start": 0.5, "loadavg_at_start": [0.2, 0.2, 0.2]})
+    assert busy and "50% of the CPUs were busy" in busy and "rerun on an idle machine" in busy
+    # without /proc/stat the load average decides
+    assert "load average 0.9" in load_warning({"cpu_busy_at_start": None, "loadavg_at_start": [0.9, 1, 1]})
+    assert load_warning({"cpu_busy_at_start": None, "loadavg_at_start": [0.3, 1, 1]}) is None
+    share = cpu_busy_share(0.2)
+    assert share is None or 0.0 <= share <= 1.0

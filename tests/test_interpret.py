@@ -62,3 +62,47 @@ def test_class_token_vit_cams_are_real_and_the_model_stays_unhooked(image):
     assert _hooks(model) == 0
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def _gradcam_pp_float32(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's Grad-CAM++ formula as the library computes it (float32 numpy)."""
+    g2, g3 = g ** 2, g ** 3
+    aij = g2 / (2 * g2 + a.sum(axis=(1, 2))[:, None, None] * g3 + np.float32(1e-6))
+    aij = np.where(g != 0, aij, 0)
+    w = (np.maximum(g, 0) * aij).sum(axis=(1, 2))
+    return (w[:, None, None] * a).sum(0)
+
+
+def test_gradcam_plus_plus_matches_the_library_formula_and_stays_finite_on_signed_activations():
+    """Block outputs without an activation are signed, which puts a pole in Grad-CAM++'s
+    denominator; ours (float64, weights rescaled) must give the library's scaled map wherever the
+    library's is finite, and a finite map everywhere."""
+    from model.interpret import _cam
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(300):
+        c = int(rng.integers(4, 40))
+        a = (rng.normal(0, 1, (c, 5, 7)) * 10 ** rng.uniform(-2, 2)).astype(np.float32)
+        g = (rng.normal(0, 1, (c, 5, 7)) * 10 ** rng.uniform(-4, 1)).astype(np.float32)
+        mine = _cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
+        assert np.isfinite(mine).all()
+        with np.errstate(all="ignore"):
+            theirs = _gradcam_pp_float32(a, g)
+        if np.isfinite(theirs).all() and scale_cam(theirs).std() > 1e-3:
+            # float32 next to a pole is itself imprecise: the library's map is matched, not its rounding
+            assert _corr(scale_cam(mine), scale_cam(theirs)) > 0.999
+            compared += 1
+    assert compared > 250
+
+    # a channel exactly on the pole in float32 (sums of powers of two, so every step is exact):
+    # g = 2^-11 and S = -(2^12 + 1e-6 * 2^33) make 2 g^2 + S g^3 = -1e-6, a zero denominator
+    a = rng.uniform(0, 1, (3, 5, 7)).astype(np.float32)
+    g = rng.normal(0, 1e-3, (3, 5, 7)).astype(np.float32)
+    a[0] = 0
+    a[0, 2, 3] = -(4096 + np.float32(1e-6) * np.float32(2.0 ** 33))
+    g[0] = np.float32(2.0 ** -11)
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(_gradcam_pp_float32(a, g)).all()     # the library's formula breaks here
+    mine = _cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
+    assert np.isfinite(mine).all() and np.isfinite(scale_cam(mine)).all()

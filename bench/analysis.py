@@ -5,7 +5,6 @@ import gc
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from bench.agreement import compare_outputs, merge_agreement
 from bench.common import Clock, log, summarize
@@ -17,8 +16,8 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     the forward pass (prediction + activations), the one backward pass the gradient methods
     share, and each method's formula plus its scaling/resizing to the image."""
     import torch
-    from model.interpret import _cam, scale_cam
-    from model.preprocess import decode_image, normalize, resize_map, to_uint8_batch
+    from model.interpret import _cam, cam_at
+    from model.preprocess import decode_image, normalize, to_uint8_batch
 
     b = analyzer.classifier
     rgb = decode_image(data)
@@ -34,7 +33,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
         grads = analyzer.last_cam.head_gradient(a, cls) if any(m != "eigencam" for m in methods) else None
         t["cam_backward"] = clk.lap()
         for m in methods:
-            np.clip(resize_map(scale_cam(_cam(m, a, grads).cpu().numpy()), rgb.shape[:2]), 0, 1)
+            cam_at(_cam(m, a, grads), rgb.shape[:2])
             t[f"cam:{m}"] = clk.lap()
         return {k: round(v, 3) for k, v in t.items()}
     with torch.enable_grad():
@@ -52,7 +51,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     a = act[0].detach().float()
     for m in methods:
         c = _cam(m, a, grads).cpu().numpy()
-        np.clip(resize_map(scale_cam(c), rgb.shape[:2]), 0, 1)
+        cam_at(c, rgb.shape[:2])
         t[f"cam:{m}"] = clk.lap()
     return {k: round(v, 3) for k, v in t.items()}
 

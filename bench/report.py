@@ -203,7 +203,9 @@ def readme_table(results: dict) -> str:
     fast, tp = ana.get("fast", {}).get("total"), ana.get("torch_path", {}).get("total")
     rows = [f"Measured by `python -m bench` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
             f"{m['torch_threads']} threads, torch {m['torch']}, engine {cpu.get('engine', '?')}; load average "
-            f"{m['loadavg_at_start'][0]} at the start.", "",
+            f"{m['loadavg_at_start'][0]} at the start"
+            + (f", CPUs {m['cpu_busy_at_start']:.0%} busy over the 2 s before it" if m.get("cpu_busy_at_start") is not None
+               else "") + ".", "",
             "| measure (CPU) | engine path | torch path | target |", "|---|---:|---:|---:|",
             f"| full analysis of one image, median ms (6 CAMs, TTA, feature maps, segmentation, measurements, "
             f"rendering) | {med(fast)} | {med(tp)} | {target('full analysis median')} |",

@@ -22,9 +22,9 @@ from tqdm import tqdm
 from .bundle import Bundle, BundleError, load_bundle, update_meta
 from .classifier import feature_layers
 from .data import DatasetError, Record
-from .interpret import forward_explain, scale_cam
+from .interpret import cam_at, forward_explain
 from .measure import attention_on_lesion
-from .preprocess import ImageError, decode_image, normalize, read_mask, resize_map, to_uint8_batch
+from .preprocess import ImageError, decode_image, normalize, read_mask, to_uint8_batch
 
 LOW_SHARE = 0.5
 
@@ -45,7 +45,7 @@ def heat_in_lesion(bundle: Bundle, records: Sequence[Record], method: str = "gra
             continue
         x = normalize(to_uint8_batch([rgb], bundle.input_size), bundle.mean, bundle.std)
         fwd = forward_explain(bundle.model, x, None, layer, (method,))
-        cam = np.clip(resize_map(scale_cam(fwd.cams[method]), mask.shape), 0, 1)
+        cam = cam_at(fwd.cams[method], mask.shape)
         share = attention_on_lesion(cam, mask)
         if share is None:
             skipped += 1

@@ -29,9 +29,9 @@ import torch
 
 from .bundle import Bundle
 from .classifier import feature_layers
-from .interpret import _cam, forward_explain, scale_cam
+from .interpret import _cam, cam_at, forward_explain
 from .road_imputer import FastImputer
-from .preprocess import normalize, resize_map, resize_rgb, to_uint8_batch
+from .preprocess import normalize, resize_rgb, to_uint8_batch
 
 PERCENTILES = (10, 30, 50, 70, 90)   # CAM percentile thresholds: 90% .. 10% of the pixels removed
 SEED = 0
@@ -94,7 +94,7 @@ def input_cams(bundle: Bundle, x: torch.Tensor, methods: Sequence[str], cam_clas
     """CAMs at the classifier's input size (scaled to [0, 1]) and the explained class index."""
     fwd = forward_explain(bundle.model, x, cam_class, layer, tuple(methods))
     size = tuple(bundle.input_size)
-    return {m: np.clip(resize_map(scale_cam(c), size), 0, 1) for m, c in fwd.cams.items()}, fwd.cam_class
+    return {m: cam_at(c, size) for m, c in fwd.cams.items()}, fwd.cam_class
 
 
 def layer_cams(bundle: Bundle, x: torch.Tensor, methods: Sequence[str],
@@ -120,7 +120,7 @@ def layer_cams(bundle: Bundle, x: torch.Tensor, methods: Sequence[str],
     for l, a, g in zip(layers, acts, grads):
         a, g = a[0].detach().float(), None if g is None else g[0].detach().float()
         for m in methods:
-            out[(m, l)] = np.clip(resize_map(scale_cam(_cam(m, a, g).cpu().numpy()), size), 0, 1)
+            out[(m, l)] = cam_at(_cam(m, a, g), size)
     return out, cls
 
 

@@ -202,6 +202,30 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
+def markdown_table(rows: list[dict], layers: Sequence[str]) -> str:
+    """The lab notes' table: ROAD ± s.e. (heat-in-lesion share) per method (rows) and layer (columns)."""
+    from .labels import CAM_METHOD_NAMES
+
+    cell = {(r["method"], r["layer"]): r for r in rows}
+    layers = [l for l in layers if any(k[1] == l for k in cell)]
+    methods = [m for m in CAM_METHOD_NAMES if any(k[0] == m for k in cell)]
+    n = {l: sorted({cell[k]["n"] for k in cell if k[1] == l}) for l in layers}
+    head = " | ".join(f"{l} (n={n[l][0]}" + (f"-{n[l][-1]}" if len(n[l]) > 1 else "") + ")" for l in layers)
+    out = [f"| ROAD ± s.e. (heat on lesion) | {head} |", "|---|" + "---:|" * len(layers)]
+    for m in methods:
+        cells = []
+        for l in layers:
+            r = cell.get((m, l))
+            if r is None:
+                cells.append("–")
+                continue
+            sem = f" ± {r['road_sem']:.3f}" if r.get("road_sem") is not None else ""
+            share = f" ({r['heat_in_lesion']:.2f})" if r.get("heat_in_lesion") is not None else ""
+            cells.append(f"{r['road']:+.3f}{sem}{share}")
+        out.append(f"| {CAM_METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def ordered(records, limit: int | None, seed: int = SEED) -> list:
     """A fixed seeded subset (or all), in a fixed seeded order: whatever prefix a time-limited run
     gets through is a random sample of the split, and the same one on every machine."""
@@ -290,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "commands": ((old.get("commands") or [old.get("command")]) if kept_old else []) + [command],
            "command": command, "rows": rows}
     fig["commands"] = [c for c in dict.fromkeys(fig["commands"]) if c]
+    print("\n" + markdown_table(rows, feature_layers(bundle.model)) + "\n")
     print(f"{fig['n_images']} of {len(all_records)} {args.split} images"
           + (f"; {fig['subset']}" if fig["subset"] else "") + f" ({fig['seconds']} s)")
     if not args.dry_run:

@@ -17,6 +17,7 @@ import torch
 
 from .classifier import feature_layers
 from .labels import CAM_METHOD_NAMES
+from .preprocess import resize_map
 
 CAM_METHODS = dict(CAM_METHOD_NAMES)
 LIBRARY_METHODS = {"scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigengradcam": "EigenGradCAM"}
@@ -83,6 +84,14 @@ def scale_cam(cam: np.ndarray) -> np.ndarray:
     cam = np.maximum(np.asarray(cam, np.float32), 0)
     cam = cam - cam.min()
     return cam / (1e-7 + cam.max())
+
+
+def cam_at(cam, size_hw) -> np.ndarray:
+    """A raw CAM as every view shows it: ReLU and min-max scaled, resized (bilinear) to size_hw
+    (h, w), clipped to [0, 1]. `cam`: an (h, w) array or tensor."""
+    if isinstance(cam, torch.Tensor):
+        cam = cam.detach().cpu().numpy()
+    return np.clip(resize_map(scale_cam(cam), size_hw), 0, 1)
 
 
 def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | None = None,

@@ -18,7 +18,6 @@ size of the safetensors and the values the runtime sees are bit-identical.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -26,19 +25,11 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .bundle import WEIGHTS, Bundle, BundleError, load_bundle
+from .bundle import Bundle, BundleError, load_bundle
+from .weights_hash import weights_sha256
 
 ONNX_FILE = "model.onnx"
 OPSET = 17
-
-
-def weights_sha256(bundle_dir: str | Path) -> str:
-    """sha256 of the bundle's weights.safetensors (what model.onnx is tied to)."""
-    h = hashlib.sha256()
-    with open(Path(bundle_dir) / WEIGHTS, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def output_names(bundle: Bundle) -> list[str]:

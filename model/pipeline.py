@@ -21,7 +21,7 @@ from .case_aids import CaseAids
 from .cam_forward import LastStageCam
 from .engine import engine_for
 from .classifier import feature_layers
-from .interpret import CAM_METHODS, forward_explain, scale_cam
+from .interpret import CAM_METHODS, cam_at, forward_explain, scale_cam
 from .labels import display_name, is_malignant
 from .lanes import lanes_pool, submit_or_run
 from .measure import attention_shares, measure_lesion
@@ -184,7 +184,7 @@ class Analyzer:
         lap("classify_and_cam")
 
         size = rgb.shape[:2]
-        cams = {m: np.clip(resize_map(scale_cam(c), size), 0, 1) for m, c in fwd.cams.items()}
+        cams = {m: cam_at(c, size) for m, c in fwd.cams.items()}
         lap("cam_render")
         fmaps = None
         if fwd.feature_maps is not None:

@@ -17,7 +17,6 @@ An index built for other weights is refused (ReferenceSetError), never searched.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import sys
@@ -28,6 +27,8 @@ from typing import Sequence
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
+
+from .weights_hash import weights_sha256  # noqa: F401  (similar_build imports it from here)
 
 INDEX = "similar.safetensors"
 THUMBS = "similar-thumbs.safetensors"
@@ -67,14 +68,6 @@ class SimilarCases:
     vote: dict[str, float]                  # class -> similarity-weighted share of the k neighbours
     vote_class: str
     in_reference: str | None = None         # how the upload itself is in the reference set, if it is
-
-
-def weights_sha256(bundle_dir: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(Path(bundle_dir) / "weights.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def difference_hash(rgb: np.ndarray) -> int:

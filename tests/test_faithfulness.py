@@ -270,3 +270,16 @@ def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo
     again = {(r["method"], r["layer"]): r for r in aggregate(json.loads(line) for line in lines)}
     for r in fig["rows"]:
         assert again[(r["method"], r["layer"])] == r
+
+
+def test_markdown_table_puts_methods_in_rows_and_layers_in_columns():
+    from model.faithfulness_split import markdown_table
+
+    rows = [{"method": "hirescam", "layer": "blocks.6", "n": 10, "road": 0.1234, "road_sem": 0.0021, "heat_in_lesion": 0.4},
+            {"method": "gradcam", "layer": "blocks.6", "n": 9, "road": -0.05, "road_sem": 0.003, "heat_in_lesion": None},
+            {"method": "gradcam", "layer": "blocks.0", "n": 5, "road": 0.01, "road_sem": None, "heat_in_lesion": 0.25}]
+    lines = markdown_table(rows, ["blocks.0", "blocks.3", "blocks.6"]).splitlines()
+    assert lines[0] == "| ROAD ± s.e. (heat on lesion) | blocks.0 (n=5) | blocks.6 (n=9-10) |"   # no row at blocks.3
+    assert lines[2] == "| Grad-CAM | +0.010 (0.25) | -0.050 ± 0.003 |"        # the offered order: Grad-CAM first
+    assert lines[3] == "| HiResCAM | – | +0.123 ± 0.002 (0.40) |"
+    assert len(lines) == 4

@@ -59,9 +59,11 @@ def session(k):
 threads = [threading.Thread(target=session, args=(k,)) for k in range(n)]
 [t.start() for t in threads]
 [t.join() for t in threads]
-status = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(("VmHWM", "VmRSS"))}
+status = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/self/status")
+          if l.startswith(("VmHWM", "VmRSS", "RssAnon", "RssFile"))}
 print(json.dumps({"peak_rss_mb": round(status["VmHWM"] / 1024, 1), "rss_mb": round(status["VmRSS"] / 1024, 1),
-                  "engine": analyzer.engine.label}))
+                  "rss_anon_mb": round(status.get("RssAnon", 0) / 1024, 1),
+                  "rss_file_mb": round(status.get("RssFile", 0) / 1024, 1), "engine": analyzer.engine.label}))
 """
 
 

@@ -120,7 +120,10 @@ def to_markdown(results: dict) -> str:
         mem = r.get("memory")
         if mem and mem.get("peak_rss_mb") is not None:
             lines += [f"Server memory (fresh process, streamlit imported, {mem['sessions']} sessions analysing at once "
-                      f"and keeping their results): **peak {_fmt(mem['peak_rss_mb'], 0)} MB** resident.", ""]
+                      f"and keeping their results): **peak {_fmt(mem['peak_rss_mb'], 0)} MB** resident"
+                      + (f" (at the end {_fmt(mem['rss_anon_mb'], 0)} MB anonymous + {_fmt(mem['rss_file_mb'], 0)} MB "
+                         "file-backed pages of the libraries, which depend on the page cache)" if mem.get("rss_file_mb")
+                         else "") + ".", ""]
         nets = r.get("models")
         if nets:
             lines += [f"Networks alone on {dev} (one image, inference mode):", "",

@@ -82,6 +82,9 @@ def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
     assert ana["speedup_vs_torch_path"] > 0 and "forward-only" in ana["runtime"]["cam"]
     assert cpu["concurrent"]["analyses"] == 4 * 1 and cpu["concurrent"]["latency_ms"]["p95"] > 0
     assert cpu["memory"]["sessions"] == 8 and cpu["memory"]["peak_rss_mb"] > 100
+    mem = cpu["memory"]   # the resident set split: anonymous memory and the libraries' file-backed pages
+    assert mem["rss_anon_mb"] > 50 and mem["rss_file_mb"] > 10
+    assert abs(mem["rss_anon_mb"] + mem["rss_file_mb"] - mem["rss_mb"]) < 0.02 * mem["rss_mb"]
     from bench.report import readme_table
 
     table = readme_table(r)

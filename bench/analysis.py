@@ -5,7 +5,6 @@ import gc
 from pathlib import Path
 from typing import Sequence
 
-
 from bench.agreement import compare_outputs, merge_agreement
 from bench.common import Clock, log, summarize
 from bench.rendering import render
@@ -50,8 +49,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
             t["cam_backward"] = clk.lap()
     a = act[0].detach().float()
     for m in methods:
-        c = _cam(m, a, grads).cpu().numpy()
-        cam_at(c, rgb.shape[:2])
+        cam_at(_cam(m, a, grads), rgb.shape[:2])
         t[f"cam:{m}"] = clk.lap()
     return {k: round(v, 3) for k, v in t.items()}
 

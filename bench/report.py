@@ -68,14 +68,18 @@ STAGE_LABELS = {"load_models": "reload both bundles from disk", "decode_resize":
                 "render": "rendering (colourise + overlay)", "total": "**total**"}
 
 
+def _busy(machine: dict) -> str:
+    """", CPUs N% busy over the 2 s before it" when the run measured it (bench.common.cpu_busy_share)."""
+    busy = machine.get("cpu_busy_at_start")
+    return "" if busy is None else f", CPUs {busy:.0%} busy over the 2 s before it"
+
+
 def to_markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"Benchmark `{results['created']}` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
              f"{m['torch_threads']} torch threads, torch {m['torch']}"
              + (f", GPU {m['gpu']}" if m.get("gpu") else "")
-             + f"; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}"
-             + (f", CPUs {m['cpu_busy_at_start']:.0%} busy over 2 s before it" if m.get("cpu_busy_at_start") is not None
-                else "") + ".", ""]
+             + f"; load average at start {', '.join(str(x) for x in m['loadavg_at_start'])}{_busy(m)}.", ""]
     if m.get("load_warning"):
         lines += [f"**Warning:** {m['load_warning']}.", ""]
     for dev, r in results["devices"].items():
@@ -206,9 +210,7 @@ def readme_table(results: dict) -> str:
     fast, tp = ana.get("fast", {}).get("total"), ana.get("torch_path", {}).get("total")
     rows = [f"Measured by `python -m bench` on {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
             f"{m['torch_threads']} threads, torch {m['torch']}, engine {cpu.get('engine', '?')}; load average "
-            f"{m['loadavg_at_start'][0]} at the start"
-            + (f", CPUs {m['cpu_busy_at_start']:.0%} busy over the 2 s before it" if m.get("cpu_busy_at_start") is not None
-               else "") + ".", "",
+            f"{m['loadavg_at_start'][0]} at the start{_busy(m)}.", "",
             "| measure (CPU) | engine path | torch path | target |", "|---|---:|---:|---:|",
             f"| full analysis of one image, median ms (6 CAMs, TTA, feature maps, segmentation, measurements, "
             f"rendering) | {med(fast)} | {med(tp)} | {target('full analysis median')} |",

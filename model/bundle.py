@@ -18,8 +18,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .weights_hash import WEIGHTS_FILE as WEIGHTS
+
 SCHEMA_VERSION = 1
-WEIGHTS = "weights.safetensors"
 EXTRAS = "extras.safetensors"
 META = "meta.json"
 TASKS = ("classify", "segment")

@@ -44,7 +44,7 @@ METRIC = "ROAD (pytorch_grad_cam.metrics.road, noisy linear imputation)"
 
 def weights_key(bundle: Bundle, percentiles: Sequence[int]) -> str:
     """What a cached score depends on: the weights, the ROAD percentiles and the noise seed."""
-    from .onnx_export import weights_sha256
+    from .weights_hash import weights_sha256
 
     h = weights_sha256(bundle.path)[:16]
     return f"{h}/p{'-'.join(map(str, percentiles))}/s{SEED}"
@@ -185,7 +185,7 @@ def aggregate(rows: Iterable[dict]) -> list[dict]:
             continue
         if not all(np.isfinite(r[k]) for k in ("road", "morf", "lerf")) or \
                 (r.get("share") is not None and not np.isfinite(r["share"])):
-            continue  # a heatmap with non-finite values (seen once: Grad-CAM++ at a shallow stage) has no score
+            continue  # a heatmap with non-finite values has no score (seen once, from Grad-CAM++ in float32)
         seen.add((r["image"], r["method"], r["layer"]))
         a = acc.setdefault((r["method"], r["layer"]), {"road": [], "morf": [], "lerf": [], "share": []})
         for k in ("road", "morf", "lerf"):
@@ -279,10 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         bundle = load_bundle(args.bundle)
-        layers = args.layers or feature_layers(bundle.model)
-        unknown = [l for l in layers if l not in feature_layers(bundle.model)]
+        names = feature_layers(bundle.model)
+        layers = args.layers or names
+        unknown = [l for l in layers if l not in names]
         if unknown:
-            raise BundleError(f"unknown layers {unknown}; this model has {feature_layers(bundle.model)}")
+            raise BundleError(f"unknown layers {unknown}; this model has {names}")
         all_records = records_for_split(args.bundle, args.data, args.split)
         records = ordered(all_records, args.limit, args.seed)
         start = time.perf_counter()
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "commands": ((old.get("commands") or [old.get("command")]) if kept_old else []) + [command],
            "command": command, "rows": rows}
     fig["commands"] = [c for c in dict.fromkeys(fig["commands"]) if c]
-    print("\n" + markdown_table(rows, feature_layers(bundle.model)) + "\n")
+    print("\n" + markdown_table(rows, names) + "\n")
     print(f"{fig['n_images']} of {len(all_records)} {args.split} images"
           + (f"; {fig['subset']}" if fig["subset"] else "") + f" ({fig['seconds']} s)")
     if not args.dry_run:

@@ -28,7 +28,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from .weights_hash import weights_sha256  # noqa: F401  (similar_build imports it from here)
+from .weights_hash import weights_sha256
 
 INDEX = "similar.safetensors"
 THUMBS = "similar-thumbs.safetensors"

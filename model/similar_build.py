@@ -14,7 +14,8 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from .similar import (ATTRIBUTION, CREDIT, DEFAULT_DIMS, DEFAULT_K, FORMAT, INDEX, THUMB_WH, THUMBS, _l2,
-                      difference_hash, weights_sha256)
+                      difference_hash)
+from .weights_hash import weights_sha256
 
 
 def case_metadata(data_dir: Path) -> dict[str, list[str]]:

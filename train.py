@@ -36,6 +36,8 @@ from model.labels import HAM10000_CLASSES
 from model.melanoma_flag import FLAG_CLASS, choose_threshold
 from model.metrics import classification_report, mask_scores
 from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
+from model.domain import DEFAULT_DOMAIN
+from model.shift_augment import SHIFT_FAMILIES, parse_shift
 from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.segmenter import DEFAULT_DECODER, build_segmenter
 from model.training import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
@@ -70,6 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="weighted loss, class-balanced sampling, square-root sampling, balanced sampling + weighted "
                          "loss, or logit-adjusted loss with natural sampling")
     ap.add_argument("--augment", default="medium", choices=tuple(AUGMENT_STRENGTHS))
+    ap.add_argument("--shift", default="", help="dermatoscope-shift augmentations, comma-separated: "
+                    f"{', '.join(SHIFT_FAMILIES)}, or all (model.shift_augment; classifier only)")
+    ap.add_argument("--colour-constancy", default="none", choices=("none", "shades-of-gray"),
+                    help="colour constancy in the one input path (recorded in meta.json, applied at inference too)")
+    ap.add_argument("--sog-p", type=float, default=6.0, help="Minkowski norm of Shades of Gray (6 is usual for dermoscopy)")
     ap.add_argument("--class-augment", default="", help="per-class strength, e.g. 'df=strong,vasc=strong'")
     ap.add_argument("--norm", default="model", choices=("model", "data"), help="mean/std from timm's config or the training set")
     ap.add_argument("--opt", default="adamw", choices=("adamw", "sgd"))
@@ -102,6 +109,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def input_domain(args) -> dict:
+    """The one input path's settings for this run (meta.json `preprocessing`, see model.domain)."""
+    cc = {"method": "shades_of_gray", "p": args.sog_p} if args.colour_constancy == "shades-of-gray" else None
+    return {**DEFAULT_DOMAIN, "colour_constancy": cc}
+
+
 def prepare_data(args, size_hw, with_masks: bool, dist=distributed.Dist()):
     ds = load_dataset(args.data)
     for image_id, why in ds.problems[:20]:
@@ -129,7 +142,8 @@ def prepare_data(args, size_hw, with_masks: bool, dist=distributed.Dist()):
     decoded = {}
     for name in ("train", "val"):
         t0 = time.time()
-        decoded[name] = decode_records(select(records, splits[name]), size_hw, classes, with_masks)
+        decoded[name] = decode_records(select(records, splits[name]), size_hw, classes, with_masks,
+                                       domain=input_domain(args))
         d = decoded[name]
         print(f"{name}: {len(d.records)} images decoded in {time.time() - t0:.1f}s"
               + (f", {len(d.skipped)} skipped (e.g. {d.skipped[0]})" if d.skipped else ""))
@@ -195,6 +209,9 @@ def run(args, argv, dist, device) -> int:
             model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained,
                                                       pretrained_source=args.pretrained_source)
         print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
+        shift = parse_shift(args.shift)
+        if shift and segment:
+            raise ValueError("--shift applies to the classifier only.")
         if args.batch_size % dist.world:
             raise ValueError(f"--batch-size {args.batch_size} (global) is not a multiple of the {dist.world} processes.")
         ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment, dist)
@@ -254,7 +271,7 @@ def run(args, argv, dist, device) -> int:
                       mean=mean, std=std, device=device, channels_last=channels_last,
                       amp=device.type == "cuda", patience=args.patience, seed=args.seed,
                       checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
-                      mixup=args.mixup, cutmix=args.cutmix, num_classes=len(classes),  # fit mixes classes only
+                      mixup=args.mixup, cutmix=args.cutmix, shift=shift, num_classes=len(classes),  # fit mixes classes only
                       before_epoch=BodyControl(args.freeze_epochs, args.freeze_bn)
                       if args.freeze_epochs or args.freeze_bn else None, dist=dist)
     launcher = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', dist.world)} " if dist.active else "python "
@@ -274,7 +291,7 @@ def run(args, argv, dist, device) -> int:
     # ---- what the app needs beyond the weights: temperature, feature statistics, sharpness range
     meta = {
         "task": args.task, "arch": args.arch, "arch_kwargs": arch_kwargs,
-        "input_size": list(size_hw), "mean": mean, "std": std,
+        "input_size": list(size_hw), "mean": mean, "std": std, "preprocessing": input_domain(args),
         "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command, "commands": commands,

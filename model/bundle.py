@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .domain import domain_of
 from .weights_hash import WEIGHTS_FILE as WEIGHTS
 
 SCHEMA_VERSION = 1
@@ -61,6 +62,11 @@ class Bundle:
     @property
     def std(self) -> list[float]:
         return list(self.meta["std"])
+
+    @property
+    def domain(self) -> dict[str, Any]:
+        """The one input path's settings (meta.json `preprocessing`, defaults filled in)."""
+        return domain_of(self.meta)
 
     @property
     def temperature(self) -> float:

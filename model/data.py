@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .labels import HAM10000_CLASSES
+from .domain import to_training_domain
 from .preprocess import ImageError, decode_image, read_mask, resize_mask, resize_rgb
 from .tables import (ONE_HOT_COLUMNS, DatasetError, lesion_groups, metadata_rows, one_hot_rows,  # noqa: F401
                      parse_labels_table, read_table_file)
@@ -197,9 +198,9 @@ class Decoded:
     skipped: list[tuple[str, str]]
 
 
-def _decode_one(rec: Record, size_hw, with_mask: bool):
+def _decode_one(rec: Record, size_hw, with_mask: bool, domain=None):
     try:
-        img = resize_rgb(decode_image(rec.image_path), size_hw)
+        img = resize_rgb(to_training_domain(decode_image(rec.image_path), domain), size_hw)
         mask = None
         if with_mask:
             if rec.mask_path is None:
@@ -212,15 +213,16 @@ def _decode_one(rec: Record, size_hw, with_mask: bool):
 
 def decode_records(records: Sequence[Record], size_hw: Sequence[int], classes: Sequence[str],
                    with_masks: bool = False, workers: int = 4,
-                   progress: Callable[[int, int], None] | None = None) -> Decoded:
-    """Decode and resize every record once; unreadable or truncated files are skipped and reported."""
+                   progress: Callable[[int, int], None] | None = None, domain=None) -> Decoded:
+    """Decode every record once through the one input path (model.domain, `domain` settings) and
+    resize it to the network's input; unreadable or truncated files are skipped and reported."""
     import torch
 
     index = {c: i for i, c in enumerate(classes)}
     imgs, masks, labels, kept, skipped = [], [], [], [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, (rec, img, mask, err) in enumerate(
-                pool.map(lambda r: _decode_one(r, size_hw, with_masks), records)):
+                pool.map(lambda r: _decode_one(r, size_hw, with_masks, domain), records)):
             if progress:
                 progress(i + 1, len(records))
             if err is not None:

@@ -25,7 +25,7 @@ def classifier_logits(bundle: Bundle, images: Sequence[np.ndarray], batch_size: 
     outs = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = normalize(to_uint8_batch(images[i:i + batch_size], bundle.input_size).to(dev),
+            x = normalize(to_uint8_batch(images[i:i + batch_size], bundle.input_size, bundle.domain).to(dev),
                           bundle.mean, bundle.std, uses_channels_last(bundle))
             outs.append(engine_for(bundle)(x, ["logits"])["logits"])
     return np.concatenate(outs) if outs else np.zeros((0, len(bundle.classes)), np.float32)
@@ -45,7 +45,7 @@ def segment_probs(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int 
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
-            x = normalize(to_uint8_batch(chunk, bundle.input_size).to(dev), bundle.mean, bundle.std,
+            x = normalize(to_uint8_batch(chunk, bundle.input_size, bundle.domain).to(dev), bundle.mean, bundle.std,
                           uses_channels_last(bundle))
             probs = torch.sigmoid(torch.from_numpy(engine_for(bundle)(x, ["logits"])["logits"]))[:, 0].numpy()
             for j, (p, img) in enumerate(zip(probs, chunk)):

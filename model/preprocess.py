@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .domain import to_training_domain
 from .pixels import PixelError, as_rgb_array, is_grayscale, to_8bit
 
 ImageSource = Union[bytes, bytearray, str, Path, BinaryIO]
@@ -148,12 +149,18 @@ def resize_map(values: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
                       interpolation=cv2.INTER_LINEAR)
 
 
+def model_rgb(rgb: np.ndarray, size_hw: Sequence[int], domain=None) -> np.ndarray:
+    """The one input path: an RGB uint8 image of any size -> the training domain (model.domain,
+    `domain` settings, None for the default) -> the network's input size."""
+    return resize_rgb(to_training_domain(rgb, domain), size_hw)
+
+
 # ----------------------------------------------------------------------------- tensors
-def to_uint8_batch(images: Sequence[np.ndarray], size_hw: Sequence[int]):
-    """Stack RGB uint8 images, resized to the model input, as an Nx3xHxW uint8 tensor."""
+def to_uint8_batch(images: Sequence[np.ndarray], size_hw: Sequence[int], domain=None):
+    """Stack RGB uint8 images, through the one input path (`model_rgb`), as an Nx3xHxW uint8 tensor."""
     import torch
 
-    arr = np.stack([resize_rgb(im, size_hw) for im in images])
+    arr = np.stack([model_rgb(im, size_hw, domain) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .distributed import Dist, rank_batches, from_main, sum_across, wrap
 from .machine import cpu_model
 from .preprocess import augment_batch, mix_batch, normalize
+from .shift_augment import shift_batch
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -218,6 +219,7 @@ class LoopConfig:
     keep: str = "best"  # weights the run ends with: "best" validation score, or "last" epoch
     mixup: float = 0.0  # Beta alpha for mixup (0 = off); classification only
     cutmix: float = 0.0  # Beta alpha for CutMix (0 = off); with both set, each batch uses one of them
+    shift: tuple[str, ...] = ()  # dermatoscope-shift families (model.shift_augment); classification only
     num_classes: int = 0  # for the soft targets of mixed batches (0 = from the labels)
     before_epoch: Callable[[torch.nn.Module, int], None] | None = None  # e.g. BodyControl, after model.train()
     dist: Dist = field(default_factory=Dist)  # rank and world size under torchrun (batch_size stays global)
@@ -309,7 +311,9 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
             x, target_aug = augment_batch(x, s, gen, target if masks is not None else None)
             if masks is not None:
                 target = (target_aug > 0.5).float()
-            elif mixing:  # soft targets: cross-entropy takes class probabilities as well as indices
+            elif cfg.shift:
+                x = shift_batch(x, cfg.shift, gen)
+            if mixing:  # soft targets: cross-entropy takes class probabilities as well as indices
                 x, target, _ = mix_batch(x, F.one_hot(target, n_classes).float(), cfg.mixup, cfg.cutmix, gen)
             x = normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):

@@ -7,7 +7,7 @@
 The story: read the dataset -> lesion-disjoint split (reused if given) -> decode everything once
 into memory -> build the model -> train with augmentation on the batch's device, early stopping
 on validation balanced accuracy (Dice for the segmenter) -> calibrate (classifier) -> save the
-bundle -> measure it on the held-out test split with the same code as `python -m model.evaluate`.
+bundle -> measure it on the held-out test split with the same code as `python -m model.evaluation.evaluate`.
 """
 from __future__ import annotations
 
@@ -24,27 +24,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import tv_compat  # noqa: F401  (before timm)
-from model.bundle import save_bundle, update_meta, load_bundle
-from model.pretrained import offline_architectures, pretrained_mean_std, weights_info
-from model.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
-from model import distributed
-from model.data import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
-from model.onnx_export import export_after_training
-from model.evaluate import evaluate_classifier, evaluate_segmenter, headline
+from model.nets import tv_compat  # noqa: F401  (before timm)
+from model.nets.bundle import save_bundle, update_meta, load_bundle
+from model.nets.pretrained import offline_architectures, pretrained_mean_std, weights_info
+from model.nets.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
+from model.training import distributed
+from model.data.dataset import DatasetError, decode_records, load_dataset, read_split, select, split_records, write_split
+from model.nets.onnx_export import export_after_training
+from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
-from model.melanoma_flag import FLAG_CLASS, choose_threshold
-from model.metrics import classification_report, mask_scores
-from model.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
-from model.domain import DEFAULT_DOMAIN
-from model.shift_augment import SHIFT_FAMILIES, parse_shift
-from model.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
-from model.segmenter import DEFAULT_DECODER, build_segmenter
-from model.training import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
+from model.aids.melanoma_flag import FLAG_CLASS, choose_threshold
+from model.evaluation.metrics import classification_report, mask_scores
+from model.data.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
+from model.data.domain import DEFAULT_DOMAIN
+from model.training.shift import SHIFT_FAMILIES, parse_shift
+from model.inference.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
+from model.nets.segmenter import DEFAULT_DECODER, build_segmenter
+from model.training.loop import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
                             fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler)
 
 
-SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.epoch_order
+SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.loop.epoch_order
 IMBALANCE_CHOICES = ("none", "weighted", "balanced", "sqrt", "both", "logit-adjust")
 
 
@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "loss, or logit-adjusted loss with natural sampling")
     ap.add_argument("--augment", default="medium", choices=tuple(AUGMENT_STRENGTHS))
     ap.add_argument("--shift", default="", help="dermatoscope-shift augmentations, comma-separated: "
-                    f"{', '.join(SHIFT_FAMILIES)}, or all (model.shift_augment; classifier only)")
+                    f"{', '.join(SHIFT_FAMILIES)}, or all (model.training.shift; classifier only)")
     ap.add_argument("--colour-constancy", default="none", choices=("none", "shades-of-gray"),
                     help="colour constancy in the one input path (recorded in meta.json, applied at inference too)")
     ap.add_argument("--sog-p", type=float, default=6.0, help="Minkowski norm of Shades of Gray (6 is usual for dermoscopy)")
@@ -110,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def input_domain(args) -> dict:
-    """The one input path's settings for this run (meta.json `preprocessing`, see model.domain)."""
+    """The one input path's settings for this run (meta.json `preprocessing`, see model.data.domain)."""
     cc = {"method": "shades_of_gray", "p": args.sog_p} if args.colour_constancy == "shades-of-gray" else None
     return {**DEFAULT_DOMAIN, "colour_constancy": cc}
 
@@ -337,7 +337,7 @@ def run(args, argv, dist, device) -> int:
     meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
     meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
     save_bundle(args.out, model, meta, half=args.half, extras=extras)
-    export_after_training(args.out)  # model.onnx for the inference engine (model.engine)
+    export_after_training(args.out)  # model.onnx for the inference engine (model.nets.engine)
 
     # ---- measure the saved bundle on the held-out test split, with the evaluation CLI's code
     bundle = load_bundle(args.out, device)
@@ -346,14 +346,14 @@ def run(args, argv, dist, device) -> int:
                                    "best_val": state.best_score}, wall_time_s=round(time.time() - started, 1))
     print("test:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline(test).items()}))
     if not segment:  # similar cases (training split) and conformal sets (validation split), measured on test
-        from model.references import build_all
+        from model.aids.references import build_all
 
         val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
         try:
             build_all(bundle, args.data, train=(train.images, train.records), val=(val_probs, val.labels))
         except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
             print(f"warning: similar cases and prediction sets not built ({e}); add them with "
-                  f"`python -m model.references {args.out} --data DIR`", file=sys.stderr)
+                  f"`python -m model.aids.references {args.out} --data DIR`", file=sys.stderr)
     print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
     return 0
 

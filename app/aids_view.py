@@ -8,9 +8,9 @@ import streamlit as st
 
 from app.analyse_sections import GT_SOURCES
 from app.components import percent
-from model.conformal import set_notes
+from model.aids.conformal import set_notes
 from model.labels import display_name, is_malignant
-from model.results import Analysis
+from model.inference.results import Analysis
 
 
 def set_at(a: Analysis, coverage: int) -> list[str] | None:
@@ -42,8 +42,8 @@ def vote_note(a: Analysis) -> tuple[str, bool]:
 def _set_block(a: Analysis, coverage: int) -> None:
     codes = set_at(a, coverage)
     if codes is None:
-        st.info("This classifier has no conformal calibration. Add it with `python -m model.conformal BUNDLE "
-                "--data DIR` (or `python -m model.references BUNDLE --data DIR` for both aids).")
+        st.info("This classifier has no conformal calibration. Add it with `python -m model.aids.conformal BUNDLE "
+                "--data DIR` (or `python -m model.aids.references BUNDLE --data DIR` for both aids).")
         return
     badges = " ".join(f":{'red' if is_malignant(c) else 'blue'}-badge[{display_name(c)}]" for c in codes)
     st.markdown(f"**Prediction set at {coverage}%:** {badges or '(empty)'}")

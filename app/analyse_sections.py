@@ -7,8 +7,8 @@ from app.components import (colorize, runtime_line, feature_tiles, heatmap_overl
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import display_name
-from model.measure import attention_on_lesion
-from model.results import Analysis
+from model.inference.measurements import attention_on_lesion
+from model.inference.results import Analysis
 
 GT_SOURCES = {"histo": "histopathology", "follow_up": "follow-up examination", "consensus": "expert consensus",
               "confocal": "in-vivo confocal microscopy"}

@@ -9,7 +9,7 @@ from typing import Sequence
 import pandas as pd
 
 from app.batch_table import stem
-from model.results import BatchPrediction
+from model.inference.results import BatchPrediction
 
 
 def set_of(p: BatchPrediction, coverage: int) -> list[str] | None:

@@ -9,10 +9,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from model.archive import ArchiveError, read_image_archive
+from model.data.archive import ArchiveError, read_image_archive
 from model.labels import display_name
-from model.metrics import classification_report
-from model.results import BatchPrediction
+from model.evaluation.metrics import classification_report
+from model.inference.results import BatchPrediction
 
 
 @dataclass
@@ -32,7 +32,7 @@ def _unique(name: str, seen: set[str]) -> str:
 
 
 def gather(uploads: Sequence[tuple[str, bytes]]) -> Items:
-    """Expand .zip uploads in memory (model.archive's limits apply) next to single images."""
+    """Expand .zip uploads in memory (model.data.archive's limits apply) next to single images."""
     items, seen = Items(), set()
     for name, data in uploads:
         if name.lower().endswith(".zip"):

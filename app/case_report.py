@@ -11,7 +11,7 @@ import numpy as np
 
 from app.components import fit_within, heatmap_overlay, measurement_rows, outline_image, percent, png_bytes
 from model.labels import display_name, is_malignant
-from model.results import Analysis
+from model.inference.results import Analysis
 
 DISCLAIMER = ("Research and teaching tool, NOT a medical device. The output is not a diagnosis and "
               "must not be used to make clinical decisions.")

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from model.labels import display_name, is_malignant
-from model.measure import Measurements
+from model.inference.measurements import Measurements
 
 MALIGNANT_COLOUR = "#b03a2e"
 BENIGN_COLOUR = "#2e6f95"
@@ -170,7 +170,7 @@ def measurement_rows(m: Measurements) -> list[dict[str, str]]:
 
 
 def runtime_line(runtime: dict[str, str]) -> str:
-    """Small print: which runtime ran each stage (model.engine), e.g. CAMs forward-only or by autograd."""
+    """Small print: which runtime ran each stage (model.nets.engine), e.g. CAMs forward-only or by autograd."""
     names = {"classifier": "classification", "cam": "CAMs", "tta": "flipped views", "segmenter": "segmentation"}
     return "Ran on: " + "; ".join(f"{names.get(k, k)} — {md_escape(v)}" for k, v in runtime.items()) + "."
 

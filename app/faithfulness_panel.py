@@ -16,8 +16,8 @@ EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam): the change in the explain
 
 @st.cache_data(max_entries=256, ttl=6 * 3600, show_spinner=False)
 def _road(digest: str, key: str, method: str, cam_class: str | None, cam_layer: str | None, _data: bytes) -> dict:
-    from model.faithfulness import faithfulness
-    from model.preprocess import decode_image
+    from model.explain.road import faithfulness
+    from model.data.preprocess import decode_image
 
     bundle = get_loaded().analyzer.classifier
     return faithfulness(bundle, decode_image(_data, max_side=1024), (method,), cam_class, cam_layer)[method]

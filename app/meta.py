@@ -1,6 +1,6 @@
 """Read a bundle's meta.json and split.json without importing torch (model card, sidebar).
 
-`model.bundle.read_meta` does the full validation but imports torch; the pages only need the
+`model.nets.bundle.read_meta` does the full validation but imports torch; the pages only need the
 measured facts, so this reads the JSON and checks just enough to display it safely.
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ TRAIN_HINT = (
 
 @dataclass
 class LoadedModel:
-    analyzer: Any          # model.pipeline.Analyzer (typed loosely to keep torch out of imports)
+    analyzer: Any          # model.inference.pipeline.Analyzer (typed loosely to keep torch out of imports)
     load_seconds: float
     device: str
     device_name: str = ""  # e.g. "NVIDIA T4 (CUDA 12.8)" or "CPU (...), 2 cores": what the sidebar shows
@@ -61,8 +61,8 @@ def has_classifier(models: Path | None = None) -> bool:
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (once per server)…")
 def _load(models: str, key: str) -> LoadedModel:
     sleep_while_waiting()  # before torch's first import: see app/threads.py
-    from model.pipeline import Analyzer  # torch is imported here, once per process
-    from model.training import hardware_summary
+    from model.inference.pipeline import Analyzer  # torch is imported here, once per process
+    from model.training.loop import hardware_summary
 
     start = time.perf_counter()
     analyzer = Analyzer.from_dir(models)  # the GPU when CUDA is available, else the CPU
@@ -74,7 +74,7 @@ def device_label() -> str | None:
     models = models_dir()
     if not has_classifier(models):
         return None
-    from model.bundle import BundleError
+    from model.nets.bundle import BundleError
 
     try:
         loaded = _load(str(models), model_key(models))
@@ -98,7 +98,7 @@ def get_loaded() -> LoadedModel:
     if not has_classifier(models):
         show_no_model(models)
         st.stop()
-    from model.bundle import BundleError
+    from model.nets.bundle import BundleError
 
     try:
         return _load(str(models), model_key(models))
@@ -121,7 +121,7 @@ def cam_method_labels() -> dict[str, str]:
 def thresholds() -> dict[str, float]:
     """The pipeline's own limits, so the pages never retype them: 'min_lesion_pct' (mask share under
     which no lesion counts as found) and 'attention_warning' (heat share on the lesion to warn under)."""
-    from model.pipeline import ATTENTION_WARNING, MIN_LESION_PCT
+    from model.inference.pipeline import ATTENTION_WARNING, MIN_LESION_PCT
 
     return {"min_lesion_pct": float(MIN_LESION_PCT), "attention_warning": float(ATTENTION_WARNING)}
 
@@ -142,7 +142,7 @@ def _analyse(digest: str, models: str, key: str, cam_class: str | None, cam_laye
 def analyse(data: bytes, *, cam_class: str | None = None, cam_layer: str | None = None,
             cam_methods: Sequence[str] = ("gradcam",), tta: bool = False,
             feature_layer: str | None = None, segment: bool = True):
-    """Analysis of image bytes, cached by content + options. Raises model.preprocess.ImageError."""
+    """Analysis of image bytes, cached by content + options. Raises model.data.preprocess.ImageError."""
     get_loaded()  # shows the no-model message and stops if needed
     models = models_dir()
     return _analyse(sha256(data), str(models), model_key(models), cam_class, cam_layer,

@@ -35,8 +35,8 @@ def dx_label(code: str) -> str:
 
 def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> None:
     """Name, images (examples, uploads, .zip), optional labels, options; creates the study."""
-    from model.tables import parse_labels_table
-    from model.data import DatasetError
+    from model.data.tables import parse_labels_table
+    from model.data.dataset import DatasetError
 
     with st.form("review_create_form"):
         name = st.text_input("Study name", key="rc_name", max_chars=200)

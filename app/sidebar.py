@@ -5,7 +5,7 @@ import streamlit as st
 
 from app.meta import dig
 from app.resources import bundle_metas, device_label, models_dir
-from model.conformal import COVERAGES, DEFAULT_COVERAGE
+from model.aids.conformal import COVERAGES, DEFAULT_COVERAGE
 
 COVERAGE_KEY = "coverage"
 DISCLAIMER = ("**Research and teaching tool — not a medical device.** Outputs are not a diagnosis "

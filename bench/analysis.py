@@ -15,12 +15,12 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     the forward pass (prediction + activations), the one backward pass the gradient methods
     share, and each method's formula plus its scaling/resizing to the image."""
     import torch
-    from model.interpret import _cam, cam_at
-    from model.preprocess import decode_image, normalize, to_uint8_batch
+    from model.explain.cams import _cam, cam_at
+    from model.data.preprocess import decode_image, normalize, to_uint8_batch
 
     b = analyzer.classifier
     rgb = decode_image(data)
-    x = normalize(to_uint8_batch([rgb], b.input_size).to(analyzer.device), b.mean, b.std)
+    x = normalize(to_uint8_batch([rgb], b.input_size, b.domain).to(analyzer.device), b.mean, b.std)
     layer = len(analyzer.layers) - 1
     t: dict[str, float] = {}
     clk = Clock(clock_device)

@@ -1,4 +1,4 @@
-"""Archive-scale prediction throughput: `python -m model.predict` (in-process) over a zip of
+"""Archive-scale prediction throughput: `python -m model.inference.predict` (in-process) over a zip of
 JPEGs, ISIC 2018 CSV out, optionally with ISIC masks: images/s from reading the archive to the
 written rows, i.e. what a user scoring a challenge archive waits for.
 
@@ -20,7 +20,7 @@ from bench.common import DEFAULT_IMAGE_GLOBS, REPO, find_images, log, summarize
 
 def bench_archive(models: Path, images: list[Path], n_items: int, batch_size: int, repeats: int, device: str,
                   masks: bool = False) -> dict:
-    from model.predict import main as predict
+    from model.inference.predict import main as predict
 
     blobs = [p.read_bytes() for p in images]
     rates = []
@@ -38,7 +38,7 @@ def bench_archive(models: Path, images: list[Path], n_items: int, batch_size: in
             t0 = time.perf_counter()
             rc = predict(argv)  # the CLI synchronises: rows are written from CPU tensors
             s = time.perf_counter() - t0
-            assert rc == 0, f"model.predict exited with {rc}"
+            assert rc == 0, f"model.inference.predict exited with {rc}"
             rates.append(n_items / s)
             log(f"  [{device}] archive predict {r + 1}/{max(1, repeats)}: {n_items} images in {s:.1f} s "
                 f"({rates[-1]:.1f} images/s)")

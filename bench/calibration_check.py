@@ -18,11 +18,11 @@ EXPLODING_LOGIT = 50.0
 
 
 def main(argv=None) -> int:
-    from model.bundle import load_bundle
-    from model.data import load_dataset, read_split, select
-    from model.evaluate import classifier_split_logits
-    from model.metrics import classification_report, expected_calibration_error, softmax
-    from model.training import fit_temperature
+    from model.nets.bundle import load_bundle
+    from model.data.dataset import load_dataset, read_split, select
+    from model.evaluation.evaluate import classifier_split_logits
+    from model.evaluation.metrics import classification_report, expected_calibration_error, softmax
+    from model.training.loop import fit_temperature
 
     ap = argparse.ArgumentParser(prog="python -m bench.calibration_check", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)

@@ -18,8 +18,8 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 torch.set_num_threads(int(sys.argv[5]))  # the same thread count as the parent benchmark
-from model.pipeline import Analyzer
-from model.interpret import CAM_METHODS
+from model.inference.pipeline import Analyzer
+from model.explain.cams import CAM_METHODS
 t1 = time.perf_counter()
 streamlit_s = None
 try:

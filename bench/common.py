@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.machine import cpu_model
+from model.nets.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE_GLOBS = ("assets/examples/*.jpg", "tests/data/fullres/images/*.jpg")

@@ -47,7 +47,7 @@ MEMORY_SCRIPT = r"""
 import json, sys, threading
 sys.path.insert(0, sys.argv[1])
 import streamlit  # noqa: F401  (the server imports it)
-from model.pipeline import Analyzer
+from model.inference.pipeline import Analyzer
 from bench.common import ALL_METHODS
 analyzer = Analyzer.from_dir(sys.argv[2])
 blobs = [open(p, "rb").read() for p in sys.argv[4:]]

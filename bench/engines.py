@@ -1,5 +1,5 @@
 """Every forward-only runtime side by side on the shipped networks: torch eager (NCHW), torch
-channels_last, and each installed engine of model.engine (ONNX Runtime, OpenVINO), at batch 1
+channels_last, and each installed engine of model.nets.engine (ONNX Runtime, OpenVINO), at batch 1
 and 4, same input, rounds interleaved (so background load hits all alike), with the largest
 logit difference from torch eager."""
 from __future__ import annotations
@@ -32,9 +32,9 @@ def bench_engines(models: Path, threads: int, repeats: int = 20, batches=(1, 4))
     """{part: {runtime: {"batch1": summary ms, "batch4": ..., "max_abs_diff": float, "label": str}}}."""
     import torch
 
-    from model.bundle import load_bundle
-    from model.engine import build_engine, installed
-    from model.preprocess import normalize
+    from model.nets.bundle import load_bundle
+    from model.nets.engine import build_engine, installed
+    from model.data.preprocess import normalize
 
     out = {}
     for part in ("classifier", "segmenter"):

@@ -24,11 +24,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="val", choices=("val", "test"))
     args = ap.parse_args(argv)
-    from model import tv_compat  # noqa: F401
-    from model.bundle import load_bundle
-    from model.evaluate import classifier_split_logits, records_for_split
-    from model.inference import calibrated_probs
-    from model.metrics import classification_report, expected_calibration_error
+    from model.nets import tv_compat  # noqa: F401
+    from model.nets.bundle import load_bundle
+    from model.evaluation.evaluate import classifier_split_logits, records_for_split
+    from model.nets.forward import calibrated_probs
+    from model.evaluation.metrics import classification_report, expected_calibration_error
 
     if len(args.bundles) < 2:
         ap.error("give at least two bundles")

@@ -14,8 +14,8 @@ def bench_models(models: Path, device: str, repeats: int = 30) -> dict:
     """{part: {arch, weights_mb, parameters, forward_ms}} for classifier/ and segmenter/."""
     import torch
 
-    from model.bundle import WEIGHTS, load_bundle
-    from model.preprocess import normalize
+    from model.nets.bundle import WEIGHTS, load_bundle
+    from model.data.preprocess import normalize
 
     out = {}
     for part in ("classifier", "segmenter"):

@@ -1,5 +1,5 @@
 """A naive reference pipeline, written the way tutorials do it, computing the same outputs as
-`model.pipeline.Analyzer.analyze` so the benchmark can compare speed *and* check agreement.
+`model.inference.pipeline.Analyzer.analyze` so the benchmark can compare speed *and* check agreement.
 
 What makes it naive (each is a common tutorial pattern):
   * both bundles are reloaded from disk on every request;
@@ -21,12 +21,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from model import tv_compat  # noqa: F401  (before pytorch_grad_cam imports torchvision)
-from model.bundle import load_bundle
-from model.measure import measure_lesion
-from model.pipeline import MAX_WORKING_SIDE
-from model.preprocess import decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
-from model.segmenter import postprocess_mask
+from model.nets import tv_compat  # noqa: F401  (before pytorch_grad_cam imports torchvision)
+from model.nets.bundle import load_bundle
+from model.inference.measurements import measure_lesion
+from model.inference.pipeline import MAX_WORKING_SIDE
+from model.data.preprocess import decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
+from model.nets.segmenter import postprocess_mask
 
 
 def _cam_classes() -> dict:
@@ -87,7 +87,7 @@ def naive_analyze(models_dir: str | Path, source, cam_methods: Sequence[str] = (
     if max(rgb.shape[:2]) > MAX_WORKING_SIDE:
         s = max(rgb.shape[:2]) / MAX_WORKING_SIDE
         rgb = resize_rgb(rgb, tuple(round(v / s) for v in rgb.shape[:2]))
-    x = normalize(to_uint8_batch([rgb], clf.input_size).to(dev), clf.mean, clf.std)
+    x = normalize(to_uint8_batch([rgb], clf.input_size, clf.domain).to(dev), clf.mean, clf.std)
     lap("decode_resize")
 
     # 3. prediction: its own forward pass
@@ -146,7 +146,7 @@ def naive_analyze(models_dir: str | Path, source, cam_methods: Sequence[str] = (
     # 7. segmentation: a separate pass of the segmenter, then the same clean-up and measurements
     mask = measures = None
     if seg is not None:
-        xs = normalize(to_uint8_batch([rgb], seg.input_size).to(dev), seg.mean, seg.std)
+        xs = normalize(to_uint8_batch([rgb], seg.input_size, seg.domain).to(dev), seg.mean, seg.std)
         with torch.no_grad():
             prob = torch.sigmoid(seg.model(xs).float())[0, 0].cpu().numpy()
         mask = postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))

@@ -44,7 +44,7 @@ def bench_search(emb: np.ndarray, n: int, n_queries: int, k: int = 6) -> dict:
     queries = simulated(emb, n_queries, seed=1)
     out = {"n": n, "dims": int(emb.shape[1]), "k": k}
 
-    from model.similar import similarities
+    from model.aids.similar import similarities
 
     def top_k(s):
         idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
@@ -66,8 +66,8 @@ def bench_search(emb: np.ndarray, n: int, n_queries: int, k: int = 6) -> dict:
 
 def bench_stage(models: Path, images: list[Path]) -> dict:
     """The similar-cases + prediction-set stage inside Analyzer.analyze on real images."""
-    import model.tv_compat  # noqa: F401
-    from model.pipeline import Analyzer
+    import model.nets.tv_compat  # noqa: F401
+    from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(models)
     analyzer.analyze(images[0].read_bytes(), segment=False)  # warm-up
@@ -93,9 +93,9 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from model.similar import ReferenceIndex
-    import model.tv_compat  # noqa: F401
-    from model.bundle import read_meta
+    from model.aids.similar import ReferenceIndex
+    import model.nets.tv_compat  # noqa: F401
+    from model.nets.bundle import read_meta
 
     cls_dir = args.models / "classifier"
     meta = read_meta(cls_dir)

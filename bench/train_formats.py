@@ -1,5 +1,5 @@
 """Training-step throughput by memory format and precision on this machine's CPU (or GPU):
-what picked channels-last for training (model.training.CHANNELS_LAST).
+what picked channels-last for training (model.training.loop.CHANNELS_LAST).
 
     python -m bench.train_formats --arch mobilenetv4_conv_small resnet18 --size 112 144 --threads 2
 """
@@ -15,7 +15,7 @@ def step_throughput(arch: str, size_hw: tuple[int, int], channels_last: bool, bf
     """Images/s of forward + backward + AdamW steps on random data (two untimed warm-up steps)."""
     import torch
 
-    from model import tv_compat  # noqa: F401  (before timm)
+    from model.nets import tv_compat  # noqa: F401  (before timm)
     import timm
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -1,4 +1,4 @@
-"""Training throughput: the steps of model.training.fit timed for a few batches."""
+"""Training throughput: the steps of model.training.loop.fit timed for a few batches."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from bench.common import Clock, log, summarize
 
 def _training_data(meta: dict, n: int, data_dir: Path | None, with_masks: bool):
     import torch
-    from model.data import decode_records, load_dataset
+    from model.data.dataset import decode_records, load_dataset
 
     h, w = meta["input_size"]
     if data_dir is not None and data_dir.is_dir():
@@ -31,13 +31,13 @@ def _training_data(meta: dict, n: int, data_dir: Path | None, with_masks: bool):
 
 
 def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | None, data_dir: Path | None) -> dict:
-    """The steps of model.training.fit for a few batches: augment, normalise, forward, loss,
+    """The steps of model.training.loop.fit for a few batches: augment, normalise, forward, loss,
     backward, gradient clipping, optimiser and schedule step (and EMA when the bundle used it)."""
     import torch
     import torch.nn.functional as F
-    from model.bundle import build_from_meta, read_meta
-    from model.preprocess import AUGMENT_STRENGTHS, augment_batch, mix_batch, normalize
-    from model.training import CHANNELS_LAST, EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
+    from model.nets.bundle import build_from_meta, read_meta
+    from model.data.preprocess import AUGMENT_STRENGTHS, augment_batch, mix_batch, normalize
+    from model.training.loop import CHANNELS_LAST, EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
 
     meta = read_meta(bundle_dir)
     cfg = meta.get("train_config", {})

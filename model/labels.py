@@ -12,7 +12,7 @@ DISPLAY_NAMES = {
     "vasc": "Vascular lesion",
 }
 MALIGNANT = frozenset({"mel", "bcc", "akiec"})
-CAM_METHOD_NAMES = {  # the CAMs computed from one forward pass (model.interpret), in the order offered
+CAM_METHOD_NAMES = {  # the CAMs computed from one forward pass (model.explain.cams), in the order offered
     "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++",
     "hirescam": "HiResCAM",

@@ -92,7 +92,7 @@ def fake_segmenter(monkeypatch):
     """Make the segmenter return a known mask ('ellipse' or 'empty'): the tiny test segmenter's
     masks are arbitrary. Clears the app's result cache around the test."""
     import streamlit as st
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     def use(kind: str = "ellipse"):
         def segment(self, rgb):

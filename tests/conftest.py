@@ -6,7 +6,7 @@ layout and meta.json as the shipped models in assets/models/.
 """
 from __future__ import annotations
 
-import model.tv_compat  # noqa: F401  (first: makes torchvision importable next to a CPU torch)
+import model.nets.tv_compat  # noqa: F401  (first: makes torchvision importable next to a CPU torch)
 
 import os
 import shutil

@@ -16,8 +16,8 @@ from app import components as c
 from app.batch_table import gather, results_frame, score, stem
 from app.case_report import DISCLAIMER, build_case_report
 from app.meta import MetaError, dig, read_meta, read_split_ids
-from model.measure import Measurements
-from model.results import Analysis, BatchPrediction
+from model.inference.measurements import Measurements
+from model.inference.results import Analysis, BatchPrediction
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 

@@ -42,7 +42,7 @@ def test_pages_exist_outside_a_pages_folder():
 def test_helpers_load_without_torch():
     """Importing the render helpers (and the model modules they use) must not pull torch in."""
     code = ("import sys; import app.components, app.case_report, app.batch_table, app.meta; "
-            "import app.aids_view, app.aids_card, app.batch_aids, model.similar, model.conformal; "
+            "import app.aids_view, app.aids_card, app.batch_aids, model.aids.similar, model.aids.conformal; "
             "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

@@ -112,7 +112,7 @@ def test_agreement_check_catches_differences(tiny_models_dir):
 
     from bench.naive import naive_analyze
     from bench.agreement import compare_outputs
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(tiny_models_dir, "cpu")
     data = sorted(FULLRES.glob("*.jpg"))[0].read_bytes()
@@ -200,7 +200,7 @@ def test_calibration_check_on_a_tiny_bundle(tiny_classifier_dir, capsys):
     import json
 
     from bench.calibration_check import main as calibration_check
-    from model.bundle import read_meta
+    from model.nets.bundle import read_meta
 
     data = REPO / "tests" / "data" / "ham_small"
     assert calibration_check([str(tiny_classifier_dir), "--data", str(data)]) == 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.bundle import BundleError, Bundle, load_bundle, read_meta, save_bundle, update_meta, validate_meta
-from model.inference import calibrated_probs, classifier_logits, segment_probs
+from model.nets.bundle import BundleError, Bundle, load_bundle, read_meta, save_bundle, update_meta, validate_meta
+from model.nets.forward import calibrated_probs, classifier_logits, segment_probs
 
 
 def _images(n=5, seed=0):

@@ -39,7 +39,7 @@ def _assert_same(a, b) -> None:
 
 
 def test_threads_sharing_one_analyzer_get_single_thread_results(app_models_dir):
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(app_models_dir, device="cpu")
     requests = _requests(analyzer)

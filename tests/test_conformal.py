@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from model.conformal import (all_sets, calibrate, conformal_config, conformal_quantile, conformity_scores,
+from model.aids.conformal import (all_sets, calibrate, conformal_config, conformal_quantile, conformity_scores,
                              evaluate_sets, set_masks, set_notes)
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

@@ -1,4 +1,4 @@
-"""Dataset layouts, problem reporting, masks and lesion-disjoint splits (model/data.py)."""
+"""Dataset layouts, problem reporting, masks and lesion-disjoint splits (model/data/dataset.py)."""
 from __future__ import annotations
 
 import csv
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import (DatasetError, decode_records, load_dataset, parse_labels_table, read_split, select,
+from model.data.dataset import (DatasetError, decode_records, load_dataset, parse_labels_table, read_split, select,
                         split_hash, split_records, write_split)
 from model.labels import HAM10000_CLASSES
-from model.preprocess import read_mask
+from model.data.preprocess import read_mask
 
 ONE_HOT = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.distributed import Dist, from_main, rank_batches, sum_across, sync_batchnorm
-from model.training import epoch_order
+from model.training.distributed import Dist, from_main, rank_batches, sum_across, sync_batchnorm
+from model.training.loop import epoch_order
 
 REPO = Path(__file__).resolve().parents[1]
 HAM_SMALL = REPO / "tests" / "data" / "ham_small"
@@ -68,7 +68,7 @@ def test_sync_bn_on_cpu_says_it_needs_gpus():
 
 @pytest.mark.slow
 def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
-    from model.bundle import load_bundle
+    from model.nets.bundle import load_bundle
 
     out = tmp_path / "bundle"
     run = subprocess.run([*_torchrun(2), *TRAIN, "--out", str(out), "--epochs", "2"], cwd=REPO, env=ENV,
@@ -86,9 +86,9 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
         ["REFERENCE-SET.md", "extras.safetensors", "meta.json", "model.onnx", "similar-thumbs.safetensors",
          "similar.safetensors", "split.json", "weights.safetensors"]   # one of each: rank 0 alone wrote them
     assert "conformal" in meta and "similar" in meta
-    from model.evaluate import evaluate_classifier, records_for_split
+    from model.evaluation.evaluate import evaluate_classifier, records_for_split
 
-    bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.evaluate` does
+    bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.evaluation.evaluate` does
     again = evaluate_classifier(bundle, records_for_split(out, HAM_SMALL, "test"), progress=False)
     assert again["n"] == meta["metrics"]["test"]["n"] > 0
     assert again["balanced_accuracy"] == pytest.approx(meta["metrics"]["test"]["balanced_accuracy"])
@@ -96,8 +96,8 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
 
 @pytest.mark.slow
 def test_killed_rank_stops_the_run_and_it_resumes_on_one_process(tmp_path):
-    from model.bundle import load_bundle
-    from model.training import load_checkpoint
+    from model.nets.bundle import load_bundle
+    from model.training.loop import load_checkpoint
 
     out = tmp_path / "bundle"
     last = out / ".train" / "last.pt"

@@ -1,4 +1,4 @@
-"""model.engine and model.onnx_export: the shipped bundles give the same answers through every
+"""model.nets.engine and model.nets.onnx_export: the shipped bundles give the same answers through every
 installed runtime as through torch (real images), a stale or foreign model.onnx is refused, and
 engines are built once and shared safely."""
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.bundle import load_bundle
-from model.engine import EngineError, build_engine, check_onnx, engine_for, installed
-from model.interpret import CAM_METHODS
-from model.onnx_export import ONNX_FILE, export_bundle, weights_sha256
-from model.pipeline import Analyzer
-from model.preprocess import decode_with_size, normalize, to_uint8_batch
+from model.nets.bundle import load_bundle
+from model.nets.engine import EngineError, build_engine, check_onnx, engine_for, installed
+from model.explain.cams import CAM_METHODS
+from model.nets.onnx_export import ONNX_FILE, export_bundle, weights_sha256
+from model.inference.pipeline import Analyzer
+from model.data.preprocess import decode_with_size, normalize, to_uint8_batch
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "assets" / "models"
@@ -95,7 +95,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
     shutil.copytree(MODELS / "segmenter", seg)
     shutil.copy(MODELS / "classifier" / ONNX_FILE, seg / ONNX_FILE)   # another bundle's file
     b = load_bundle(seg)
-    with pytest.raises(EngineError, match="other weights.*model.onnx_export"):
+    with pytest.raises(EngineError, match="other weights.*model.nets.onnx_export"):
         check_onnx(b)
     for kind in ENGINES:
         with pytest.raises(EngineError, match="stale"):
@@ -104,7 +104,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
         fwd = build_engine(b, "auto", 1)
     assert fwd.kind == "torch" and "stale" in fwd.note
     (seg / ONNX_FILE).unlink()
-    with pytest.raises(EngineError, match="No model.onnx.*python -m model.onnx_export"):
+    with pytest.raises(EngineError, match="No model.onnx.*python -m model.nets.onnx_export"):
         check_onnx(b)
     (seg / ONNX_FILE).write_bytes(b"not onnx")
     with pytest.raises(EngineError, match="not a readable ONNX"):
@@ -112,7 +112,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
 
 
 def test_export_cli_rebuilds_a_bundles_file(tmp_path, tiny_classifier_dir):
-    from model.onnx_export import main
+    from model.nets.onnx_export import main
 
     b = tmp_path / "cls"
     shutil.copytree(tiny_classifier_dir, b, ignore=shutil.ignore_patterns(".train", ONNX_FILE))
@@ -168,7 +168,7 @@ def test_the_page_small_print_names_each_runtime():
 
 
 def test_without_an_engine_installed_torch_runs_with_the_same_answers(shipped, batch, monkeypatch):
-    import model.engine as engine
+    import model.nets.engine as engine
 
     b = shipped["classifier"]
     want = build_engine(b, "onnxruntime", 1)(batch["classifier"], ["logits"])["logits"]

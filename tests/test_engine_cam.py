@@ -1,4 +1,4 @@
-"""model.cam_forward: CAMs at the last stage from forward outputs alone equal pytorch-grad-cam on
+"""model.explain.cam_forward: CAMs at the last stage from forward outputs alone equal pytorch-grad-cam on
 the same layer, for every method, on a pooled-linear head (closed form) and on EfficientNet's
 conv_head head (gradient through the head only)."""
 from __future__ import annotations
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from model import tv_compat  # noqa: F401
-from model.bundle import load_bundle
-from model.cam_forward import LastStageCam
-from model.classifier import feature_layers
-from model.interpret import CAM_METHODS, forward_explain, library_cams, scale_cam
-from model.onnx_export import _wrapper, output_names
-from model.preprocess import decode_with_size, normalize, to_uint8_batch
+from model.nets import tv_compat  # noqa: F401
+from model.nets.bundle import load_bundle
+from model.explain.cam_forward import LastStageCam
+from model.nets.classifier import feature_layers
+from model.explain.cams import CAM_METHODS, forward_explain, library_cams, scale_cam
+from model.nets.onnx_export import _wrapper, output_names
+from model.data.preprocess import decode_with_size, normalize, to_uint8_batch
 
 REPO = Path(__file__).resolve().parents[1]
 

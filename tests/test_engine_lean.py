@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import torch
 
-from model.interpret import _cam
-from model.measure import COLOUR_MIN_SHARE, DERMOSCOPIC_COLOURS, colour_variegation
-from model.preprocess import decode_image
+from model.explain.cams import _cam
+from model.inference.measurements import COLOUR_MIN_SHARE, DERMOSCOPIC_COLOURS, colour_variegation
+from model.data.preprocess import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 

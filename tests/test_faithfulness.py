@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.faithfulness import FastImputer, main, road_scores
+from model.explain.road import FastImputer, main, road_scores
 
 
 @pytest.mark.parametrize("removed", [0.1, 0.5, 0.9])
@@ -37,7 +37,7 @@ def test_fast_imputer_matches_the_library(removed, shape):
 
 
 def test_nested_dissection_is_a_permutation_and_keeps_separators_last():
-    from model.road_imputer import nested_dissection
+    from model.explain.road_imputer import nested_dissection
 
     rows, cols = np.divmod(np.arange(30 * 40), 40)
     order = nested_dissection(rows, cols, leaf=16)
@@ -93,11 +93,11 @@ def test_cli_writes_figures_and_keeps_the_other_ones(tiny_classifier_dir, ham_sm
 
 
 def test_all_layers_in_one_pass_equal_layer_by_layer(tiny_classifier_dir, ham_small):
-    from model.bundle import load_bundle
-    from model.classifier import feature_layers
-    from model.faithfulness import input_cams, layer_cams
-    from model.interpret import CAM_METHODS
-    from model.preprocess import decode_image, normalize, to_uint8_batch
+    from model.nets.bundle import load_bundle
+    from model.nets.classifier import feature_layers
+    from model.explain.road import input_cams, layer_cams
+    from model.explain.cams import CAM_METHODS
+    from model.data.preprocess import decode_image, normalize, to_uint8_batch
 
     b = load_bundle(tiny_classifier_dir)
     x = normalize(to_uint8_batch([decode_image(next((ham_small / "images").glob("*.jpg")))], b.input_size),
@@ -112,9 +112,9 @@ def test_all_layers_in_one_pass_equal_layer_by_layer(tiny_classifier_dir, ham_sm
 
 
 def test_cache_resumes_and_a_time_limit_keeps_what_is_done(tiny_classifier_dir, ham_small, tmp_path, monkeypatch):
-    from model import faithfulness_split as fs
-    from model.bundle import load_bundle
-    from model.evaluate import records_for_split
+    from model.explain import road_split as fs
+    from model.nets.bundle import load_bundle
+    from model.evaluation.evaluate import records_for_split
 
     b = load_bundle(tiny_classifier_dir)
     records = fs.ordered(records_for_split(tiny_classifier_dir, ham_small, "all"), 3)
@@ -150,7 +150,7 @@ def test_worker_processes_appending_at_once_leave_whole_images(tmp_path):
     import gzip
     import multiprocessing as mp
 
-    from model.faithfulness_split import read_cache
+    from model.explain.road_split import read_cache
 
     gz = tmp_path / "scores.jsonl.gz"
     with mp.get_context("spawn").Pool(4) as pool:
@@ -161,7 +161,7 @@ def test_worker_processes_appending_at_once_leave_whole_images(tmp_path):
 
 
 def _append_many(job):
-    from model.faithfulness_split import append
+    from model.explain.road_split import append
 
     path, w = job
     for i in range(25):
@@ -175,7 +175,7 @@ def test_workers_stop_when_the_run_is_killed(tiny_classifier_dir, ham_small, tmp
     import time
 
     cache = tmp_path / "scores.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "model.faithfulness", str(tiny_classifier_dir), "--data",
+    proc = subprocess.Popen([sys.executable, "-m", "model.explain.road", str(tiny_classifier_dir), "--data",
                              str(ham_small), "--split", "all", "--workers", "2", "--cache", str(cache), "--dry-run"],
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -219,13 +219,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
-    from model.faithfulness_split import coverage, merged_rows
+    from model.explain.road_split import coverage, merged_rows
 
     old = {"rows": [{"method": "gradcam", "layer": "a", "n": 40}, {"method": "gradcam", "layer": "b", "n": 40}]}
     new = [{"method": "gradcam", "layer": "b", "n": 100}]
     assert merged_rows(old, new, same_settings=True) == [old["rows"][0], new[0]]
     assert merged_rows(old, new, same_settings=False) == new
-    from model.faithfulness_split import aggregate
+    from model.explain.road_split import aggregate
 
     row = {"image": "a", "method": "gradcam", "layer": "b", "road": 0.1, "morf": -0.2, "lerf": 0.0, "share": 0.5}
     broken = {**row, "image": "b", "share": float("nan")}
@@ -246,14 +246,14 @@ def test_review_and_its_helpers_do_not_import_torch(repo_root):
 
 
 def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo_root):
-    from model.faithfulness_split import aggregate
-    from model.interpret import CAM_METHODS
+    from model.explain.road_split import aggregate
+    from model.explain.cams import CAM_METHODS
 
     bundle = repo_root / "assets" / "models" / "classifier"
     meta = json.loads((bundle / "meta.json").read_text())
     fig = meta["interpretability"]["faithfulness"]
     assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"]
-    assert all(c.startswith("python -m model.faithfulness assets/models/classifier") for c in fig["commands"])
+    assert all(c.startswith("python -m model.explain.road assets/models/classifier") for c in fig["commands"])
     layers = {r["layer"] for r in fig["rows"]}
     assert {(r["method"], r["layer"]) for r in fig["rows"]} == {(m, l) for m in CAM_METHODS for l in layers}
     assert len(layers) >= 4 and all(r["n"] >= 100 for r in fig["rows"])
@@ -261,7 +261,7 @@ def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo
     last = [r for r in fig["rows"] if r["layer"] == max(layers)]
     assert all(r["n"] == fig["split_size"] == len(json.loads((bundle / "split.json").read_text())["splits"]["test"])
                for r in last)
-    # ... where its Grad-CAM heat-in-lesion share is model.cam_focus's figure for the same maps
+    # ... where its Grad-CAM heat-in-lesion share is model.evaluation.heat_in_lesion's figure for the same maps
     focus = meta["interpretability"]["gradcam_in_lesion"]["shipped"]
     gradcam = next(r for r in last if r["method"] == "gradcam")
     assert focus["layer"] == gradcam["layer"] and abs(gradcam["heat_in_lesion"] - focus["mean_share"]) < 1e-3
@@ -273,7 +273,7 @@ def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo
 
 
 def test_markdown_table_puts_methods_in_rows_and_layers_in_columns():
-    from model.faithfulness_split import markdown_table
+    from model.explain.road_split import markdown_table
 
     rows = [{"method": "hirescam", "layer": "blocks.6", "n": 10, "road": 0.1234, "road_sem": 0.0021, "heat_in_lesion": 0.4},
             {"method": "gradcam", "layer": "blocks.6", "n": 9, "road": -0.05, "road_sem": 0.003, "heat_in_lesion": None},

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import archive
-from model.archive import ArchiveError, read_image_archive
-from model.preprocess import ImageError, decode_image
+from model.data import archive
+from model.data.archive import ArchiveError, read_image_archive
+from model.data.preprocess import ImageError, decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 FULLRES = REPO / "tests" / "data" / "fullres" / "images"
@@ -209,7 +209,7 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_models_dir):
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     return Analyzer.from_dir(tiny_models_dir, "cpu")
 
@@ -239,7 +239,7 @@ def test_decode_refuses_bad_paths(tmp_path):
 
 
 def test_decode_refuses_oversized_upload(monkeypatch):
-    import model.preprocess as pp
+    import model.data.preprocess as pp
 
     monkeypatch.setattr(pp, "MAX_BYTES", 1000)
     with pytest.raises(ImageError, match="larger than"):

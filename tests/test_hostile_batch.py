@@ -44,7 +44,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_models_dir):
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     return Analyzer.from_dir(tiny_models_dir, "cpu")
 
@@ -66,7 +66,7 @@ def test_large_jpegs_are_decoded_at_the_working_size(analyzer):
 
 def test_size_hint_keeps_results_close_to_a_full_decode(analyzer):
     """Decoding at 1/4 scale and reducing to the working size changes little."""
-    from model.preprocess import decode_image, resize_rgb
+    from model.data.preprocess import decode_image, resize_rgb
 
     data = _jpeg((4800, 3600), quality=90)
     hinted = analyzer.classify_many([("a.jpg", data)])[0].probabilities

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from model.pixels import is_grayscale
-from model.preprocess import ImageError, decode_image, decode_with_size
+from model.data.pixels import is_grayscale
+from model.data.preprocess import ImageError, decode_image, decode_with_size
 
 RAMP = np.linspace(0, 1, 96 * 128, dtype=np.float32).reshape(96, 128)
 
@@ -67,7 +67,7 @@ COLOUR_FILES = {
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_models_dir):
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     return Analyzer.from_dir(tiny_models_dir, "cpu")
 

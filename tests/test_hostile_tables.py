@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
-from model.data import DatasetError, load_dataset, parse_labels_table
-from model.tables import ONE_HOT_COLUMNS
+from model.data.dataset import DatasetError, load_dataset, parse_labels_table
+from model.data.tables import ONE_HOT_COLUMNS
 
 ONE_HOT_HEADER = "image," + ",".join(ONE_HOT_COLUMNS)
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
@@ -149,7 +149,7 @@ def test_fuzz_metadata_of_every_layout(kind, data):
 
 
 def test_bad_split_file_is_a_dataset_error(tmp_path):
-    from model.data import read_split
+    from model.data.dataset import read_split
 
     for text in ("{not json", "[]", '{"splits": 3}', '{"splits": {"train": 5}}', "\x00\xff"):
         (tmp_path / "split.json").write_text(text, encoding="latin-1")

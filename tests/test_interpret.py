@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model import tv_compat  # noqa: F401  (timm imports torchvision)
-from model.interpret import CAM_METHODS, forward_explain, library_cams, scale_cam
-from model.preprocess import resize_map
+from model.nets import tv_compat  # noqa: F401  (timm imports torchvision)
+from model.explain.cams import CAM_METHODS, forward_explain, library_cams, scale_cam
+from model.data.preprocess import resize_map
 
 GRADIENT_METHODS = [m for m in CAM_METHODS if m != "eigencam"]
 
@@ -77,7 +77,7 @@ def test_gradcam_plus_plus_matches_the_library_formula_and_stays_finite_on_signe
     """Block outputs without an activation are signed, which puts a pole in Grad-CAM++'s
     denominator; ours (float64, weights rescaled) must give the library's scaled map wherever the
     library's is finite, and a finite map everywhere."""
-    from model.interpret import _cam
+    from model.explain.cams import _cam
 
     rng = np.random.default_rng(0)
     compared = 0

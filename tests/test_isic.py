@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.isic import (ISIC2018_COLUMNS, IsicFormatError, auc_above_sensitivity, average_precision,
+from model.data.isic import (ISIC2018_COLUMNS, IsicFormatError, auc_above_sensitivity, average_precision,
                         balanced_accuracy, isic2018_order, main, roc_points, score_task1, score_task3,
                         sensitivity_at_specificity)
 
@@ -135,7 +135,7 @@ def test_task1_thresholded_jaccard(tmp_path):
 
 
 def test_evaluate_cli_scores_a_csv_and_writes_truth(tmp_path, ham_small, capsys):
-    from model.evaluate import main as evaluate_main
+    from model.evaluation.evaluate import main as evaluate_main
 
     gt = tmp_path / "gt.csv"
     assert evaluate_main(["isic", "--write-truth", str(ham_small), "--truth", str(gt)]) == 0

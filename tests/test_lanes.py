@@ -1,4 +1,4 @@
-"""model.lanes: parts come back in order, errors reach the caller, a busy pool never blocks a
+"""model.nets.lanes: parts come back in order, errors reach the caller, a busy pool never blocks a
 caller, and the engine's lanes give the same answers as one call per image."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from model.lanes import lanes_pool, run_parts, submit_or_run
+from model.nets.lanes import lanes_pool, run_parts, submit_or_run
 
 
 def test_parts_come_back_in_order_and_use_a_helper():
@@ -51,8 +51,8 @@ def test_a_busy_pool_leaves_the_work_to_the_caller():
 def test_engine_lanes_match_single_image_calls():
     from pathlib import Path
 
-    from model.bundle import load_bundle
-    from model.engine import build_engine, installed
+    from model.nets.bundle import load_bundle
+    from model.nets.engine import build_engine, installed
 
     if "onnxruntime" not in installed():
         pytest.skip("onnxruntime is not installed")
@@ -86,8 +86,8 @@ def test_an_analysis_never_waits_behind_other_sessions_jobs(monkeypatch):
     and returns what it returns with the helper free."""
     from pathlib import Path
 
-    from model.engine import installed
-    from model.pipeline import Analyzer
+    from model.nets.engine import installed
+    from model.inference.pipeline import Analyzer
 
     if "onnxruntime" not in installed():
         pytest.skip("onnxruntime is not installed")
@@ -122,8 +122,8 @@ def test_fixed_batch_sessions_give_the_dynamic_sessions_outputs():
 
     import onnxruntime as ort
 
-    from model.bundle import load_bundle
-    from model.engine import CHUNK, build_engine, check_onnx
+    from model.nets.bundle import load_bundle
+    from model.nets.engine import CHUNK, build_engine, check_onnx
 
     b = load_bundle(Path(__file__).resolve().parents[1] / "assets" / "models" / "segmenter")
     fwd = build_engine(b, "onnxruntime", 2)

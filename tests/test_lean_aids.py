@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.bundle import load_bundle
-from model.conformal import _scores, all_sets, conformal_config, coverages_of, sets_many
-from model.measure import attention_on_lesion, attention_shares
-from model.quality import mahalanobis
+from model.nets.bundle import load_bundle
+from model.aids.conformal import _scores, all_sets, conformal_config, coverages_of, sets_many
+from model.inference.measurements import attention_on_lesion, attention_shares
+from model.inference.quality import mahalanobis
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_tiles_and_overlays_are_the_pixels_drawn_one_by_one():
 
 
 def _old_asymmetry(mask):
-    from model.measure import _reflect
+    from model.inference.measurements import _reflect
 
     ys, xs = np.nonzero(mask)
     pts = np.stack([xs, ys], 1).astype(np.float64)
@@ -106,7 +106,7 @@ def _old_asymmetry(mask):
 
 
 def test_asymmetry_from_moments_is_the_coordinate_covariance():
-    from model.measure import asymmetry
+    from model.inference.measurements import asymmetry
 
     masks = []
     for p in sorted((REPO / "assets" / "examples" / "masks").glob("*")):

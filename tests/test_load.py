@@ -59,7 +59,7 @@ def _same(a, ref) -> list[str]:
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_models_dir):
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     return Analyzer.from_dir(tiny_models_dir, "cpu")
 
@@ -171,7 +171,7 @@ def test_app_sessions_in_parallel(tiny_models_dir, monkeypatch, capsys):
     from streamlit.runtime.scriptrunner.script_cache import ScriptCache
     from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     # A server compiles each page once, under the lock of its one runtime-wide ScriptCache. AppTest
     # makes a cache per session, so six sessions would compile (and ast.parse, for Streamlit's

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from model.melanoma_flag import choose_threshold, flag_config, flag_rates, is_flagged
+from model.aids.melanoma_flag import choose_threshold, flag_config, flag_rates, is_flagged
 
 
 def test_threshold_is_the_highest_that_reaches_the_target_sensitivity():
@@ -55,8 +55,8 @@ def test_train_writes_the_flag_and_evaluate_reports_it_on_test(tiny_classifier_d
 
 
 def test_flag_reaches_predict_and_the_pipeline(tiny_classifier_dir, ham_small, tmp_path):
-    from model.bundle import load_bundle, update_meta
-    from model.pipeline import Analyzer
+    from model.nets.bundle import load_bundle, update_meta
+    from model.inference.pipeline import Analyzer
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)
@@ -71,7 +71,7 @@ def test_flag_reaches_predict_and_the_pipeline(tiny_classifier_dir, ham_small, t
 
 
 def test_predict_cli_prints_the_flag(tiny_classifier_dir, ham_small, capsys):
-    from model.predict import main
+    from model.inference.predict import main
 
     image = next((ham_small / "images").glob("*.jpg"))
     assert main([str(tiny_classifier_dir), str(image)]) == 0
@@ -80,7 +80,7 @@ def test_predict_cli_prints_the_flag(tiny_classifier_dir, ham_small, capsys):
 
 
 def test_melanoma_flag_cli_rechooses_on_validation(tiny_classifier_dir, ham_small, tmp_path, capsys):
-    from model.melanoma_flag import main
+    from model.aids.melanoma_flag import main
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)
@@ -95,7 +95,7 @@ def test_melanoma_flag_cli_rechooses_on_validation(tiny_classifier_dir, ham_smal
 
 
 def test_heat_in_lesion_measures_and_records_both_classifiers(tiny_classifier_dir, ham_small, tmp_path):
-    from model.cam_focus import main
+    from model.evaluation.heat_in_lesion import main
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)
@@ -111,7 +111,7 @@ def test_heat_in_lesion_measures_and_records_both_classifiers(tiny_classifier_di
 
 def test_heat_in_lesion_follows_the_heat():
     """A model whose heat sits on the mask scores near 1; the same heat outside it near 0."""
-    from model.measure import attention_on_lesion
+    from model.inference.measurements import attention_on_lesion
 
     mask = np.zeros((40, 40), bool)
     mask[10:30, 10:30] = True
@@ -121,9 +121,9 @@ def test_heat_in_lesion_follows_the_heat():
 
 
 def test_evaluate_record_writes_the_flag_figures_into_meta(tiny_classifier_dir, ham_small, tmp_path):
-    """An older bundle gets its flag (model.melanoma_flag) and then its test figures (--record)."""
-    from model.evaluate import main as evaluate
-    from model.melanoma_flag import main as choose
+    """An older bundle gets its flag (model.aids.melanoma_flag) and then its test figures (--record)."""
+    from model.evaluation.evaluate import main as evaluate
+    from model.aids.melanoma_flag import main as choose
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from model import pretrained
-from model.classifier import build_classifier
-from model.pretrained import (ConversionError, PretrainedUnavailable, convert_to_timm, imagenet_state_dict,
+from model.nets import pretrained
+from model.nets.classifier import build_classifier
+from model.nets.pretrained import (ConversionError, PretrainedUnavailable, convert_to_timm, imagenet_state_dict,
                               load_backbone, offline_architectures, package_state_dict)
-from model.segmenter import build_segmenter
-from model.training import BodyControl, body_parameters, make_optimizer
+from model.nets.segmenter import build_segmenter
+from model.training.loop import BodyControl, body_parameters, make_optimizer
 
 from conftest import train_bundle
 
@@ -207,7 +207,7 @@ def test_train_help_lists_offline_architectures(capsys):
 
 def test_train_pretrained_end_to_end(tmp_path):
     """train.py --pretrained on the tiny set: the bundle records its starting weights and normalisation."""
-    from model.bundle import load_bundle
+    from model.nets.bundle import load_bundle
 
     out = train_bundle("classify", tmp_path / "cls", ["--arch", LITE0, "--pretrained", "--body-lr-mult", "0.1",
                                                       "--freeze-epochs", "1", "--epochs", "2"])

@@ -38,7 +38,7 @@ def _run_train_in_process(argv: list[str]) -> int:
 
 
 def test_interrupted_checkpoint_write_keeps_the_good_one(tmp_path):
-    from model.training import load_checkpoint, save_checkpoint
+    from model.training.loop import load_checkpoint, save_checkpoint
 
     path = tmp_path / ".train" / "last.pt"
     good = {"model": {"w": torch.arange(1000.0)}, "epoch": 1}
@@ -57,8 +57,8 @@ def test_interrupted_checkpoint_write_keeps_the_good_one(tmp_path):
 
 
 def test_sigkill_mid_epoch_then_resume(tmp_path, capsys):
-    from model.bundle import load_bundle
-    from model.training import load_checkpoint
+    from model.nets.bundle import load_bundle
+    from model.training.loop import load_checkpoint
 
     out = tmp_path / "bundle"
     last = out / ".train" / "last.pt"
@@ -104,8 +104,8 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, capsys):
 def test_resume_keeps_the_recorded_best_even_if_best_pt_is_stale(tmp_path, capsys):
     """last.pt holds the best weights with the history that names their epoch: a kill between the
     two checkpoint writes leaves a best.pt that disagrees, and the resumed run ships last.pt's best."""
-    from model.bundle import load_bundle
-    from model.training import load_checkpoint, save_checkpoint
+    from model.nets.bundle import load_bundle
+    from model.training.loop import load_checkpoint, save_checkpoint
 
     out = tmp_path / "bundle"
     assert _run_train_in_process(_train_args(HAM_SMALL, out, 2)) == 0
@@ -130,8 +130,8 @@ def test_resume_keeps_the_recorded_best_even_if_best_pt_is_stale(tmp_path, capsy
 
 def test_keep_last_ships_the_final_epoch(tmp_path):
     """--keep last (here on a finished run, resumed) ships the last epoch's weights and says so."""
-    from model.bundle import load_bundle
-    from model.training import load_checkpoint, save_checkpoint
+    from model.nets.bundle import load_bundle
+    from model.training.loop import load_checkpoint, save_checkpoint
 
     out = tmp_path / "bundle"
     assert _run_train_in_process(_train_args(HAM_SMALL, out, 2)) == 0
@@ -151,7 +151,7 @@ def test_keep_last_ships_the_final_epoch(tmp_path):
 
 
 def test_corrupt_images_are_skipped_and_counted(tmp_path, capsys):
-    from model.data import load_dataset, split_records
+    from model.data.dataset import load_dataset, split_records
 
     data = tmp_path / "ham"
     shutil.copytree(HAM_SMALL, data)

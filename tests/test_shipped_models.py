@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.bundle import load_bundle, read_meta
-from model.data import read_split
-from model.inference import calibrated_probs, classifier_logits, segment_probs
+from model.nets.bundle import load_bundle, read_meta
+from model.data.dataset import read_split
+from model.nets.forward import calibrated_probs, classifier_logits, segment_probs
 from model.labels import HAM10000_CLASSES
-from model.metrics import mask_scores
-from model.preprocess import decode_image, read_mask
-from model.segmenter import postprocess_mask
+from model.evaluation.metrics import mask_scores
+from model.data.preprocess import decode_image, read_mask
+from model.nets.segmenter import postprocess_mask
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "assets" / "models"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from model.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceSetError, ReferenceIndex, difference_hash, main,
+from model.aids.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceSetError, ReferenceIndex, difference_hash, main,
                            vote_shares)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,15 +78,15 @@ def test_index_for_other_weights_is_refused(built, tmp_path):
     name = next(k for k, v in state.items() if v.dtype.kind == "f")
     state[name] = state[name] + 1
     save_file(state, str(other / "weights.safetensors"))
-    with pytest.raises(ReferenceSetError, match="other weights.*Rebuild it with `python -m model.similar build"):
+    with pytest.raises(ReferenceSetError, match="other weights.*Rebuild it with `python -m model.aids.similar build"):
         _load(other)
     with pytest.raises(ReferenceSetError, match="other classes"):
         ReferenceIndex.load(built, ["a", "b"])
 
 
 def test_analyzer_keeps_the_mismatch_as_a_message_and_shows_no_neighbours(built, tmp_path, ham_small):
-    from model.bundle import load_bundle
-    from model.pipeline import Analyzer
+    from model.nets.bundle import load_bundle
+    from model.inference.pipeline import Analyzer
 
     other = tmp_path / "classifier"
     shutil.copytree(built, other)
@@ -105,8 +105,8 @@ def test_upload_of_a_reference_image_is_recognised(built, ham_small):
     from PIL import Image
     import io
 
-    from model.bundle import load_bundle
-    from model.pipeline import Analyzer
+    from model.nets.bundle import load_bundle
+    from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer(load_bundle(built))
     train_id = sorted(_split(built)["train"])[0]
@@ -131,7 +131,7 @@ def test_vote_shares_weigh_neighbours_by_similarity():
 
 
 def test_difference_hash_survives_resizing(ham_small):
-    from model.preprocess import decode_image, resize_rgb
+    from model.data.preprocess import decode_image, resize_rgb
 
     img = decode_image(next((ham_small / "images").iterdir()))
     a, b = difference_hash(img), difference_hash(resize_rgb(img, (450, 600)))

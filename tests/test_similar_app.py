@@ -18,7 +18,7 @@ def _example(at, index: int = 0):
 
 
 def test_predict_writes_the_set_and_the_neighbours(tiny_classifier_dir, ham_small, capsys):
-    from model.predict import main
+    from model.inference.predict import main
 
     images = sorted((ham_small / "images").glob("*.jpg"))[:2]
     assert main([str(tiny_classifier_dir), *map(str, images), "--coverage", "95"]) == 0
@@ -59,7 +59,7 @@ def test_analyse_explains_a_reference_set_made_for_other_weights(make_app, app_m
     at = _example(make_app(models))
     no_exception(at)
     errors = " ".join(str(e.value) for e in at.error)
-    assert "other weights" in errors and "python -m model.similar build" in errors
+    assert "other weights" in errors and "python -m model.aids.similar build" in errors
     assert not any(b.label == "Enlarge" for b in at.button)
 
 
@@ -86,7 +86,7 @@ def test_batch_exports_carry_sets_and_coverage():
 
     from app.batch_aids import add_set_columns, json_export, set_coverage
     from app.batch_table import results_frame
-    from model.results import BatchPrediction
+    from model.inference.results import BatchPrediction
 
     classes = ["mel", "nv"]
     preds = [BatchPrediction(f"{n}.jpg", np.array([0.3, 0.7]), "nv", 0.7, 0.3, 0.9, [],

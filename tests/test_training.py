@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import train_bundle
-from model.bundle import load_bundle, read_meta
-from model.data import read_split
-from model.training import (EMA, class_weights, dice_bce_loss, epoch_order, fit_temperature, load_checkpoint,
+from model.nets.bundle import load_bundle, read_meta
+from model.data.dataset import read_split
+from model.training.loop import (EMA, class_weights, dice_bce_loss, epoch_order, fit_temperature, load_checkpoint,
                             make_optimizer, make_scheduler, save_checkpoint)
 
 
@@ -234,7 +234,7 @@ def test_train_reports_missing_data(tmp_path, capsys):
 def test_an_epoch_with_exploding_validation_loss_is_never_kept_as_best(tmp_path):
     """The loop keeps the best *stable* epoch: a higher score that comes with a validation loss
     over 3x the lowest so far (or not finite) is logged and passed over."""
-    from model.training import LoopConfig, fit, make_optimizer, make_scheduler
+    from model.training.loop import LoopConfig, fit, make_optimizer, make_scheduler
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
@@ -263,7 +263,7 @@ def test_logit_adjusted_loss_leaves_raw_logits_balanced():
     """Trained on natural (imbalanced) labels with log prior added, a bias-only model's raw logits
     come out equal for every class: the posterior under equally common classes. Plain
     cross-entropy on the same labels learns the prior instead."""
-    from model.training import log_prior
+    from model.training.loop import log_prior
 
     labels = np.array([0] * 180 + [1] * 15 + [2] * 5)
     y = torch.as_tensor(labels)
@@ -290,7 +290,7 @@ def test_logit_adjusted_loss_leaves_raw_logits_balanced():
 def test_fit_with_mixup_passes_soft_targets_and_still_learns(tmp_path):
     """With mixup/CutMix on, the loss gets NxC class probabilities (rows summing to 1), and a
     separable toy problem is still learnt."""
-    from model.training import LoopConfig, fit, make_optimizer, make_scheduler
+    from model.training.loop import LoopConfig, fit, make_optimizer, make_scheduler
 
     torch.manual_seed(0)
     labels = np.arange(64) % 2
@@ -333,8 +333,8 @@ def test_train_cli_logit_adjusted_with_mixing(tmp_path):
 
 
 def test_hardware_summary_names_the_processor():
-    from model.machine import cpu_model
-    from model.training import hardware_summary
+    from model.nets.machine import cpu_model
+    from model.training.loop import hardware_summary
 
     summary = hardware_summary(torch.device("cpu"))
     assert cpu_model() and summary.startswith(f"CPU ({cpu_model()}), ")

@@ -95,7 +95,7 @@ def _rss_mb() -> float | None:
 
 def _via_code(data: bytes, models: Path, ticks: list) -> tuple[int, float, float | None]:
     from app.batch_table import classify_items, gather
-    from model.pipeline import Analyzer
+    from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(models)
     loaded = _rss_mb()

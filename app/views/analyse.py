@@ -15,8 +15,8 @@ from app.case_report import build_case_report
 from app.faithfulness_panel import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
 from app.sidebar import COVERAGE_KEY
-from model.conformal import DEFAULT_COVERAGE
-from model.preprocess import ImageError
+from model.aids.conformal import DEFAULT_COVERAGE
+from model.data.preprocess import ImageError
 
 st.title("Analyse a dermoscopic image")
 st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")

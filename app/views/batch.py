@@ -13,9 +13,9 @@ from app.components import md_escape
 from app.csv_export import safe_csv
 from app.resources import get_loaded, model_key
 from app.sidebar import COVERAGE_KEY
-from model.conformal import DEFAULT_COVERAGE
-from model.data import DatasetError, parse_labels_table
-from model.report import confusion_figure, per_class_table
+from model.aids.conformal import DEFAULT_COVERAGE
+from model.data.dataset import DatasetError, parse_labels_table
+from model.evaluation.report import confusion_figure, per_class_table
 
 STATE_KEY = "batch_results"
 

@@ -16,8 +16,8 @@ from app.resources import EXAMPLES_DIR, analyse, cam_method_labels, get_loaded, 
 from app.review_cases import case_bytes
 from app.review_store import get_store
 from app.sidebar import COVERAGE_KEY
-from model.conformal import DEFAULT_COVERAGE
-from model.preprocess import ImageError
+from model.aids.conformal import DEFAULT_COVERAGE
+from model.data.preprocess import ImageError
 
 SUPPLIED_KEY = "review_supplied"  # sha256 -> bytes of images a reader supplied again this session
 FLASH_KEY = "review_flash"        # a message for the next run (after st.rerun)

@@ -1,0 +1,200 @@
+"""Predict classes (and lesion masks) for any number of images: folders, zip archives, files.
+
+    python -m model.inference.predict BUNDLE DIR|ZIP|IMAGE [...] [--format jsonl|csv|isic2018] [--out FILE]
+                            [--masks DIR] [--device cuda] [--batch-size 32] [--tta]
+
+BUNDLE is a classifier bundle, a segmenter bundle (masks only), or a models folder holding
+`classifier/` and `segmenter/`. Images are read one batch at a time (memory stays flat however
+many there are); a progress bar shows on a terminal (stderr). A file that cannot be read or
+decoded prints `NAME: error: WHY` on stderr and makes the exit status 1; the run goes on.
+`--format isic2018` writes the ISIC 2018 Task 3 submission CSV; `--masks DIR` writes ISIC Task 1
+masks (`<image>_segmentation.png`, 0/255, at the image's own size). `--device cuda` runs the
+models in float16 autocast.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, TextIO
+
+import numpy as np
+from PIL import Image
+
+from model.nets.bundle import Bundle, BundleError, load_bundle, read_meta
+from model.aids.case_aids import aids_json
+from model.aids.conformal import DEFAULT_COVERAGE
+from model.data.isic import MASK_SUFFIX, IsicFormatError, isic2018_order, isic2018_row
+from model.inference.results import BatchPrediction
+from model.data.sources import Item, Sources
+
+FORMATS = ("jsonl", "csv", "isic2018")
+
+
+def json_record(pred: BatchPrediction, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE) -> dict:
+    """The one place a prediction becomes an output record (JSON line; CSV columns follow it)."""
+    return {"image": pred.name, "top_class": pred.top_class,
+            "top_probability": round(pred.top_probability, 5),
+            "malignant_probability": round(pred.malignant_probability, 5),
+            "melanoma_flag": pred.melanoma_flag,
+            "probabilities": {c: round(float(p), 5) for c, p in zip(classes, pred.probabilities)},
+            "flags": pred.flags, **aids_json(pred, coverage)}
+
+
+class Writer:
+    """Writes records in the chosen format to a text stream, one at a time."""
+
+    def __init__(self, fmt: str, stream: TextIO, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE):
+        self.fmt, self.stream, self.classes, self.coverage = fmt, stream, list(classes), coverage
+        self.csv = csv.writer(stream, lineterminator="\n") if fmt != "jsonl" else None
+        if fmt == "isic2018":
+            self.order = isic2018_order(self.classes)
+            self.csv.writerow(["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
+        elif fmt == "csv":
+            self.csv.writerow(["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag",
+                               "flags", "prediction_set", *self.classes])
+
+    def write(self, item: Item, pred: BatchPrediction) -> None:
+        if self.fmt == "isic2018":
+            self.csv.writerow(isic2018_row(item.image_id, pred.probabilities, self.order))
+            return
+        rec = json_record(pred, self.classes, self.coverage)
+        if self.fmt == "jsonl":
+            self.stream.write(json.dumps(rec) + "\n")
+        else:
+            self.csv.writerow([rec["image"], rec["top_class"], rec["top_probability"], rec["malignant_probability"],
+                               rec["melanoma_flag"], ";".join(rec["flags"]),
+                               ";".join(rec["prediction_set"] or []), *rec["probabilities"].values()])
+
+
+def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle | None, Bundle | None]:
+    """(classifier, segmenter) from a bundle folder or a models folder; either may be None."""
+    if (path / "classifier" / "meta.json").is_file():
+        classifier = load_bundle(path / "classifier", device)
+        if segmenter_path is None and (path / "segmenter" / "meta.json").is_file():
+            segmenter_path = path / "segmenter"
+    elif read_meta(path)["task"] == "segment":
+        return None, load_bundle(path, device)
+    else:
+        classifier = load_bundle(path, device)
+        if segmenter_path is None and (path.parent / "segmenter" / "meta.json").is_file():
+            segmenter_path = path.parent / "segmenter"
+    return classifier, (load_bundle(segmenter_path, device) if segmenter_path else None)
+
+
+def write_masks(segmenter: Bundle, items: Sequence[Item], out_dir: Path, report) -> None:
+    """ISIC Task 1 masks: the lesion at the image's own (upright) size, 0 or 255."""
+    from model.nets.forward import segment_probs
+    from model.inference.pipeline import MAX_WORKING_SIDE
+    from model.data.preprocess import ImageError, decode_with_size
+    from model.nets.segmenter import postprocess_mask
+
+    decoded = []
+    for it in items:
+        try:
+            decoded.append((it, *decode_with_size(it.data, max_side=MAX_WORKING_SIDE)))
+        except ImageError as e:
+            report(it.name, str(e))
+    if not decoded:
+        return
+    maps = segment_probs(segmenter, [d[1] for d in decoded], out_sizes=[d[2] for d in decoded])
+    threshold = float(segmenter.meta.get("threshold", 0.5))
+    for (it, _, _), prob in zip(decoded, maps):
+        mask = postprocess_mask(prob, threshold).astype(np.uint8) * 255
+        Image.fromarray(mask, mode="L").save(out_dir / f"{it.image_id}{MASK_SUFFIX}")
+
+
+def chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m model.inference.predict", description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", type=Path, help="classifier or segmenter bundle, or a models folder with both")
+    ap.add_argument("images", nargs="+", type=Path, help="image files, folders (searched recursively), .zip archives")
+    ap.add_argument("--format", default="jsonl", choices=FORMATS,
+                    help="jsonl: one JSON object per image; csv: one row per image; isic2018: ISIC 2018 Task 3 "
+                         "submission (image,MEL,NV,BCC,AKIEC,BKL,DF,VASC)")
+    ap.add_argument("--out", type=Path, help="write predictions here (default: standard output)")
+    ap.add_argument("--masks", type=Path, help="write ISIC Task 1 masks (<image>_segmentation.png) into this folder")
+    ap.add_argument("--segmenter", type=Path, help="segmenter bundle for --masks (default: a segmenter/ beside the "
+                                                   "classifier)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--tta", action="store_true", help="average over flipped views")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (CUDA runs in float16 autocast)")
+    ap.add_argument("--coverage", type=int, default=DEFAULT_COVERAGE, help="prediction-set coverage, percent (80-99)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from model.inference.pipeline import Analyzer
+    from model.training.loop import pick_device
+
+    device = pick_device(args.device)
+    try:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BundleError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto).")
+        classifier, segmenter = load_models(args.bundle, args.segmenter, device)
+        if args.masks and segmenter is None:
+            raise BundleError("--masks needs a segmenter bundle: pass a models folder, a segmenter bundle, or "
+                              "--segmenter DIR.")
+        if classifier is None and not args.masks:
+            raise BundleError(f"{args.bundle} is a segmenter bundle: add --masks DIR to write its masks.")
+        analyzer = Analyzer(classifier) if classifier is not None else None
+        out = open(args.out, "w", newline="") if args.out else sys.stdout
+    except (BundleError, IsicFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.masks:
+        args.masks.mkdir(parents=True, exist_ok=True)
+    sources = Sources(args.images)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(sources), unit="img", file=sys.stderr, disable=not sys.stderr.isatty(), mininterval=1.0)
+    failures = 0
+
+    def report(name: str, why: str) -> None:
+        nonlocal failures
+        failures += 1
+        (tqdm.write if not bar.disable else print)(f"{name}: error: {why}", file=sys.stderr)
+
+    amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    try:
+        writer = Writer(args.format, out, analyzer.classes, args.coverage) if analyzer is not None else None
+        if analyzer is not None and analyzer.aids.index_error:
+            print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
+        with amp:
+            for chunk in chunks(sources, args.batch_size):
+                good = [it for it in chunk if it.error is None]
+                for it in chunk:
+                    if it.error is not None:
+                        report(it.name, it.error)
+                if analyzer is not None and good:
+                    for it, pred in zip(good, analyzer.classify_many([(it.name, it.data) for it in good], args.tta)):
+                        if pred.error:
+                            report(pred.name, pred.error)
+                        else:
+                            writer.write(it, pred)
+                if args.masks and good:
+                    write_masks(segmenter, good, args.masks, report if analyzer is None else lambda *_: None)
+                out.flush()
+                bar.update(len(chunk))
+    except IsicFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+    if failures:
+        print(f"{failures} of {len(sources)} files could not be used (see the lines above)", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

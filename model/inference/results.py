@@ -1,0 +1,86 @@
+"""What an analysis returns: plain dataclasses of numpy arrays and numbers (no torch), so the
+UI can render them and Streamlit can cache them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.inference.measurements import Measurements
+
+
+@dataclass
+class FeatureMaps:
+    layer: str
+    channels: list[int]          # channel indices, most active first
+    mean_activation: list[float]
+    maps: np.ndarray             # (k, h, w) float32 in [0, 1], each scaled on its own
+
+
+@dataclass
+class Analysis:
+    image: np.ndarray                        # RGB uint8 as analysed (downscaled if very large)
+    scale_to_original: float                 # multiply pixel lengths by this for the uploaded image
+    classes: list[str]
+    display_names: list[str]
+    probabilities: np.ndarray                # calibrated (temperature), TTA-averaged when TTA is on
+    malignant_probability: float
+    melanoma_flag: bool | None               # P(mel) at or over the bundle's validation-chosen threshold
+    melanoma_threshold: float | None
+    entropy: float                           # normalised to [0, 1]
+    tta_spread: float | None                 # std of the top class's probability over TTA views
+    tta_agreement: float | None              # share of views whose top class is the same
+    low_confidence: bool
+    uncertainty_reasons: list[str]
+    quality_warnings: list[str]              # gate: tiny, blurred, unlike training data, no lesion
+    ood_distance: float | None
+    ood_threshold: float | None
+    cam_class: str
+    cam_layer: str
+    cams: dict[str, np.ndarray]              # method -> (H, W) float32 in [0, 1] at image resolution
+    attention_on_lesion: dict[str, float | None]
+    feature_maps: FeatureMaps | None
+    lesion_mask: np.ndarray | None           # (H, W) bool
+    measurements: Measurements | None
+    notes: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)   # wall-clock laps, one after another
+    parallel_ms: dict[str, float] = field(default_factory=dict)  # stages run beside those laps (their own time)
+    model_info: dict[str, str] = field(default_factory=dict)
+    similar: Any = None                      # model.aids.similar.SimilarCases: k nearest training cases, kNN vote
+    similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
+    prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
+    runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.nets.engine)
+
+    @property
+    def top_index(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def top_class(self) -> str:
+        return self.classes[self.top_index]
+
+    @property
+    def top_probability(self) -> float:
+        return float(self.probabilities[self.top_index])
+
+    @property
+    def gated(self) -> bool:
+        """True when quality checks say the answer should not be taken at face value."""
+        return bool(self.quality_warnings)
+
+
+@dataclass
+class BatchPrediction:
+    name: str
+    probabilities: np.ndarray | None
+    top_class: str | None
+    top_probability: float | None
+    malignant_probability: float | None
+    entropy: float | None
+    flags: list[str]
+    error: str | None = None
+    melanoma_flag: bool | None = None
+    notes: list[str] = field(default_factory=list)   # conversions made while decoding
+    prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
+    similar: Any = None                               # model.aids.similar.SimilarCases (no thumbnails)

@@ -1,0 +1,54 @@
+"""Batched forward passes shared by evaluation, prediction, training and the app pipeline."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from model.nets.bundle import Bundle
+from model.nets.engine import engine_for
+from model.data.preprocess import normalize, resize_map, to_uint8_batch
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def uses_channels_last(bundle: Bundle) -> bool:
+    return model_device(bundle.model).type == "cuda"
+
+
+def classifier_logits(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """Raw logits (before temperature) for RGB uint8 images of any size."""
+    dev = model_device(bundle.model)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = normalize(to_uint8_batch(images[i:i + batch_size], bundle.input_size, bundle.domain).to(dev),
+                          bundle.mean, bundle.std, uses_channels_last(bundle))
+            outs.append(engine_for(bundle)(x, ["logits"])["logits"])
+    return np.concatenate(outs) if outs else np.zeros((0, len(bundle.classes)), np.float32)
+
+
+def calibrated_probs(bundle: Bundle, logits: np.ndarray) -> np.ndarray:
+    """Softmax of logits divided by the bundle's fitted temperature."""
+    z = torch.as_tensor(logits, dtype=torch.float32) / bundle.temperature
+    return torch.softmax(z, dim=1).numpy()
+
+
+def segment_probs(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int = 32,
+                  out_sizes: Sequence[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    """Lesion probability maps, each resized back to its image's own size (or `out_sizes`)."""
+    dev = model_device(bundle.model)
+    maps: list[np.ndarray] = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            x = normalize(to_uint8_batch(chunk, bundle.input_size, bundle.domain).to(dev), bundle.mean, bundle.std,
+                          uses_channels_last(bundle))
+            probs = torch.sigmoid(torch.from_numpy(engine_for(bundle)(x, ["logits"])["logits"]))[:, 0].numpy()
+            for j, (p, img) in enumerate(zip(probs, chunk)):
+                size = out_sizes[i + j] if out_sizes is not None else img.shape[:2]
+                maps.append(resize_map(p, size))
+    return maps

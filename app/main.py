@@ -1,7 +1,7 @@
 """Entry point: `streamlit run app/main.py` from the repository root.
 
 Sets the page, adds the sidebar (model summary + disclaimer) and routes to the pages in
-app/views/. (Not app/pages/: Streamlit treats a `pages/` folder beside the main script as a
+app/<page>/page.py, one package per page with its sections. (Not app/pages/: Streamlit treats a `pages/` folder beside the main script as a
 legacy multipage app, and the first session after start-up would then bypass this router.)
 """
 from __future__ import annotations
@@ -15,17 +15,17 @@ if str(REPO_ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/
 
 import streamlit as st  # noqa: E402
 
-from app.sidebar import render_sidebar  # noqa: E402
+from app.widgets.sidebar import render_sidebar  # noqa: E402
 
 st.set_page_config(page_title="Dermoscopy review (research only)", page_icon="🔬", layout="wide",
                    initial_sidebar_state="expanded")
 
 PAGES = [
-    st.Page("views/analyse.py", title="Analyse", icon=":material/biotech:", default=True),
-    st.Page("views/batch.py", title="Batch review", icon=":material/table_view:"),
-    st.Page("views/review.py", title="Review study", icon=":material/rate_review:"),
-    st.Page("views/model_card.py", title="Model card", icon=":material/fact_check:"),
-    st.Page("views/about.py", title="About", icon=":material/info:"),
+    st.Page("analyse/page.py", url_path="analyse", title="Analyse", icon=":material/biotech:", default=True),
+    st.Page("batch/page.py", url_path="batch", title="Batch review", icon=":material/table_view:"),
+    st.Page("studies/page.py", url_path="review", title="Review study", icon=":material/rate_review:"),
+    st.Page("card/page.py", url_path="model_card", title="Model card", icon=":material/fact_check:"),
+    st.Page("about/page.py", url_path="about", title="About", icon=":material/info:"),
 ]
 page = st.navigation(PAGES)
 render_sidebar()

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from app.meta import MetaError, read_meta, read_split_ids
+from app.widgets.meta import MetaError, read_meta, read_split_ids
 from app.threads import sleep_while_waiting
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

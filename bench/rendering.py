@@ -5,10 +5,10 @@ import numpy as np
 
 
 def render_functions():
-    """The app's own helpers (app/components.py) when importable, else equivalent OpenCV code."""
+    """The app's own helpers (app/widgets/components.py) when importable, else equivalent OpenCV code."""
     try:
-        from app.components import colorize, feature_tiles, heatmap_overlay, outline_image
-        return heatmap_overlay, outline_image, colorize, feature_tiles, "app.components"
+        from app.widgets.components import colorize, feature_tiles, heatmap_overlay, outline_image
+        return heatmap_overlay, outline_image, colorize, feature_tiles, "app.widgets.components"
     except Exception:  # noqa: BLE001 - the app may be absent or mid-edit; fall back
         import cv2
 
@@ -45,7 +45,7 @@ def render_functions():
 
 
 def render(fns, image, cams: dict, mask, fmaps=None, channels=(), means=()) -> int:
-    """What the Analyse page draws (app/analyse_sections.py): every CAM colourised and blended over
+    """What the Analyse page draws (app/analyse/sections.py): every CAM colourised and blended over
     the image, the lesion outline, the feature-map tiles, and the first feature map enlarged on its
     own and over the image. Returns the number of pixel values produced (keeps the work honest)."""
     heatmap_overlay, outline_image, colorize, feature_tiles = fns[:4]

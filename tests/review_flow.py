@@ -6,7 +6,7 @@ import io
 
 from app_fixtures import MAIN, TIMEOUT, no_exception
 
-PAGE = "views/review.py"
+PAGE = "studies/page.py"
 
 
 def click(at, label: str):

@@ -156,6 +156,6 @@ def test_no_model_explains_how_to_train(make_app, tmp_path):
     no_exception(at)
     assert any("No trained model found" in e.value for e in at.error)
     assert any("python train.py classify" in c.value for c in at.code)
-    at.switch_page("views/model_card.py").run()
+    at.switch_page("card/page.py").run()
     no_exception(at)
     assert any("No trained model found" in e.value for e in at.error)

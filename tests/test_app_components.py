@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import components as c
-from app.batch_table import gather, results_frame, score, stem
-from app.case_report import DISCLAIMER, build_case_report
-from app.meta import MetaError, dig, read_meta, read_split_ids
+from app.widgets import components as c
+from app.widgets.tables import gather, results_frame, score, stem
+from app.analyse.case_report import DISCLAIMER, build_case_report
+from app.widgets.meta import MetaError, dig, read_meta, read_split_ids
 from model.inference.measurements import Measurements
 from model.inference.results import Analysis, BatchPrediction
 

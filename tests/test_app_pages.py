@@ -16,7 +16,7 @@ def _images(n: int = 8):
 
 
 def test_batch_with_labels_shows_metrics_and_opens_a_row(make_app):
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     no_exception(at)
     at.file_uploader(key="batch_files").set_value(_images(8))
     at.file_uploader(key="batch_labels").set_value(("metadata.csv", (SMALL / "metadata.csv").read_bytes(), "text/csv"))
@@ -48,7 +48,7 @@ def test_batch_zip_reports_skipped_members(make_app):
         zf.writestr("cases/readme.txt", "not an image")
         zf.writestr("cases/inner.zip", b"PK")
         zf.writestr("cases/broken.jpg", b"\xff\xd8 nope")
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     at.file_uploader(key="batch_files").set_value(("cases.zip", buf.getvalue(), "application/zip")).run()
     no_exception(at)
     table = at.dataframe(key="batch_table").value
@@ -61,7 +61,7 @@ def test_batch_zip_reports_skipped_members(make_app):
 
 
 def test_batch_rejects_a_bad_labels_file(make_app):
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     at.file_uploader(key="batch_files").set_value(_images(2))
     at.file_uploader(key="batch_labels").set_value(("labels.csv", b"a,b\n1,2\n", "text/csv")).run()
     no_exception(at)
@@ -69,7 +69,7 @@ def test_batch_rejects_a_bad_labels_file(make_app):
 
 
 def test_model_card_renders_measured_figures(make_app, app_models_dir):
-    at = make_app(page="views/model_card.py")
+    at = make_app(page="card/page.py")
     no_exception(at)
     meta = json.loads((app_models_dir / "classifier" / "meta.json").read_text())
     shown = texts(at)
@@ -88,7 +88,7 @@ def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
     for key in ("metrics", "history", "data", "split", "train_config", "quality", "command"):
         meta.pop(key, None)
     meta_path.write_text(json.dumps(meta))
-    at = make_app(models=tmp_path, page="views/model_card.py")
+    at = make_app(models=tmp_path, page="card/page.py")
     no_exception(at)
     shown = texts(at)
     assert "No test metrics recorded" in shown and "No segmenter bundle" in shown
@@ -103,7 +103,7 @@ def test_model_card_warns_when_probabilities_assume_balanced_classes(make_app, a
     meta = json.loads(meta_path.read_text())
     meta["train_config"]["imbalance"] = imbalance
     meta_path.write_text(json.dumps(meta))
-    at = make_app(models=tmp_path, page="views/model_card.py")
+    at = make_app(models=tmp_path, page="card/page.py")
     no_exception(at)
     assert ("Probabilities assume equally common classes" in texts(at)) == warned
 
@@ -111,13 +111,13 @@ def test_model_card_warns_when_probabilities_assume_balanced_classes(make_app, a
 def test_model_card_reports_broken_meta(make_app, tmp_path):
     (tmp_path / "classifier").mkdir()
     (tmp_path / "classifier" / "meta.json").write_text("{not json")
-    at = make_app(models=tmp_path, page="views/model_card.py")
+    at = make_app(models=tmp_path, page="card/page.py")
     no_exception(at)
     assert any("not readable JSON" in e.value for e in at.error)
 
 
 def test_about_page(make_app):
-    at = make_app(page="views/about.py")
+    at = make_app(page="about/page.py")
     no_exception(at)
     shown = texts(at)
     assert "Not a medical device" in shown

@@ -161,7 +161,7 @@ def test_threads_sharing_one_engine_get_their_own_results(shipped, batch, kind):
 
 
 def test_the_page_small_print_names_each_runtime():
-    from app.components import runtime_line
+    from app.widgets.components import runtime_line
 
     line = runtime_line({"classifier": "ONNX Runtime 1.31.1 (CPU, 2 threads)", "cam": "torch autograd (cpu)"})
     assert line.startswith("Ran on: classification — ONNX Runtime") and "CAMs — torch autograd" in line

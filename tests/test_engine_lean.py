@@ -37,7 +37,7 @@ def test_colours_match_the_plain_formula_on_real_lesions():
 
 
 def test_overlay_is_the_float_blend_within_rounding():
-    from app.components import heatmap_overlay
+    from app.widgets.components import heatmap_overlay
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (45, 60, 3), dtype=np.uint8)

@@ -240,7 +240,7 @@ def test_rows_of_other_layers_are_kept_and_the_coverage_is_said():
 
 def test_review_and_its_helpers_do_not_import_torch(repo_root):
     code = ("import sys; import review, review.stats; assert 'streamlit' not in sys.modules, 'streamlit'; "
-            "import app.review_cases, app.review_figures; "
+            "import app.studies.cases, app.studies.figures; "
             "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=repo_root, check=True, timeout=120)
 

@@ -398,7 +398,7 @@ def test_zip_path_traversal_names_are_only_shown(analyzer, tmp_path, monkeypatch
 
 
 def test_markup_in_names_is_escaped_by_the_app():
-    comps = pytest.importorskip("app.components")
+    comps = pytest.importorskip("app.widgets.components")
     shown = comps.md_escape("<script>alert(1)</script>.jpg")
     assert "<script>" not in shown and "\\<" in shown
 

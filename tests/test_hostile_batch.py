@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from app_fixtures import app_models_dir, make_app, no_exception  # noqa: F401
-from app.batch_table import chunks, classify_items, gather
+from app.widgets.tables import chunks, classify_items, gather
 from test_hostile import memory_watch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_batch_page_progress_bar_moves(make_app, monkeypatch):
         return real(self, value, text=text)
 
     monkeypatch.setattr(DeltaGenerator, "progress", progress)
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     data = _zip({f"tiny/{i:03d}.png": _png(i, 8 + i % 30) for i in range(100)})
     at.file_uploader(key="batch_files").set_value(("many.zip", data, "application/zip")).run()
     no_exception(at)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app_fixtures import SMALL, app_models_dir, make_app, no_exception  # noqa: F401
-from app.csv_export import FORMULA_STARTS, neutralise, safe_csv
+from app.widgets.csv_export import FORMULA_STARTS, neutralise, safe_csv
 
 REPO = Path(__file__).resolve().parents[1]
 FORMULAS = ["=HYPERLINK(\"evil.example\",\"open\").jpg", "+1+2.jpg", "-2+3.jpg", "@SUM(A1:A9).jpg",
@@ -66,7 +66,7 @@ def test_tables_own_export_is_switched_off():
 
 
 def test_batch_download_neutralises_zip_and_file_names(make_app, monkeypatch):
-    import app.csv_export as export
+    import app.widgets.csv_export as export
 
     written: list[str] = []
     real = export.safe_csv
@@ -76,11 +76,11 @@ def test_batch_download_neutralises_zip_and_file_names(make_app, monkeypatch):
     with zipfile.ZipFile(buf, "w") as zf:
         for name in FORMULAS[:4]:
             zf.writestr(f"cases/{name}", jpeg)
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     at.file_uploader(key="batch_files").set_value([("cases.zip", buf.getvalue(), "application/zip"),
                                                    ("=1+1.jpg", jpeg, "image/jpeg")]).run()
     no_exception(at)
-    assert written, "the page did not build its CSV with app.csv_export.safe_csv"
+    assert written, "the page did not build its CSV with app.widgets.csv_export.safe_csv"
     files = [r[0] for r in _cells(written[-1])[1:]]
     assert sorted(files) == sorted("'" + n for n in FORMULAS[:4] + ["=1+1.jpg"])
     shown = at.dataframe(key="batch_table").value["file"].tolist()

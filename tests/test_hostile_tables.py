@@ -165,7 +165,7 @@ def _images(n: int = 2):
 @pytest.mark.parametrize("case", ["not text (a JPEG)", "row without a diagnosis", "one-hot with a non-numeric cell"])
 def test_batch_page_shows_the_bad_line_under_the_results(make_app, case):
     data, words = BAD_LABELS[case]
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     at.file_uploader(key="batch_files").set_value(_images(2))
     at.file_uploader(key="batch_labels").set_value(("labels*[x](http://example.invalid).csv", data, "text/csv")).run()
     no_exception(at)

@@ -77,7 +77,7 @@ def _old_colorize(values, size_hw=None):
 
 
 def test_tiles_and_overlays_are_the_pixels_drawn_one_by_one():
-    from app.components import colorize, feature_tiles, heatmap_overlay
+    from app.widgets.components import colorize, feature_tiles, heatmap_overlay
 
     rng = np.random.default_rng(3)
     maps = rng.normal(0.5, 0.4, size=(16, 5, 7)).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 from app_fixtures import MAIN, TIMEOUT, app_models_dir, no_exception, texts  # noqa: F401
 from review_flow import PAGE, after, blind, click
 from app.resources import EXAMPLES_DIR, load_examples
-from app.review_cases import build_cases
+from app.studies.cases import build_cases
 from review import Store
 
 pytestmark = pytest.mark.slow

@@ -64,9 +64,9 @@ def test_analyse_explains_a_reference_set_made_for_other_weights(make_app, app_m
 
 
 def test_batch_has_set_column_coverage_and_both_exports(make_app):
-    from app.batch_aids import json_export  # noqa: F401  (the page's export)
+    from app.batch.aids import json_export  # noqa: F401  (the page's export)
 
-    at = make_app(page="views/batch.py")
+    at = make_app(page="batch/page.py")
     images = [(p.name, p.read_bytes(), "image/jpeg") for p in sorted((SMALL / "images").glob("*.jpg"))[:8]]
     at.file_uploader(key="batch_files").set_value(images)
     at.file_uploader(key="batch_labels").set_value(("metadata.csv", (SMALL / "metadata.csv").read_bytes(), "text/csv"))
@@ -84,8 +84,8 @@ def test_batch_exports_carry_sets_and_coverage():
     import numpy as np
     import pandas as pd
 
-    from app.batch_aids import add_set_columns, json_export, set_coverage
-    from app.batch_table import results_frame
+    from app.batch.aids import add_set_columns, json_export, set_coverage
+    from app.widgets.tables import results_frame
     from model.inference.results import BatchPrediction
 
     classes = ["mel", "nv"]
@@ -101,14 +101,14 @@ def test_batch_exports_carry_sets_and_coverage():
     doc = json.loads(json_export(df, 90, summary))
     assert doc["coverage_target"] == 0.9 and doc["set_coverage_on_labels"]["n"] == 3
     assert doc["images"][1]["prediction set"] == ["nv", "mel"]
-    from app.csv_export import safe_csv
+    from app.widgets.csv_export import safe_csv
 
     assert "prediction set" in safe_csv(df).splitlines()[0]
     assert isinstance(df, pd.DataFrame)
 
 
 def test_model_card_shows_knn_and_conformal_figures(make_app):
-    at = make_app(page="views/model_card.py")
+    at = make_app(page="card/page.py")
     no_exception(at)
     shown = texts(at)
     assert "Prediction sets and similar cases" in shown

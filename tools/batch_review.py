@@ -7,7 +7,7 @@ peak memory of the whole process (VmHWM) and time, with the machine's load besid
 
 --via page (the default) runs the Batch review page itself in this process with Streamlit's
 AppTest, as a server runs it: gather, classify_items (Analyzer.classify_many in chunks, the
-progress bar), the results table and the CSV. --via code calls app.batch_table's gather and
+progress bar), the results table and the CSV. --via code calls app.widgets.tables's gather and
 classify_items directly. Models: assets/models unless --models. The zip is built in a child
 process, so building it does not count towards the peak. Prints one JSON object on stdout and a
 readable summary on stderr.
@@ -94,7 +94,7 @@ def _rss_mb() -> float | None:
 
 
 def _via_code(data: bytes, models: Path, ticks: list) -> tuple[int, float, float | None]:
-    from app.batch_table import classify_items, gather
+    from app.widgets.tables import classify_items, gather
     from model.inference.pipeline import Analyzer
 
     analyzer = Analyzer.from_dir(models)
@@ -121,7 +121,7 @@ def _via_page(data: bytes, models: Path, ticks: list) -> tuple[int, float, float
     os.environ["DERMO_MODELS_DIR"] = str(models)
     at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=900)
     at.run()
-    at.switch_page("views/batch.py").run()
+    at.switch_page("batch/page.py").run()
     loaded = _rss_mb()
     t0[0] = time.perf_counter()
     at.file_uploader(key="batch_files").set_value(("upload.zip", data, "application/zip")).run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.components import md_escape
+from app.widgets.components import md_escape
 from review import Store, StoreError, database_url
 
 

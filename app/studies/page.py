@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import analyse_sections as view
-from app import faithfulness_panel as faith
-from app import review_sections as rs
-from app.aids_view import aids_section
-from app.analyse_input import UPLOAD_TYPES
-from app.batch_table import gather
-from app.components import md_escape
+from app.analyse import sections as view
+from app.analyse import faithfulness as faith
+from app.studies import sections as rs
+from app.widgets.aids import aids_section
+from app.widgets.upload import UPLOAD_TYPES
+from app.widgets.tables import gather
+from app.widgets.components import md_escape
 from app.resources import EXAMPLES_DIR, analyse, cam_method_labels, get_loaded, sha256, thresholds
-from app.review_cases import case_bytes
-from app.review_store import get_store
-from app.sidebar import COVERAGE_KEY
+from app.studies.cases import case_bytes
+from app.studies.store import get_store
+from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
 

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import streamlit as st
 
-from app.analyse_sections import GT_SOURCES
-from app.components import percent
+from app.analyse.sections import GT_SOURCES
+from app.widgets.components import percent
 from model.aids.conformal import set_notes
 from model.labels import display_name, is_malignant
 from model.inference.results import Analysis

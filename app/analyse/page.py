@@ -8,13 +8,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import analyse_sections as view
-from app.aids_view import aids_section
-from app.analyse_input import choose_source
-from app.case_report import build_case_report
-from app.faithfulness_panel import after_paint as faithfulness_after_paint
+from app.analyse import sections as view
+from app.widgets.aids import aids_section
+from app.widgets.upload import choose_source
+from app.analyse.case_report import build_case_report
+from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
-from app.sidebar import COVERAGE_KEY
+from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from PIL import Image, ImageOps
 
-from app.batch_table import gather, stem
+from app.widgets.tables import gather, stem
 from review.store import CaseIn
 
 THUMB_SIDE = 160

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.components import percent
+from app.widgets.components import percent
 from app.resources import get_loaded, model_key, sha256
 
 EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam): the change in the explained class's probability when "
@@ -24,7 +24,7 @@ def _road(digest: str, key: str, method: str, cam_class: str | None, cam_layer: 
 
 
 def road_scores(data: bytes, cam: dict) -> dict[str, dict]:
-    """method -> ROAD scores for the heatmaps of `cam` (the dict app.analyse_sections.cam_section returns)."""
+    """method -> ROAD scores for the heatmaps of `cam` (the dict app.analyse.sections.cam_section returns)."""
     digest, key = sha256(data), model_key()
     return {m: _road(digest, key, m, cam["cam_class"], cam["cam_layer"], data) for m in cam["cams"]}
 

@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from app.components import fit_within, heatmap_overlay, measurement_rows, outline_image, percent, png_bytes
+from app.widgets.components import fit_within, heatmap_overlay, measurement_rows, outline_image, percent, png_bytes
 from model.labels import display_name, is_malignant
 from model.inference.results import Analysis
 

@@ -6,13 +6,13 @@ import logging
 
 import streamlit as st
 
-from app.analyse_input import UPLOAD_TYPES, hand_over
-from app.batch_aids import add_set_columns, json_export, set_coverage
-from app.batch_table import classify_items, gather, results_frame, score
-from app.components import md_escape
-from app.csv_export import safe_csv
+from app.widgets.upload import UPLOAD_TYPES, hand_over
+from app.batch.aids import add_set_columns, json_export, set_coverage
+from app.widgets.tables import classify_items, gather, results_frame, score
+from app.widgets.components import md_escape
+from app.widgets.csv_export import safe_csv
 from app.resources import get_loaded, model_key
-from app.sidebar import COVERAGE_KEY
+from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.dataset import DatasetError, parse_labels_table
 from model.evaluation.report import confusion_figure, per_class_table
@@ -86,7 +86,7 @@ if rows:
         data = dict(gather([(f.name, f.getvalue()) for f in files]).images).get(name)
         if data is not None:
             hand_over(name, data)
-            st.switch_page("views/analyse.py")
+            st.switch_page("analyse/page.py")
 c2.download_button("Download table (CSV)", safe_csv(df), file_name="batch-review.csv",
                    mime="text/csv", on_click="ignore", icon=":material/download:")
 c3.download_button("Download table (JSON)", json_export(df, coverage, set_summary), file_name="batch-review.json",

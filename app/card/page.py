@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.aids_card import aids_card
-from app.faithfulness_card import faithfulness_section
-from app.meta import NOT_RECORDED, dig, starting_weights
+from app.card.aids import aids_card
+from app.card.faithfulness import faithfulness_section
+from app.widgets.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
 from model.evaluation.report import confusion_figure, history_figure, per_class_table, reliability_figure, roc_figure

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from app.components import md_escape
+from app.widgets.components import md_escape
 from app.resources import example_bytes, load_examples
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.faithfulness_panel import EXPLAIN
+from app.analyse.faithfulness import EXPLAIN
 from model.labels import CAM_METHOD_NAMES
 
 LABELS = CAM_METHOD_NAMES  # display only; unknown ids are shown as they are

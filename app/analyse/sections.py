@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.components import (colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
+from app.widgets.components import (colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import display_name

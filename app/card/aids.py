@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.meta import NOT_RECORDED, dig
+from app.widgets.meta import NOT_RECORDED, dig
 from model.labels import display_name
 
 

@@ -8,12 +8,12 @@ import logging
 import pandas as pd
 import streamlit as st
 
-from app.analyse_input import UPLOAD_TYPES
-from app.components import md_escape, percent
-from app.csv_export import safe_csv
+from app.widgets.upload import UPLOAD_TYPES
+from app.widgets.components import md_escape, percent
+from app.widgets.csv_export import safe_csv
 from app.resources import example_bytes, load_examples
-from app.review_cases import build_cases
-from app.review_figures import accuracy_figure, changes_figure, heatmap_figure
+from app.studies.cases import build_cases
+from app.studies.figures import accuracy_figure, changes_figure, heatmap_figure
 from model.labels import display_name
 from review import Store, StoreError
 from review.stats import EXPORT_COLUMNS, accuracy, export_rows, heatmap_ratings, per_class

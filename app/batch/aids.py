@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from app.batch_table import stem
+from app.widgets.tables import stem
 from model.inference.results import BatchPrediction
 
 

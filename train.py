@@ -7,7 +7,7 @@
 The story: read the dataset -> lesion-disjoint split (reused if given) -> decode everything once
 into memory -> build the model -> train with augmentation on the batch's device, early stopping
 on validation balanced accuracy (Dice for the segmenter) -> calibrate (classifier) -> save the
-bundle -> measure it on the held-out test split with the same code as `python -m model.evaluation.evaluate`.
+bundle -> measure it on the held-out test split with the same code as `python -m model.cli.evaluate`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 
 from model.nets import tv_compat  # noqa: F401  (before timm)
 from model.nets.bundle import save_bundle, update_meta, load_bundle
+from model.nets.machine import hardware_summary
 from model.nets.pretrained import offline_architectures, pretrained_mean_std, weights_info
 from model.nets.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
 from model.training import distributed
@@ -35,13 +37,14 @@ from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, h
 from model.labels import HAM10000_CLASSES
 from model.aids.melanoma_flag import FLAG_CLASS, choose_threshold
 from model.evaluation.metrics import classification_report, mask_scores
-from model.data.preprocess import AUGMENT_STRENGTHS, channel_stats, normalize
+from model.data.preprocess import channel_stats, normalize
+from model.training.augment import AUGMENT_STRENGTHS
 from model.data.domain import DEFAULT_DOMAIN
 from model.training.shift import SHIFT_FAMILIES, parse_shift
 from model.inference.quality import colour_reference, fit_gaussian, mahalanobis, sharpness
 from model.nets.segmenter import DEFAULT_DECODER, build_segmenter
 from model.training.loop import (CHANNELS_LAST, BodyControl, LoopConfig, batched_outputs, class_weights, dice_bce_loss, fit,
-                            fit_temperature, hardware_summary, log_prior, make_optimizer, make_scheduler)
+                            fit_temperature, log_prior, make_optimizer, make_scheduler)
 
 
 SAMPLING_BALANCE = {"balanced": 1.0, "both": 1.0, "sqrt": 0.5}  # see model.training.loop.epoch_order
@@ -193,112 +196,172 @@ def main(argv=None) -> int:
         distributed.teardown(dist)
 
 
+@dataclass
+class Setup:
+    """What the phases of a run share: the network, its input, the data and where it came from."""
+    model: torch.nn.Module
+    arch_kwargs: dict
+    size_hw: tuple[int, int]
+    shift: tuple[str, ...]
+    ds: object
+    classes: list[str]
+    train: object
+    val: object
+    test_records: list
+    split_id: str
+    split_sizes: dict
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
 def run(args, argv, dist, device) -> int:
-    segment = args.task == "segment"
-    args.arch = args.arch or ("tu-mobilenetv3_small_100" if segment else "resnet18")
+    """The story: network and data -> normalisation and placement -> train -> (rank 0) describe,
+    save and export the bundle -> measure it on the test split and build its aids."""
     started = time.time()
     try:
-        if segment:
-            size_hw = tuple(args.img_size or (128, 160))
-            model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained, args.pretrained_source), {
-                "decoder_channels": list(DEFAULT_DECODER)}
-            if size_hw[0] % 32 or size_hw[1] % 32:
-                raise ValueError(f"U-Net input sides must be multiples of 32, not {size_hw}.")
-        else:
-            # the input size must be settled before decoding; the head is resized once the classes are known
-            model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained,
-                                                      pretrained_source=args.pretrained_source)
-        print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
-        shift = parse_shift(args.shift)
-        if shift and segment:
-            raise ValueError("--shift applies to the classifier only.")
-        if args.batch_size % dist.world:
-            raise ValueError(f"--batch-size {args.batch_size} (global) is not a multiple of the {dist.world} processes.")
-        ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment, dist)
-        if not segment:
-            if len(classes) != model.num_classes:
-                model.reset_classifier(len(classes))
+        setup = build_network_and_data(args, dist, device)
+        place_network(args, setup, dist, device)
     except (DatasetError, PretrainedUnavailable, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    train, val = data["train"], data["val"]
-    if args.norm == "data":
-        mean, std = channel_stats(train.images)
-    elif segment:  # the encoder's own normalisation when it starts from ImageNet weights
-        mean, std = pretrained_mean_std(args.arch) if args.pretrained else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    else:
-        cfg = model_data_config(model)
-        mean, std = [round(float(v), 5) for v in cfg["mean"]], [round(float(v), 5) for v in cfg["std"]]
-    if not segment:
-        print(f"trainable parameters: {set_trainable(model, args.train_layers):,}")
-    channels_last = CHANNELS_LAST
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    if args.sync_bn:
-        try:
-            model = distributed.sync_batchnorm(model, dist, device)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    command, commands = record_command(args, argv, dist)
+    loss_fn, validate = objective(args, setup, device)
+    state = train_network(args, setup, loss_fn, validate, dist, device)
+    setup.model.eval()
+    if not dist.main:  # rank 0 alone calibrates, writes and scores the bundle, on the full splits
+        return 0
+    meta = describe(args, setup, state, command, commands, dist, device, started)
+    val_logits, extras = calibrate_and_gate(args, setup, meta, device)
+    meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
+    meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
+    save_bundle(args.out, setup.model, meta, half=args.half, extras=extras)
+    export_after_training(args.out)  # model.onnx for the inference engine (model.nets.engine)
+    measure_and_build_aids(args, setup, state, meta, val_logits, device, started)
+    print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
+    return 0
 
-    # ---- loss and validation for the task
-    weights = class_weights(train.labels, len(classes)).to(device) if args.imbalance in ("weighted", "both") else None
-    logit_shift = log_prior(train.labels, len(classes)).to(device) if args.imbalance == "logit-adjust" else 0.0
+
+def build_network_and_data(args, dist, device) -> Setup:
+    """The network (its input size settles the decoding), then the split and the decoded images."""
+    segment = args.task == "segment"
+    args.arch = args.arch or ("tu-mobilenetv3_small_100" if segment else "resnet18")
     if segment:
+        size_hw = tuple(args.img_size or (128, 160))
+        model, arch_kwargs = build_segmenter(args.arch, DEFAULT_DECODER, args.pretrained, args.pretrained_source), {
+            "decoder_channels": list(DEFAULT_DECODER)}
+        if size_hw[0] % 32 or size_hw[1] % 32:
+            raise ValueError(f"U-Net input sides must be multiples of 32, not {size_hw}.")
+    else:
+        # the input size must be settled before decoding; the head is resized once the classes are known
+        model, arch_kwargs, size_hw = build_for_size(args.arch, 7, args.img_size, pretrained=args.pretrained,
+                                                  pretrained_source=args.pretrained_source)
+    print(f"{args.task}: {args.arch} at {size_hw[0]}x{size_hw[1]} on {hardware_summary(device)}")
+    shift = parse_shift(args.shift)
+    if shift and segment:
+        raise ValueError("--shift applies to the classifier only.")
+    if args.batch_size % dist.world:
+        raise ValueError(f"--batch-size {args.batch_size} (global) is not a multiple of the {dist.world} processes.")
+    ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment, dist)
+    if not segment and len(classes) != model.num_classes:
+        model.reset_classifier(len(classes))
+    return Setup(model, arch_kwargs, tuple(size_hw), shift, ds, classes, data["train"], data["val"], test_records,
+                 split_id, split_sizes)
+
+
+def place_network(args, setup: Setup, dist, device) -> None:
+    """Normalisation (timm's, the encoder's or the data's), trainable layers, device and memory format."""
+    segment = args.task == "segment"
+    if args.norm == "data":
+        setup.mean, setup.std = channel_stats(setup.train.images)
+    elif segment:  # the encoder's own normalisation when it starts from ImageNet weights
+        setup.mean, setup.std = pretrained_mean_std(args.arch) if args.pretrained else (
+            [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    else:
+        cfg = model_data_config(setup.model)
+        setup.mean, setup.std = [round(float(v), 5) for v in cfg["mean"]], [round(float(v), 5) for v in cfg["std"]]
+    if not segment:
+        print(f"trainable parameters: {set_trainable(setup.model, args.train_layers):,}")
+    setup.model = setup.model.to(device, memory_format=torch.channels_last if CHANNELS_LAST else torch.contiguous_format)
+    if args.sync_bn:
+        setup.model = distributed.sync_batchnorm(setup.model, dist, device)
+
+
+def objective(args, setup: Setup, device):
+    """(loss_fn, validate) for the task: Dice + BCE and validation Dice, or cross-entropy (class
+    weights or logit adjustment as --imbalance says) and validation balanced accuracy."""
+    train, val, classes = setup.train, setup.val, setup.classes
+    mean, std = setup.mean, setup.std
+    if args.task == "segment":
         def loss_fn(m, x, target):
             return dice_bce_loss(m(x).float(), target)
 
         def validate(m) -> dict:
-            probs = torch.sigmoid(batched_outputs(m, val.images, mean, std, device, 64, channels_last))
-            dice = np.mean([mask_scores(p[0].numpy() > 0.5, t[0].numpy() > 0)[0] for p, t in zip(probs, val.masks)])
+            probs = torch.sigmoid(batched_outputs(m, val.images, mean, std, device, 64, CHANNELS_LAST))
+            dice = np.mean([mask_scores(p[0].numpy() > 0.5, t[0].numpy() > 0)["dice"] for p, t in zip(probs, val.masks)])
             return {"score": float(dice), "val_dice": float(dice)}
-    else:
-        def loss_fn(m, x, y):
-            return torch.nn.functional.cross_entropy(m(x).float() + logit_shift, y, weight=weights,
-                                                     label_smoothing=args.label_smoothing)
+        return loss_fn, validate
 
-        def validate(m) -> dict:
-            logits = batched_outputs(m, val.images, mean, std, device, 128, channels_last)
-            rep = classification_report(val.labels, torch.softmax(logits, 1).numpy(), classes)
-            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(val.labels)).item()
-            return {"score": rep["balanced_accuracy"], "val_balanced_accuracy": rep["balanced_accuracy"],
-                    "val_accuracy": rep["accuracy"], "val_loss": loss}
+    weights = class_weights(train.labels, len(classes)).to(device) if args.imbalance in ("weighted", "both") else None
+    logit_shift = log_prior(train.labels, len(classes)).to(device) if args.imbalance == "logit-adjust" else 0.0
 
-    steps = max(1, len(train.records) // args.batch_size)
-    opt = make_optimizer(model, args.opt, args.lr, args.weight_decay, args.body_lr_mult)
-    sched = make_scheduler(opt, args.sched, args.epochs, steps, args.warmup)
-    loop = LoopConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(train.records)),
-                      augment=per_class_strength(args, classes), balanced=SAMPLING_BALANCE.get(args.imbalance, 0.0),
-                      mean=mean, std=std, device=device, channels_last=channels_last,
-                      amp=device.type == "cuda", patience=args.patience, seed=args.seed,
-                      checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
-                      mixup=args.mixup, cutmix=args.cutmix, shift=shift, num_classes=len(classes),  # fit mixes classes only
-                      before_epoch=BodyControl(args.freeze_epochs, args.freeze_bn)
-                      if args.freeze_epochs or args.freeze_bn else None, dist=dist)
+    def loss_fn(m, x, y):
+        return torch.nn.functional.cross_entropy(m(x).float() + logit_shift, y, weight=weights,
+                                                 label_smoothing=args.label_smoothing)
+
+    def validate(m) -> dict:
+        logits = batched_outputs(m, val.images, mean, std, device, 128, CHANNELS_LAST)
+        rep = classification_report(val.labels, torch.softmax(logits, 1).numpy(), classes)
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(val.labels)).item()
+        return {"score": rep["balanced_accuracy"], "val_balanced_accuracy": rep["balanced_accuracy"],
+                "val_accuracy": rep["accuracy"], "val_loss": loss}
+    return loss_fn, validate
+
+
+def record_command(args, argv, dist) -> tuple[str, list[str]]:
+    """This invocation as a command line, and every invocation that shaped the run (resumes included)."""
     launcher = f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', dist.world)} " if dist.active else "python "
     command = launcher + "train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    log_file = args.out / ".train" / "commands.json"  # every invocation that shaped this run, resumes included
+    log_file = args.out / ".train" / "commands.json"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     commands = (json.loads(log_file.read_text()) if args.resume and log_file.is_file() else []) + [command]
     if dist.main:
         log_file.write_text(json.dumps(commands, indent=1))
+    return command, commands
+
+
+def train_network(args, setup: Setup, loss_fn, validate, dist, device):
+    """The optimiser, schedule and loop configuration, then model.training.loop.fit."""
+    train, segment = setup.train, args.task == "segment"
+    steps = max(1, len(train.records) // args.batch_size)
+    opt = make_optimizer(setup.model, args.opt, args.lr, args.weight_decay, args.body_lr_mult)
+    sched = make_scheduler(opt, args.sched, args.epochs, steps, args.warmup)
+    loop = LoopConfig(epochs=args.epochs, batch_size=min(args.batch_size, len(train.records)),
+                      augment=per_class_strength(args, setup.classes), balanced=SAMPLING_BALANCE.get(args.imbalance, 0.0),
+                      mean=setup.mean, std=setup.std, device=device, channels_last=CHANNELS_LAST,
+                      amp=device.type == "cuda", patience=args.patience, seed=args.seed,
+                      checkpoint_dir=args.out / ".train", ema_decay=args.ema, keep=args.keep,
+                      mixup=args.mixup, cutmix=args.cutmix, shift=setup.shift,
+                      num_classes=len(setup.classes),  # fit mixes classes only
+                      before_epoch=BodyControl(args.freeze_epochs, args.freeze_bn)
+                      if args.freeze_epochs or args.freeze_bn else None, dist=dist)
     images = train.images.to(device)
     masks = train.masks.to(device) if segment else None
-    state = fit(model, images, train.labels, masks, loss_fn, validate, opt, sched, loop, resume=args.resume)
-    model.eval()
-    if not dist.main:  # rank 0 alone calibrates, writes and scores the bundle, on the full splits
-        return 0
+    return fit(setup.model, images, train.labels, masks, loss_fn, validate, opt, sched, loop, resume=args.resume)
 
-    # ---- what the app needs beyond the weights: temperature, feature statistics, sharpness range
+
+def describe(args, setup: Setup, state, command, commands, dist, device, started) -> dict:
+    """meta.json: how to rebuild and feed the network, and how it was made."""
+    train, val = setup.train, setup.val
     meta = {
-        "task": args.task, "arch": args.arch, "arch_kwargs": arch_kwargs,
-        "input_size": list(size_hw), "mean": mean, "std": std, "preprocessing": input_domain(args),
+        "task": args.task, "arch": args.arch, "arch_kwargs": setup.arch_kwargs,
+        "input_size": list(setup.size_hw), "mean": setup.mean, "std": setup.std, "preprocessing": input_domain(args),
         "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command, "commands": commands,
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "data": {"layout": ds.layout, "counts": ds.counts(), "split_sizes": split_sizes,
+        "data": {"layout": setup.ds.layout, "counts": setup.ds.counts(), "split_sizes": setup.split_sizes,
                  "train_images": len(train.records), "skipped_unreadable": len(train.skipped) + len(val.skipped)},
-        "split": {"file": "split.json", "hash": split_id, "seed": args.seed},
+        "split": {"file": "split.json", "hash": setup.split_id, "seed": args.seed},
         "history": state.history, "best_epoch": state.best_epoch, "kept_epoch": state.kept_epoch,
         "hardware": hardware_summary(device) + (f" x {dist.world} processes" if dist.active else ""),
         "platform": platform.platform(),
@@ -308,54 +371,64 @@ def run(args, argv, dist, device) -> int:
                         "sync_bn": bool(args.sync_bn and dist.active)},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    extras = {}
-    if segment:
+    if args.task == "segment":
         meta["threshold"] = 0.5
     else:
-        meta["classes"] = classes
-        val_logits = batched_outputs(model, val.images, mean, std, device, 128, channels_last).numpy()
-        meta["temperature"] = round(fit_temperature(val_logits, val.labels), 4)
-        if FLAG_CLASS in classes and (val.labels == classes.index(FLAG_CLASS)).any():
-            val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
-            meta["melanoma_flag"] = choose_threshold(val_probs[:, classes.index(FLAG_CLASS)],
-                                                     val.labels == classes.index(FLAG_CLASS))
-        with torch.no_grad():
-            feats = torch.cat([pooled_features(model, normalize(c.to(device), mean, std, channels_last)).float().cpu()
-                               for c in train.images.split(256)]).numpy()
-            val_feats = torch.cat([pooled_features(model, normalize(c.to(device), mean, std, channels_last)).float().cpu()
-                                   for c in val.images.split(256)]).numpy()
-        f_mean, f_prec = fit_gaussian(feats)
-        val_dist = mahalanobis(val_feats, f_mean, f_prec)
-        extras = {"ood_mean": torch.tensor(f_mean, dtype=torch.float32),
-                  "ood_precision": torch.tensor(f_prec, dtype=torch.float32)}
-        sharp = [sharpness(img.permute(1, 2, 0).numpy(), size_hw) for img in train.images[:2000]]
-        meta["quality"] = {"ood_threshold": float(np.percentile(val_dist, 99)), "ood_reference": "99th percentile of "
-                           "validation Mahalanobis distance to training features",
-                           "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp)),
-                           **colour_reference((img.permute(1, 2, 0).numpy() for img in train.images),
-                                              (img.permute(1, 2, 0).numpy() for img in val.images), size_hw)}
-    meta["wall_time_s"] = round(time.time() - started, 1)  # this invocation
-    meta["train_time_s"] = round(sum(h["epoch_s"] for h in state.history), 1)  # all epochs, across resumes
-    save_bundle(args.out, model, meta, half=args.half, extras=extras)
-    export_after_training(args.out)  # model.onnx for the inference engine (model.nets.engine)
+        meta["classes"] = setup.classes
+    return meta
 
-    # ---- measure the saved bundle on the held-out test split, with the evaluation CLI's code
+
+def calibrate_and_gate(args, setup: Setup, meta: dict, device):
+    """Classifier only: temperature, melanoma flag (validation), and the quality gate's references
+    (feature Gaussian, sharpness and colour percentiles). Returns (validation logits, extras)."""
+    if args.task == "segment":
+        return None, {}
+    model, train, val, classes = setup.model, setup.train, setup.val, setup.classes
+    mean, std = setup.mean, setup.std
+    val_logits = batched_outputs(model, val.images, mean, std, device, 128, CHANNELS_LAST).numpy()
+    meta["temperature"] = round(fit_temperature(val_logits, val.labels), 4)
+    if FLAG_CLASS in classes and (val.labels == classes.index(FLAG_CLASS)).any():
+        val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
+        meta["melanoma_flag"] = choose_threshold(val_probs[:, classes.index(FLAG_CLASS)],
+                                                 val.labels == classes.index(FLAG_CLASS))
+
+    def features(images):
+        with torch.no_grad():
+            return torch.cat([pooled_features(model, normalize(c.to(device), mean, std, CHANNELS_LAST)).float().cpu()
+                              for c in images.split(256)]).numpy()
+    f_mean, f_prec = fit_gaussian(features(train.images))
+    val_dist = mahalanobis(features(val.images), f_mean, f_prec)
+    extras = {"ood_mean": torch.tensor(f_mean, dtype=torch.float32),
+              "ood_precision": torch.tensor(f_prec, dtype=torch.float32)}
+    size_hw = setup.size_hw
+    sharp = [sharpness(img.permute(1, 2, 0).numpy(), size_hw) for img in train.images[:2000]]
+    meta["quality"] = {"ood_threshold": float(np.percentile(val_dist, 99)), "ood_reference": "99th percentile of "
+                       "validation Mahalanobis distance to training features",
+                       "sharpness_p01": float(np.percentile(sharp, 1)), "sharpness_p50": float(np.median(sharp)),
+                       **colour_reference((img.permute(1, 2, 0).numpy() for img in train.images),
+                                          (img.permute(1, 2, 0).numpy() for img in val.images), size_hw)}
+    return val_logits, extras
+
+
+def measure_and_build_aids(args, setup: Setup, state, meta: dict, val_logits, device, started) -> None:
+    """The saved bundle on the held-out test split (the evaluation command's code); for a classifier,
+    the similar cases (training split) and conformal sets (validation split), measured on test."""
     bundle = load_bundle(args.out, device)
-    test = (evaluate_segmenter if segment else evaluate_classifier)(bundle, test_records, progress=False)
+    segment = args.task == "segment"
+    test = (evaluate_segmenter if segment else evaluate_classifier)(bundle, setup.test_records, progress=False)
     update_meta(args.out, metrics={"test": {k: v for k, v in test.items() if k != "per_image_dice"},
                                    "best_val": state.best_score}, wall_time_s=round(time.time() - started, 1))
     print("test:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline(test).items()}))
-    if not segment:  # similar cases (training split) and conformal sets (validation split), measured on test
-        from model.aids.references import build_all
+    if segment:
+        return
+    from model.aids.references import build_all
 
-        val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
-        try:
-            build_all(bundle, args.data, train=(train.images, train.records), val=(val_probs, val.labels))
-        except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
-            print(f"warning: similar cases and prediction sets not built ({e}); add them with "
-                  f"`python -m model.aids.references {args.out} --data DIR`", file=sys.stderr)
-    print(f"bundle written to {args.out} in {time.time() - started:.0f}s")
-    return 0
+    val_probs = torch.softmax(torch.as_tensor(val_logits) / meta["temperature"], 1).numpy()
+    try:
+        build_all(bundle, args.data, train=(setup.train.images, setup.train.records), val=(val_probs, setup.val.labels))
+    except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
+        print(f"warning: similar cases and prediction sets not built ({e}); add them with "
+              f"`python -m model.cli.references {args.out} --data DIR`", file=sys.stderr)
 
 
 if __name__ == "__main__":

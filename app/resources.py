@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from app.widgets.meta import MetaError, read_meta, read_split_ids
+from app.meta import MetaError, read_meta, read_split_ids
 from app.threads import sleep_while_waiting
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def has_classifier(models: Path | None = None) -> bool:
 def _load(models: str, key: str) -> LoadedModel:
     sleep_while_waiting()  # before torch's first import: see app/threads.py
     from model.inference.pipeline import Analyzer  # torch is imported here, once per process
-    from model.training.loop import hardware_summary
+    from model.nets.machine import hardware_summary
 
     start = time.perf_counter()
     analyzer = Analyzer.from_dir(models)  # the GPU when CUDA is available, else the CPU
@@ -121,7 +121,8 @@ def cam_method_labels() -> dict[str, str]:
 def thresholds() -> dict[str, float]:
     """The pipeline's own limits, so the pages never retype them: 'min_lesion_pct' (mask share under
     which no lesion counts as found) and 'attention_warning' (heat share on the lesion to warn under)."""
-    from model.inference.pipeline import ATTENTION_WARNING, MIN_LESION_PCT
+    from model.inference.gate import MIN_LESION_PCT
+    from model.inference.pipeline import ATTENTION_WARNING
 
     return {"min_lesion_pct": float(MIN_LESION_PCT), "attention_warning": float(ATTENTION_WARNING)}
 

@@ -15,7 +15,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
     the forward pass (prediction + activations), the one backward pass the gradient methods
     share, and each method's formula plus its scaling/resizing to the image."""
     import torch
-    from model.explain.cams import _cam, cam_at
+    from model.explain.cams import method_cam, cam_at
     from model.data.preprocess import decode_image, normalize, to_uint8_batch
 
     b = analyzer.classifier
@@ -32,7 +32,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
         grads = analyzer.last_cam.head_gradient(a, cls) if any(m != "eigencam" for m in methods) else None
         t["cam_backward"] = clk.lap()
         for m in methods:
-            cam_at(_cam(m, a, grads), rgb.shape[:2])
+            cam_at(method_cam(m, a, grads), rgb.shape[:2])
             t[f"cam:{m}"] = clk.lap()
         return {k: round(v, 3) for k, v in t.items()}
     with torch.enable_grad():
@@ -49,7 +49,7 @@ def cam_breakdown(analyzer, data: bytes, methods: Sequence[str], clock_device) -
             t["cam_backward"] = clk.lap()
     a = act[0].detach().float()
     for m in methods:
-        cam_at(_cam(m, a, grads), rgb.shape[:2])
+        cam_at(method_cam(m, a, grads), rgb.shape[:2])
         t[f"cam:{m}"] = clk.lap()
     return {k: round(v, 3) for k, v in t.items()}
 

@@ -1,4 +1,4 @@
-"""Archive-scale prediction throughput: `python -m model.inference.predict` (in-process) over a zip of
+"""Archive-scale prediction throughput: `python -m model.cli.predict` (in-process) over a zip of
 JPEGs, ISIC 2018 CSV out, optionally with ISIC masks: images/s from reading the archive to the
 written rows, i.e. what a user scoring a challenge archive waits for.
 
@@ -20,7 +20,7 @@ from bench.common import DEFAULT_IMAGE_GLOBS, REPO, find_images, log, summarize
 
 def bench_archive(models: Path, images: list[Path], n_items: int, batch_size: int, repeats: int, device: str,
                   masks: bool = False) -> dict:
-    from model.inference.predict import main as predict
+    from model.cli.predict import main as predict
 
     blobs = [p.read_bytes() for p in images]
     rates = []

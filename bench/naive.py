@@ -24,7 +24,7 @@ import torch
 from model.nets import tv_compat  # noqa: F401  (before pytorch_grad_cam imports torchvision)
 from model.nets.bundle import load_bundle
 from model.inference.measurements import measure_lesion
-from model.inference.pipeline import MAX_WORKING_SIDE
+from model.inference.working import MAX_WORKING_SIDE
 from model.data.preprocess import decode_image, normalize, resize_map, resize_rgb, to_uint8_batch
 from model.nets.segmenter import postprocess_mask
 

@@ -145,7 +145,7 @@ def to_markdown(results: dict) -> str:
                       f"({_fmt(b['ms_per_image']['median'])} ms per image).", ""]
         a = r.get("archive_predict")
         if a:
-            lines += [f"Archive prediction on {dev} (`python -m model.inference.predict` on a zip of {a['images']} JPEGs, ISIC "
+            lines += [f"Archive prediction on {dev} (`python -m model.cli.predict` on a zip of {a['images']} JPEGs, ISIC "
                       f"2018 CSV, batch {a['batch_size']}): **{_fmt(a['images_per_s']['median'])} images/s** median.", ""]
         c = r.get("cold_start")
         if c:

@@ -132,7 +132,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             log(f"[{dev}] batch review throughput")
             r["batch"] = bench_batch(analyzer, images, args.batch_images, args.batch_size, args.repeats, dev)
         if "archive" not in skip:
-            log(f"[{dev}] archive prediction throughput (python -m model.inference.predict on a zip)")
+            log(f"[{dev}] archive prediction throughput (python -m model.cli.predict on a zip)")
             r["archive_predict"] = bench_archive(models, images, args.batch_images, args.batch_size,
                                                  max(1, args.repeats // 2), dev)
         if "cold" not in skip:

@@ -36,8 +36,10 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     import torch
     import torch.nn.functional as F
     from model.nets.bundle import build_from_meta, read_meta
-    from model.data.preprocess import AUGMENT_STRENGTHS, augment_batch, mix_batch, normalize
-    from model.training.loop import CHANNELS_LAST, EMA, class_weights, dice_bce_loss, make_optimizer, make_scheduler
+    from model.training.augment import AUGMENT_STRENGTHS
+    from model.training.shift import parse_shift
+    from model.training.loop import (CHANNELS_LAST, EMA, LoopConfig, batch_inputs, class_weights, dice_bce_loss,
+                                     make_optimizer, make_scheduler, train_step)
 
     meta = read_meta(bundle_dir)
     cfg = meta.get("train_config", {})
@@ -47,41 +49,34 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
     images, labels, masks, source = _training_data(meta, bs * 2, data_dir, segment)
     torch.manual_seed(0)
     model = build_from_meta(meta)
-    channels_last = CHANNELS_LAST
-    model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    model = model.to(dev, memory_format=torch.channels_last if CHANNELS_LAST else torch.contiguous_format).train()
     opt = make_optimizer(model, cfg.get("opt", "adamw"), float(cfg.get("lr", 2e-3)), float(cfg.get("weight_decay", 0.05)))
     sched = make_scheduler(opt, "cosine", 1, steps + 1, 0.0)
     ema = EMA(model, float(cfg["ema"])) if float(cfg.get("ema") or 0) > 0 else None
-    strength = AUGMENT_STRENGTHS.get(cfg.get("augment", "medium"), 1.0)
-    mixup, cutmix = float(cfg.get("mixup") or 0), float(cfg.get("cutmix") or 0)
+    n_classes = len(meta.get("classes", [])) or 2
+    loop = LoopConfig(epochs=1, batch_size=bs, augment=AUGMENT_STRENGTHS.get(cfg.get("augment", "medium"), 1.0),
+                      balanced=0.0, mean=meta["mean"], std=meta["std"], device=dev, channels_last=CHANNELS_LAST,
+                      amp=dev.type == "cuda", patience=0, seed=0, checkpoint_dir=Path("."),
+                      mixup=0.0 if segment else float(cfg.get("mixup") or 0),
+                      cutmix=0.0 if segment else float(cfg.get("cutmix") or 0),
+                      shift=parse_shift(cfg.get("shift") or ""), num_classes=n_classes)
     images, labels_t = images.to(dev), torch.as_tensor(labels, device=dev)
     masks = masks.to(dev) if masks is not None else None
     weights = None if segment else class_weights(labels, len(meta["classes"])).to(dev)
+
+    def loss_fn(m, x, target):  # what train.py trains with
+        out = m(x).float()
+        return dice_bce_loss(out, target) if segment else F.cross_entropy(out, target, weight=weights)
+
+    strength = torch.as_tensor(loop.augment, dtype=torch.float32, device=dev)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     times = []
     for step in range(steps + 1):  # step 0 is the warm-up
         clk = Clock(dev)
         idx = torch.as_tensor(rng.choice(len(images), bs, replace=False), device=dev)
-        x = images[idx].float().div_(255)
-        target = masks[idx].float() if segment else labels_t[idx]
-        x, t_aug = augment_batch(x, strength, gen, target if segment else None)
-        if segment:
-            target = (t_aug > 0.5).float()
-        elif mixup or cutmix:
-            x, target, _ = mix_batch(x, F.one_hot(target, len(meta["classes"])).float(), mixup, cutmix, gen)
-        x = normalize(x * 255, meta["mean"], meta["std"], channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            out = model(x).float()
-        loss = dice_bce_loss(out, target) if segment else F.cross_entropy(out, target, weight=weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model)
-        float(loss.detach())
+        x, target = batch_inputs(images, labels_t, masks, idx, strength, loop, gen, n_classes)
+        train_step(model, model, x, target, loss_fn, opt, sched, ema, loop.amp)
         ms = clk.lap()
         if step > 0:
             times.append(ms)
@@ -89,6 +84,6 @@ def bench_training(bundle_dir: Path, device: str, steps: int, batch_size: int | 
             f"{ms:.0f} ms for {bs} images")
     ips = [bs / (t / 1000) for t in times]
     return {"arch": meta["arch"], "input_size": meta["input_size"], "batch_size": bs, "steps_timed": len(times),
-            "data": source, "ema": ema is not None, "mixing": bool(mixup or cutmix),
+            "data": source, "ema": ema is not None, "mixing": bool(loop.mixup or loop.cutmix),
             "images_per_s": summarize(ips), "ms_per_step": summarize(times),
             "torch_threads": torch.get_num_threads()}

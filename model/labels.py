@@ -30,3 +30,8 @@ def display_name(code: str) -> str:
 
 def is_malignant(code: str) -> bool:
     return code.lower() in MALIGNANT
+
+
+# HAM10000's dx_type: how a diagnosis was confirmed
+GT_SOURCES = {"histo": "histopathology", "follow_up": "follow-up examination", "consensus": "expert consensus",
+              "confocal": "in-vivo confocal microscopy"}

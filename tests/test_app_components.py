@@ -15,7 +15,7 @@ from PIL import Image
 from app.widgets import components as c
 from app.widgets.tables import gather, results_frame, score, stem
 from app.analyse.case_report import DISCLAIMER, build_case_report
-from app.widgets.meta import MetaError, dig, read_meta, read_split_ids
+from app.meta import MetaError, dig, read_meta, read_split_ids
 from model.inference.measurements import Measurements
 from model.inference.results import Analysis, BatchPrediction
 

@@ -41,7 +41,7 @@ def test_pages_exist_outside_a_pages_folder():
 
 def test_helpers_load_without_torch():
     """Importing the render helpers (and the model modules they use) must not pull torch in."""
-    code = ("import sys; import app.widgets.components, app.analyse.case_report, app.widgets.tables, app.widgets.meta; "
+    code = ("import sys; import app.widgets.components, app.analyse.case_report, app.widgets.tables, app.meta; "
             "import app.widgets.aids, app.card.aids, app.batch.aids, model.aids.similar, model.aids.conformal; "
             "bad = [m for m in ('torch', 'timm', 'pytorch_grad_cam') if m in sys.modules]; "
             "assert not bad, bad")

@@ -17,98 +17,12 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
+from tools.architecture import (ROOT, cycles, import_graph, imported_modules, is_command, mermaid,
+                                product_files)
 
-ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("model", "app", "review")
-COMMAND_PACKAGES = ("model.cli",)
-COMMAND_MODULES = ("train",)
 MAX_MODULES_PER_FOLDER = 15
 MAX_MODEL_TOP = 4
 MAX_FUNCTION_LINES = 80
-
-
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
-    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-    return ".".join(parts)
-
-
-def product_files() -> list[Path]:
-    files = [ROOT / "train.py"]
-    for pkg in PRODUCT:
-        files += sorted(p for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts)
-    return files
-
-
-def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """Every product module that `path` imports, anywhere in the file."""
-    tree = ast.parse(path.read_text(), str(path))
-    me = module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    found: set[str] = set()
-
-    def add(name: str) -> None:
-        while name and name not in known:  # `from pkg.mod import fn` -> pkg.mod
-            name = name.rpartition(".")[0]
-        if name and name != me:
-            found.add(name)
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                add(a.name)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            for a in node.names:
-                full = f"{base}.{a.name}" if base else a.name
-                add(full if full in known else base)
-    return found
-
-
-def import_graph() -> dict[str, set[str]]:
-    files = product_files()
-    known = {module_name(p) for p in files}
-    return {module_name(p): imported_modules(p, known) for p in files}
-
-
-def is_command(name: str) -> bool:
-    return name in COMMAND_MODULES or any(name == c or name.startswith(c + ".") for c in COMMAND_PACKAGES)
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan), or a self-import."""
-    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
 
 
 def test_no_import_circles():
@@ -167,7 +81,7 @@ def test_relative_and_function_level_imports_are_seen():
 
 
 # ----------------------------------------------------------------------------- module paths in prose
-COMMAND_RE = re.compile(r"python3? -m ((?:model|bench|tools|review|app)(?:\.[A-Za-z_]\w*)*)")
+COMMAND_RE = re.compile(r"python3? -m ((?:model|bench|tools|review|app)(?:\.[a-z_][a-z0-9_]*)*)(?![A-Za-z0-9_])")
 
 
 def documented_commands() -> dict[str, set[str]]:
@@ -190,3 +104,9 @@ def test_every_documented_command_module_exists():
     assert "model.cli.evaluate" in found  # the README names it: a test that cannot fail is a defect
     missing = {m: sorted(where) for m, where in found.items() if importlib.util.find_spec(m) is None}
     assert not missing, f"`python -m` names modules that do not exist: {missing}"
+
+
+def test_the_architecture_page_shows_todays_diagram():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    shown = page.split("```mermaid\n", 1)[1].split("```", 1)[0].strip()
+    assert shown == mermaid(import_graph()).strip(), "regenerate it: python -m tools.architecture"

@@ -1,4 +1,4 @@
-"""Command lines, run as a user would (subprocess): `python -m model.evaluation.evaluate`, `python train.py`."""
+"""Command lines, run as a user would (subprocess): `python -m model.cli.evaluate`, `python train.py`."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,7 @@ def classifier_copy(tiny_classifier_dir, tmp_path) -> Path:
 
 def test_evaluate_all_writes_json_and_html(classifier_copy, ham_small, tmp_path):
     out_json, out_html = tmp_path / "out" / "metrics.json", tmp_path / "report.html"
-    r = run("-m", "model.evaluation.evaluate", str(classifier_copy), "--data", str(ham_small), "--split", "all",
+    r = run("-m", "model.cli.evaluate", str(classifier_copy), "--data", str(ham_small), "--split", "all",
             "--json", str(out_json), "--html", str(out_html))
     assert r.returncode == 0, r.stderr
     report = json.loads(out_json.read_text())
@@ -48,7 +48,7 @@ def test_evaluate_all_writes_json_and_html(classifier_copy, ham_small, tmp_path)
 
 def test_evaluate_test_split_uses_the_bundle_split(classifier_copy, ham_small, tmp_path):
     out_json = tmp_path / "test.json"
-    r = run("-m", "model.evaluation.evaluate", str(classifier_copy), "--data", str(ham_small), "--split", "test",
+    r = run("-m", "model.cli.evaluate", str(classifier_copy), "--data", str(ham_small), "--split", "test",
             "--json", str(out_json))
     assert r.returncode == 0, r.stderr
     splits, _ = read_split(classifier_copy / "split.json")
@@ -62,7 +62,7 @@ def test_evaluate_test_split_uses_the_bundle_split(classifier_copy, ham_small, t
 
 def test_evaluate_segmenter(tiny_segmenter_dir, ham_small, tmp_path):
     out_json, out_html = tmp_path / "seg.json", tmp_path / "seg.html"
-    r = run("-m", "model.evaluation.evaluate", str(tiny_segmenter_dir), "--data", str(ham_small), "--split", "all",
+    r = run("-m", "model.cli.evaluate", str(tiny_segmenter_dir), "--data", str(ham_small), "--split", "all",
             "--json", str(out_json), "--html", str(out_html))
     assert r.returncode == 0, r.stderr
     report = json.loads(out_json.read_text())
@@ -72,7 +72,7 @@ def test_evaluate_segmenter(tiny_segmenter_dir, ham_small, tmp_path):
 
 
 def test_evaluate_missing_bundle_is_a_one_line_error(ham_small, tmp_path):
-    r = run("-m", "model.evaluation.evaluate", str(tmp_path / "no-bundle"), "--data", str(ham_small), "--split", "all")
+    r = run("-m", "model.cli.evaluate", str(tmp_path / "no-bundle"), "--data", str(ham_small), "--split", "all")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
@@ -82,7 +82,7 @@ def test_evaluate_missing_bundle_is_a_one_line_error(ham_small, tmp_path):
 
 def test_evaluate_missing_data_and_missing_split(classifier_copy, ham_small, tmp_path, capsys):
     """Same main() as the CLI, in-process (starting Python again costs seconds per call)."""
-    from model.evaluation.evaluate import main
+    from model.cli.evaluate import main
 
     assert main([str(classifier_copy), "--data", str(tmp_path / "no-data")]) == 2
     err = capsys.readouterr().err

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data.dataset import (DatasetError, decode_records, load_dataset, parse_labels_table, read_split, select,
-                        split_hash, split_records, write_split)
+from model.data.dataset import (DatasetError, decode_records, load_dataset, read_split, select, split_hash,
+                                split_records, write_split)
+from model.data.tables import parse_labels_table
 from model.labels import HAM10000_CLASSES
 from model.data.preprocess import read_mask
 

@@ -88,7 +88,7 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
     assert "conformal" in meta and "similar" in meta
     from model.evaluation.evaluate import evaluate_classifier, records_for_split
 
-    bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.evaluation.evaluate` does
+    bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.cli.evaluate` does
     again = evaluate_classifier(bundle, records_for_split(out, HAM_SMALL, "test"), progress=False)
     assert again["n"] == meta["metrics"]["test"]["n"] > 0
     assert again["balanced_accuracy"] == pytest.approx(meta["metrics"]["test"]["balanced_accuracy"])

@@ -95,7 +95,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
     shutil.copytree(MODELS / "segmenter", seg)
     shutil.copy(MODELS / "classifier" / ONNX_FILE, seg / ONNX_FILE)   # another bundle's file
     b = load_bundle(seg)
-    with pytest.raises(EngineError, match="other weights.*model.nets.onnx_export"):
+    with pytest.raises(EngineError, match="other weights.*model.cli.onnx_export"):
         check_onnx(b)
     for kind in ENGINES:
         with pytest.raises(EngineError, match="stale"):
@@ -104,7 +104,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
         fwd = build_engine(b, "auto", 1)
     assert fwd.kind == "torch" and "stale" in fwd.note
     (seg / ONNX_FILE).unlink()
-    with pytest.raises(EngineError, match="No model.onnx.*python -m model.nets.onnx_export"):
+    with pytest.raises(EngineError, match="No model.onnx.*python -m model.cli.onnx_export"):
         check_onnx(b)
     (seg / ONNX_FILE).write_bytes(b"not onnx")
     with pytest.raises(EngineError, match="not a readable ONNX"):
@@ -112,7 +112,7 @@ def test_stale_or_foreign_onnx_is_refused(tmp_path, shipped, monkeypatch):
 
 
 def test_export_cli_rebuilds_a_bundles_file(tmp_path, tiny_classifier_dir):
-    from model.nets.onnx_export import main
+    from model.cli.onnx_export import main
 
     b = tmp_path / "cls"
     shutil.copytree(tiny_classifier_dir, b, ignore=shutil.ignore_patterns(".train", ONNX_FILE))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from model.explain.cams import _cam
+from model.explain.cams import method_cam
 from model.inference.measurements import COLOUR_MIN_SHARE, DERMOSCOPIC_COLOURS, colour_variegation
 from model.data.preprocess import decode_image
 
@@ -54,5 +54,5 @@ def test_eigencam_equals_the_svd_projection_up_to_sign():
         flat = a.reshape(shape[0], -1).T.double()
         flat = flat - flat.mean(0)
         want = (flat @ torch.linalg.svd(flat, full_matrices=False)[2][0]).reshape(shape[1:]).float()
-        got = _cam("eigencam", a, None)
+        got = method_cam("eigencam", a, None)
         assert min(float((got - want).abs().max()), float((got + want).abs().max())) < 1e-5

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.explain.road import FastImputer, main, road_scores
+from model.explain.road import FastImputer, road_scores
+from model.cli.faithfulness import main
 
 
 @pytest.mark.parametrize("removed", [0.1, 0.5, 0.9])
@@ -175,7 +176,7 @@ def test_workers_stop_when_the_run_is_killed(tiny_classifier_dir, ham_small, tmp
     import time
 
     cache = tmp_path / "scores.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "model.explain.road", str(tiny_classifier_dir), "--data",
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli.faithfulness", str(tiny_classifier_dir), "--data",
                              str(ham_small), "--split", "all", "--workers", "2", "--cache", str(cache), "--dry-run"],
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -253,7 +254,7 @@ def test_shipped_classifier_records_faithfulness_for_every_method_and_layer(repo
     meta = json.loads((bundle / "meta.json").read_text())
     fig = meta["interpretability"]["faithfulness"]
     assert fig["split"] == "test" and fig["split_hash"] == meta["split"]["hash"]
-    assert all(c.startswith("python -m model.explain.road assets/models/classifier") for c in fig["commands"])
+    assert all(c.startswith("python -m model.cli.faithfulness assets/models/classifier") for c in fig["commands"])
     layers = {r["layer"] for r in fig["rows"]}
     assert {(r["method"], r["layer"]) for r in fig["rows"]} == {(m, l) for m in CAM_METHODS for l in layers}
     assert len(layers) >= 4 and all(r["n"] >= 100 for r in fig["rows"])

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
-from model.data.dataset import DatasetError, load_dataset, parse_labels_table
+from model.data.dataset import load_dataset
+from model.data.tables import DatasetError, parse_labels_table
 from model.data.tables import ONE_HOT_COLUMNS
 
 ONE_HOT_HEADER = "image," + ",".join(ONE_HOT_COLUMNS)

@@ -77,7 +77,7 @@ def test_gradcam_plus_plus_matches_the_library_formula_and_stays_finite_on_signe
     """Block outputs without an activation are signed, which puts a pole in Grad-CAM++'s
     denominator; ours (float64, weights rescaled) must give the library's scaled map wherever the
     library's is finite, and a finite map everywhere."""
-    from model.explain.cams import _cam
+    from model.explain.cams import method_cam
 
     rng = np.random.default_rng(0)
     compared = 0
@@ -85,7 +85,7 @@ def test_gradcam_plus_plus_matches_the_library_formula_and_stays_finite_on_signe
         c = int(rng.integers(4, 40))
         a = (rng.normal(0, 1, (c, 5, 7)) * 10 ** rng.uniform(-2, 2)).astype(np.float32)
         g = (rng.normal(0, 1, (c, 5, 7)) * 10 ** rng.uniform(-4, 1)).astype(np.float32)
-        mine = _cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
+        mine = method_cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
         assert np.isfinite(mine).all()
         with np.errstate(all="ignore"):
             theirs = _gradcam_pp_float32(a, g)
@@ -104,5 +104,5 @@ def test_gradcam_plus_plus_matches_the_library_formula_and_stays_finite_on_signe
     g[0] = np.float32(2.0 ** -11)
     with np.errstate(all="ignore"):
         assert not np.isfinite(_gradcam_pp_float32(a, g)).all()     # the library's formula breaks here
-    mine = _cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
+    mine = method_cam("gradcam++", torch.from_numpy(a), torch.from_numpy(g)).numpy()
     assert np.isfinite(mine).all() and np.isfinite(scale_cam(mine)).all()

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.cli.isic import main
 from model.data.isic import (ISIC2018_COLUMNS, IsicFormatError, auc_above_sensitivity, average_precision,
-                        balanced_accuracy, isic2018_order, main, roc_points, score_task1, score_task3,
-                        sensitivity_at_specificity)
+                             balanced_accuracy, isic2018_order, roc_points, score_task1, score_task3,
+                             sensitivity_at_specificity)
 
 
 def _write(path: Path, header, rows):
@@ -135,7 +136,7 @@ def test_task1_thresholded_jaccard(tmp_path):
 
 
 def test_evaluate_cli_scores_a_csv_and_writes_truth(tmp_path, ham_small, capsys):
-    from model.evaluation.evaluate import main as evaluate_main
+    from model.cli.evaluate import main as evaluate_main
 
     gt = tmp_path / "gt.csv"
     assert evaluate_main(["isic", "--write-truth", str(ham_small), "--truth", str(gt)]) == 0

@@ -71,7 +71,7 @@ def test_flag_reaches_predict_and_the_pipeline(tiny_classifier_dir, ham_small, t
 
 
 def test_predict_cli_prints_the_flag(tiny_classifier_dir, ham_small, capsys):
-    from model.inference.predict import main
+    from model.cli.predict import main
 
     image = next((ham_small / "images").glob("*.jpg"))
     assert main([str(tiny_classifier_dir), str(image)]) == 0
@@ -80,7 +80,7 @@ def test_predict_cli_prints_the_flag(tiny_classifier_dir, ham_small, capsys):
 
 
 def test_melanoma_flag_cli_rechooses_on_validation(tiny_classifier_dir, ham_small, tmp_path, capsys):
-    from model.aids.melanoma_flag import main
+    from model.cli.melanoma_flag import main
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)
@@ -95,7 +95,7 @@ def test_melanoma_flag_cli_rechooses_on_validation(tiny_classifier_dir, ham_smal
 
 
 def test_heat_in_lesion_measures_and_records_both_classifiers(tiny_classifier_dir, ham_small, tmp_path):
-    from model.evaluation.heat_in_lesion import main
+    from model.cli.heat_in_lesion import main
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)
@@ -122,8 +122,8 @@ def test_heat_in_lesion_follows_the_heat():
 
 def test_evaluate_record_writes_the_flag_figures_into_meta(tiny_classifier_dir, ham_small, tmp_path):
     """An older bundle gets its flag (model.aids.melanoma_flag) and then its test figures (--record)."""
-    from model.evaluation.evaluate import main as evaluate
-    from model.aids.melanoma_flag import main as choose
+    from model.cli.evaluate import main as evaluate
+    from model.cli.melanoma_flag import main as choose
 
     bundle_dir = tmp_path / "b"
     shutil.copytree(tiny_classifier_dir, bundle_dir)

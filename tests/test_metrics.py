@@ -141,12 +141,19 @@ def _mask(cells, shape=(4, 4)):
 def test_dice_and_iou_by_hand():
     pred = _mask([(0, 0), (0, 1), (0, 2), (0, 3)])  # 4 pixels
     true = _mask([(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)])  # 6 pixels, 3 shared
-    dice, iou = mask_scores(pred, true)
+    r = mask_scores(pred, true)
+    dice, iou = r["dice"], r["jaccard"]
     assert dice == pytest.approx(2 * 3 / (4 + 6))
     assert iou == pytest.approx(3 / 7)
-    assert mask_scores(np.zeros((3, 3)), np.zeros((3, 3))) == (1.0, 1.0)
-    assert mask_scores(np.ones((3, 3)), np.zeros((3, 3))) == (0.0, 0.0)
-    assert mask_scores(true, true) == (1.0, 1.0)
+    pair = lambda p, t: (mask_scores(p, t)["dice"], mask_scores(p, t)["jaccard"])  # noqa: E731
+    assert pair(np.zeros((3, 3)), np.zeros((3, 3))) == (1.0, 1.0)
+    assert pair(np.ones((3, 3)), np.zeros((3, 3))) == (0.0, 0.0)
+    assert pair(true, true) == (1.0, 1.0)
+    # the argument order is (prediction, truth): sensitivity counts the truth's pixels found
+    half = np.zeros((2, 2), bool)
+    half[0, 0] = True
+    assert mask_scores(half, np.ones((2, 2), bool))["sensitivity"] == 0.25
+    assert mask_scores(np.ones((2, 2), bool), half)["sensitivity"] == 1.0
 
 
 def test_thresholded_jaccard():

@@ -1,4 +1,4 @@
-"""`python -m model.inference.predict` on folders, zips and files: streamed (files read only when their turn
+"""`python -m model.cli.predict` on folders, zips and files: streamed (files read only when their turn
 comes), bad files get an error line and the run goes on, ISIC 2018 columns in ISIC order whatever
 the bundle's class order, ISIC Task 1 masks at the image's own size, CSV output."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from model.data.isic import ISIC2018_COLUMNS, HAM_TO_ISIC2018
-from model.inference.predict import main
+from model.cli.predict import main
 from model.data.sources import Sources
 
 
@@ -130,7 +130,7 @@ def test_progress_bar_on_a_terminal(tiny_classifier_dir, ham_small, repo_root):
     fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TQDM_DISABLE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "model.inference.predict", str(tiny_classifier_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli.predict", str(tiny_classifier_dir),
                              str(ham_small / "images"), "--batch-size", "8"],
                             cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=term_fd)
     os.close(term_fd)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.data.preprocess import (ImageError, augment_batch, channel_stats, decode_image, normalize, resize_map,
-                              resize_mask, resize_rgb, to_uint8_batch)
+from model.data.preprocess import (ImageError, channel_stats, decode_image, normalize, resize_map, resize_mask,
+                                   resize_rgb, to_uint8_batch)
+from model.training.augment import augment_batch
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
 
@@ -273,7 +274,7 @@ def _mix_inputs(n=6, classes=4):
 
 
 def test_mix_batch_with_no_alpha_changes_nothing():
-    from model.data.preprocess import mix_batch
+    from model.training.augment import mix_batch
 
     x, y = _mix_inputs()
     out, t, lam = mix_batch(x, y, 0.0, 0.0, torch.Generator().manual_seed(1))
@@ -281,7 +282,7 @@ def test_mix_batch_with_no_alpha_changes_nothing():
 
 
 def test_mixup_blends_images_and_labels_with_one_weight():
-    from model.data.preprocess import mix_batch
+    from model.training.augment import mix_batch
 
     x, y = _mix_inputs()
     out, t, lam = mix_batch(x, y, mixup_alpha=0.4, generator=torch.Generator().manual_seed(3))
@@ -292,7 +293,7 @@ def test_mixup_blends_images_and_labels_with_one_weight():
 
 
 def test_cutmix_pastes_one_box_and_labels_follow_its_area():
-    from model.data.preprocess import mix_batch
+    from model.training.augment import mix_batch
 
     x, y = _mix_inputs()
     for seed in range(8):
@@ -310,7 +311,7 @@ def test_cutmix_pastes_one_box_and_labels_follow_its_area():
 
 
 def test_mix_batch_is_reproducible_and_uses_both_methods():
-    from model.data.preprocess import mix_batch
+    from model.training.augment import mix_batch
 
     x, y = _mix_inputs()
     a = mix_batch(x, y, 0.2, 1.0, torch.Generator().manual_seed(7))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from model.aids.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceSetError, ReferenceIndex, difference_hash, main,
-                           vote_shares)
+from model.aids.similar import (ATTRIBUTION, INDEX, THUMBS, ReferenceSetError, ReferenceIndex, difference_hash,
+                                vote_shares)
+from model.cli.similar import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "models" / "classifier"
@@ -78,7 +79,7 @@ def test_index_for_other_weights_is_refused(built, tmp_path):
     name = next(k for k, v in state.items() if v.dtype.kind == "f")
     state[name] = state[name] + 1
     save_file(state, str(other / "weights.safetensors"))
-    with pytest.raises(ReferenceSetError, match="other weights.*Rebuild it with `python -m model.aids.similar build"):
+    with pytest.raises(ReferenceSetError, match="other weights.*Rebuild it with `python -m model.cli.similar build"):
         _load(other)
     with pytest.raises(ReferenceSetError, match="other classes"):
         ReferenceIndex.load(built, ["a", "b"])

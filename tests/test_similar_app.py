@@ -18,7 +18,7 @@ def _example(at, index: int = 0):
 
 
 def test_predict_writes_the_set_and_the_neighbours(tiny_classifier_dir, ham_small, capsys):
-    from model.inference.predict import main
+    from model.cli.predict import main
 
     images = sorted((ham_small / "images").glob("*.jpg"))[:2]
     assert main([str(tiny_classifier_dir), *map(str, images), "--coverage", "95"]) == 0
@@ -59,7 +59,7 @@ def test_analyse_explains_a_reference_set_made_for_other_weights(make_app, app_m
     at = _example(make_app(models))
     no_exception(at)
     errors = " ".join(str(e.value) for e in at.error)
-    assert "other weights" in errors and "python -m model.aids.similar build" in errors
+    assert "other weights" in errors and "python -m model.cli.similar build" in errors
     assert not any(b.label == "Enlarge" for b in at.button)
 
 

@@ -334,7 +334,7 @@ def test_train_cli_logit_adjusted_with_mixing(tmp_path):
 
 def test_hardware_summary_names_the_processor():
     from model.nets.machine import cpu_model
-    from model.training.loop import hardware_summary
+    from model.nets.machine import hardware_summary
 
     summary = hardware_summary(torch.device("cpu"))
     assert cpu_model() and summary.startswith(f"CPU ({cpu_model()}), ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.resources import bundle_metas
-from app.widgets.meta import starting_weights
+from app.meta import starting_weights
 
 cls_meta, seg_meta, _ = bundle_metas()
 

@@ -6,12 +6,10 @@ import streamlit as st
 from app.widgets.components import (colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
                             outline_image, percent, probability_figure)
 from app.resources import analyse
-from model.labels import display_name
+from model.labels import GT_SOURCES, display_name
 from model.inference.measurements import attention_on_lesion
 from model.inference.results import Analysis
 
-GT_SOURCES = {"histo": "histopathology", "follow_up": "follow-up examination", "consensus": "expert consensus",
-              "confocal": "in-vivo confocal microscopy"}
 
 
 def summary(a: Analysis, name: str) -> None:

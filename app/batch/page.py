@@ -14,7 +14,7 @@ from app.widgets.csv_export import safe_csv
 from app.resources import get_loaded, model_key
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
-from model.data.dataset import DatasetError, parse_labels_table
+from model.data.tables import DatasetError, parse_labels_table
 from model.evaluation.report import confusion_figure, per_class_table
 
 STATE_KEY = "batch_results"

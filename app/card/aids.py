@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.widgets.meta import NOT_RECORDED, dig
+from app.meta import NOT_RECORDED, dig
 from model.labels import display_name
 
 
@@ -20,7 +20,7 @@ def _num(v, d: int = 3) -> str:
 def conformal_card(meta: dict) -> None:
     cfg = meta.get("conformal")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("thresholds"), dict):
-        st.info("No conformal calibration (`python -m model.aids.references BUNDLE --data DIR` adds it).")
+        st.info("No conformal calibration (`python -m model.cli.references BUNDLE --data DIR` adds it).")
         return
     n = cfg.get("n_per_class", {})
     st.markdown(f"**Prediction sets:** {cfg.get('method', '?')} with {str(cfg.get('score', '?')).upper()} scores, "
@@ -50,7 +50,7 @@ def conformal_card(meta: dict) -> None:
 def similar_card(meta: dict) -> None:
     info = meta.get("similar")
     if not isinstance(info, dict):
-        st.info("No reference set of similar cases (`python -m model.aids.references BUNDLE --data DIR` builds it).")
+        st.info("No reference set of similar cases (`python -m model.cli.references BUNDLE --data DIR` builds it).")
         return
     st.markdown(f"**Similar cases:** {info.get('n', '?')} images of the training split (never validation or test), "
                 f"searched by cosine similarity of the classifier's pre-logit features "
@@ -79,4 +79,4 @@ def aids_card(meta: dict) -> None:
     similar_card(meta)
     if dig(meta, "similar", "test") is None and dig(meta, "conformal", "test") is None:
         return
-    st.caption("Measured by `python -m model.aids.references` (or at the end of `train.py classify`).")
+    st.caption("Measured by `python -m model.cli.references` (or at the end of `train.py classify`).")

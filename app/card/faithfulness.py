@@ -1,5 +1,5 @@
 """The model card's faithfulness section: ROAD and heat-in-lesion share per CAM method and layer,
-read from meta.json `interpretability.faithfulness` (written by `python -m model.explain.road`)."""
+read from meta.json `interpretability.faithfulness` (written by `python -m model.cli.faithfulness`)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -29,12 +29,12 @@ def road_figure(rows: list[dict]) -> go.Figure:
 def faithfulness_section(meta: dict) -> None:
     fig = (meta.get("interpretability") or {}).get("faithfulness")
     if not isinstance(fig, dict) or not fig.get("rows"):
-        st.info("Faithfulness not measured for this classifier (`python -m model.explain.road BUNDLE --data DIR`).")
+        st.info("Faithfulness not measured for this classifier (`python -m model.cli.faithfulness BUNDLE --data DIR`).")
         return
     rows = fig["rows"]
     best = max(rows, key=lambda r: r["road"])
     subset = fig.get("subset")
-    commands = fig.get("commands") or [fig.get("command", "python -m model.explain.road")]
+    commands = fig.get("commands") or [fig.get("command", "python -m model.cli.faithfulness")]
     st.caption(f"{EXPLAIN} Measured on the {fig.get('split', '?')} split"
                + (f" — {subset}; ± one standard error shown" if subset
                   else f" ({fig.get('n_images', '?')} images; ± one standard error shown)")

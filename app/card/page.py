@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.card.aids import aids_card
 from app.card.faithfulness import faithfulness_section
-from app.widgets.meta import NOT_RECORDED, dig, starting_weights
+from app.meta import NOT_RECORDED, dig, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
 from model.evaluation.report import confusion_figure, history_figure, per_class_table, reliability_figure, roc_figure
@@ -45,7 +45,7 @@ def recipe_facts(meta: dict) -> None:
 def melanoma_flag_section(meta: dict, test: dict) -> None:
     flag = meta.get("melanoma_flag")
     if not isinstance(flag, dict) or not isinstance(flag.get("threshold"), (int, float)):
-        st.info("This classifier has no melanoma flag (`python -m model.aids.melanoma_flag BUNDLE --data DIR` adds one).")
+        st.info("This classifier has no melanoma flag (`python -m model.cli.melanoma_flag BUNDLE --data DIR` adds one).")
         return
     st.markdown(f"The app flags an image when the calibrated P(melanoma) is at least **{flag['threshold']:.3f}**, "
                 f"the threshold that catches {pct(flag.get('target_sensitivity'))} of the "
@@ -63,7 +63,7 @@ def melanoma_flag_section(meta: dict, test: dict) -> None:
 def attention_section(meta: dict) -> None:
     focus = dig(meta, "interpretability", "gradcam_in_lesion", default=None)
     if not isinstance(focus, dict) or not focus:
-        st.info("Not measured for this classifier (`python -m model.evaluation.heat_in_lesion BUNDLE --data DIR`).")
+        st.info("Not measured for this classifier (`python -m model.cli.heat_in_lesion BUNDLE --data DIR`).")
         return
     rows = [{"classifier": f"{v.get('arch', '?')} ({key}, {str(v.get('created', '?'))[:10]})",
              "mean share of Grad-CAM heat inside the lesion": pct(v.get("mean_share")),
@@ -74,7 +74,7 @@ def attention_section(meta: dict) -> None:
     any_row = next(v for v in focus.values() if isinstance(v, dict))
     st.caption(f"Grad-CAM for each image's top class at layer `{any_row.get('layer', '?')}`, against the "
                f"{any_row.get('mask', 'reference masks')}, over the {any_row.get('split', '?')} split "
-               "(`python -m model.evaluation.heat_in_lesion`). Heat outside the mask is not always wrong (the border and the "
+               "(`python -m model.cli.heat_in_lesion`). Heat outside the mask is not always wrong (the border and the "
                "surrounding skin carry information), but a model that mostly looks elsewhere deserves suspicion.")
     st.dataframe(rows, hide_index=True)
 

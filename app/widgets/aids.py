@@ -2,24 +2,18 @@
 an Analysis into text, and one Streamlit section that renders them."""
 from __future__ import annotations
 
-from typing import Sequence
 
 import streamlit as st
 
-from app.analyse.sections import GT_SOURCES
 from app.widgets.components import percent
 from model.aids.conformal import set_notes
-from model.labels import display_name, is_malignant
+from model.labels import GT_SOURCES, display_name, is_malignant
 from model.inference.results import Analysis
 
 
 def set_at(a: Analysis, coverage: int) -> list[str] | None:
     """The conformal set at `coverage` percent (class codes, most probable first); None if uncalibrated."""
     return a.prediction_sets.get(int(coverage)) if a.prediction_sets else None
-
-
-def set_label(codes: Sequence[str]) -> str:
-    return " · ".join(display_name(c) for c in codes) if codes else "(empty)"
 
 
 def neighbour_caption(n) -> str:
@@ -42,8 +36,8 @@ def vote_note(a: Analysis) -> tuple[str, bool]:
 def _set_block(a: Analysis, coverage: int) -> None:
     codes = set_at(a, coverage)
     if codes is None:
-        st.info("This classifier has no conformal calibration. Add it with `python -m model.aids.conformal BUNDLE "
-                "--data DIR` (or `python -m model.aids.references BUNDLE --data DIR` for both aids).")
+        st.info("This classifier has no conformal calibration. Add it with `python -m model.cli.conformal BUNDLE "
+                "--data DIR` (or `python -m model.cli.references BUNDLE --data DIR` for both aids).")
         return
     badges = " ".join(f":{'red' if is_malignant(c) else 'blue'}-badge[{display_name(c)}]" for c in codes)
     st.markdown(f"**Prediction set at {coverage}%:** {badges or '(empty)'}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.widgets.meta import dig
+from app.meta import dig
 from app.resources import bundle_metas, device_label, models_dir
 from model.aids.conformal import COVERAGES, DEFAULT_COVERAGE
 

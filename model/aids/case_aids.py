@@ -43,7 +43,7 @@ class CaseAids:
                 error = str(e)
         else:
             error = (f"This classifier has no reference set of similar cases. Build one with "
-                     f"`python -m model.aids.similar build {bundle.path} --data DIR`.")
+                     f"`python -m model.cli.similar build {bundle.path} --data DIR`.")
         return cls(bundle.classes, index, error, conformal_config(bundle.meta))
 
     def similar(self, features: np.ndarray, source=None, rgb: np.ndarray | None = None, k: int = DEFAULT_K,

@@ -13,13 +13,11 @@ for every class on its own, not only on average.
 Thresholds for 80-99% coverage are stored in meta.json (`conformal`), like the temperature; this
 module is plain numpy so the app's pages may import it.
 
-    python -m model.aids.conformal BUNDLE --data DIR [--score raps|aps]   # calibrate on val, measure on test
+    python -m model.cli.conformal BUNDLE --data DIR [--score raps|aps]   # calibrate on val, measure on test
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -184,39 +182,3 @@ def calibrate_and_measure(bundle_dir: Path, val: tuple[np.ndarray, np.ndarray], 
         cfg["test"] = {str(c): evaluate_sets(*test, cfg, classes, c) for c in (80, 90, 95, 99)}
     update_meta(bundle_dir, conformal=cfg)
     return cfg
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.aids.conformal", description=__doc__.split("\n")[0])
-    ap.add_argument("bundle", type=Path, help="classifier bundle folder (with split.json)")
-    ap.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
-    ap.add_argument("--score", choices=("aps", "raps"), default=DEFAULT_SCORE)
-    ap.add_argument("--no-test", action="store_true", help="calibrate only; do not measure on the test split")
-    args = ap.parse_args(argv)
-    from model.nets.bundle import BundleError, load_bundle
-    from model.data.dataset import DatasetError
-    from model.evaluation.evaluate import classifier_split_logits, records_for_split
-    from model.nets.forward import calibrated_probs
-
-    try:
-        bundle = load_bundle(args.bundle)
-        parts = {}
-        for split in ("val",) + (() if args.no_test else ("test",)):
-            z, y, _ = classifier_split_logits(bundle, records_for_split(args.bundle, args.data, split),
-                                              progress=sys.stderr.isatty())
-            parts[split] = (calibrated_probs(bundle, z), y)
-        cfg = calibrate_and_measure(args.bundle, parts["val"], parts.get("test"), bundle.classes, args.score)
-    except (BundleError, DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"conformal ({cfg['method']}, {cfg['score']}) calibrated on {sum(cfg['n_per_class'].values())} validation "
-          f"images; written to {args.bundle / 'meta.json'}")
-    for cov, r in cfg.get("test", {}).items():
-        print(f"test at {cov}%: coverage {r['coverage']:.3f}, mean set size {r['mean_set_size']:.2f}, single "
-              f"{r['singleton_share']:.3f}; per class " + ", ".join(
-                  f"{c} {v['coverage']:.2f}" for c, v in r["per_class"].items() if v["coverage"] is not None))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,14 +2,11 @@
 target sensitivity (0.90 by default). Stored in meta.json as `melanoma_flag`; the app, predict and
 evaluate read it from there. A screening aid: it trades specificity for sensitivity on purpose.
 
-    python -m model.aids.melanoma_flag BUNDLE --data DIR     # (re)choose it for an existing bundle
+    python -m model.cli.melanoma_flag BUNDLE --data DIR     # (re)choose it for an existing bundle
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -58,35 +55,3 @@ def is_flagged(meta: dict, classes: Sequence[str], probs: np.ndarray) -> bool | 
     if cfg is None:
         return None
     return bool(float(probs[list(classes).index(cfg["class"])]) >= float(cfg["threshold"]))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.aids.melanoma_flag", description=__doc__.split("\n")[0])
-    ap.add_argument("bundle", type=Path, help="classifier bundle folder (with split.json)")
-    ap.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
-    ap.add_argument("--target", type=float, default=TARGET_SENSITIVITY, help="sensitivity to reach on validation")
-    args = ap.parse_args(argv)
-    from model.nets.bundle import BundleError, load_bundle, update_meta
-    from model.data.dataset import DatasetError
-    from model.evaluation.evaluate import classifier_split_logits, records_for_split
-    from model.nets.forward import calibrated_probs
-
-    try:
-        bundle = load_bundle(args.bundle)
-        if FLAG_CLASS not in bundle.classes:
-            raise BundleError(f"The bundle has no {FLAG_CLASS!r} class.")
-        z, y, _ = classifier_split_logits(bundle, records_for_split(args.bundle, args.data, "val"),
-                                          progress=sys.stderr.isatty())
-        cfg = choose_threshold(calibrated_probs(bundle, z)[:, bundle.classes.index(FLAG_CLASS)],
-                               y == bundle.classes.index(FLAG_CLASS), args.target)
-    except (BundleError, DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    update_meta(args.bundle, melanoma_flag=cfg)
-    print(f"melanoma flag: P(mel) >= {cfg['threshold']:.4f} (validation sensitivity {cfg['val_sensitivity']:.3f}, "
-          f"specificity {cfg['val_specificity']:.3f}); written to {args.bundle / 'meta.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,14 +2,11 @@
 (validation split) and the similar-cases reference set (training split), each measured on the
 test split for the model card. train.py calls `build_all` at the end of a run.
 
-    python -m model.aids.references BUNDLE --data DIR [--dims 256]
+    python -m model.cli.references BUNDLE --data DIR [--dims 256]
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,25 +50,3 @@ def build_all(bundle: Bundle, data_dir: Path, train=None, val=None, dims: int = 
         f"{t['softmax_balanced_accuracy']:.3f}; conformal 90%: coverage {c['coverage']:.3f}, mean set size "
         f"{c['mean_set_size']:.2f}")
     return conformal, similar
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.aids.references", description=__doc__.split("\n")[0])
-    ap.add_argument("bundle", type=Path, help="classifier bundle folder (with split.json)")
-    ap.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
-    ap.add_argument("--dims", type=int, default=DEFAULT_DIMS, help="PCA dimensions of the reference set (0: all)")
-    args = ap.parse_args(argv)
-    from model.nets.bundle import BundleError, load_bundle
-    from model.data.dataset import DatasetError
-
-    try:
-        build_all(load_bundle(args.bundle), args.data, dims=args.dims)
-    except (BundleError, DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"written: {args.bundle}/similar*.safetensors, meta.json (conformal, similar)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,14 +12,12 @@ Beside the bundle:
 Only the TRAINING split of the bundle's split.json is used, never validation or test images.
 An index built for other weights is refused (ReferenceSetError), never searched.
 
-    python -m model.aids.similar build BUNDLE --data DIR [--dims 256] [--thumb 128x96]
+    python -m model.cli.similar build BUNDLE --data DIR [--dims 256] [--thumb 128x96]
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +40,7 @@ NEAR_DUPLICATE_CANDIDATES = 20   # ... at most this many, closest first ...
 NEAR_DUPLICATE_CORRELATION = 0.99  # ... and one this correlated (32x24 grey levels) is the same picture
 CREDIT = ("Reference images: HAM10000 (Tschandl, Rosendahl & Kittler, Scientific Data 5:180161, 2018, "
           "doi:10.1038/sdata.2018.161), CC BY-NC-SA 4.0, downscaled thumbnails.")
-REBUILD = "python -m model.aids.similar build {bundle} --data DIR"
+REBUILD = "python -m model.cli.similar build {bundle} --data DIR"
 
 
 class ReferenceSetError(ValueError):
@@ -249,40 +247,3 @@ class ReferenceIndex:
             out.append(SimilarCases(neighbours, {c: float(v) for c, v in zip(self.classes, share)},
                                     self.classes[int(share.argmax())], self.find_self(sha, rgb, dh)))
         return out
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.aids.similar", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="(re)build the reference set of a classifier bundle from its training split")
-    b.add_argument("bundle", type=Path)
-    b.add_argument("--data", type=Path, required=True, help="the dataset the bundle was trained on")
-    b.add_argument("--dims", type=int, default=DEFAULT_DIMS, help="PCA dimensions kept (0: all features)")
-    b.add_argument("--no-test", action="store_true", help="do not measure the kNN vote on the test split")
-    args = ap.parse_args(argv)
-    from model.nets.bundle import BundleError, load_bundle, update_meta
-    from model.data.dataset import DatasetError
-    from model.aids.similar_build import build
-    from model.aids.similar_eval import evaluate_knn
-
-    try:
-        bundle = load_bundle(args.bundle)
-        info = build(bundle, args.data, args.dims, progress=True)
-        print(f"reference set: {info['n']} training images, {info['dims']} dimensions "
-              f"({info['pca_variance_kept']:.1%} of the variance), {info['bytes'] / 2**20:.1f} MB")
-        if not args.no_test:
-            info["test"] = evaluate_knn(bundle, args.data)
-            t = info["test"]
-            print(f"test: kNN vote balanced accuracy {t['knn_balanced_accuracy']:.3f} (softmax "
-                  f"{t['softmax_balanced_accuracy']:.3f}), macro AUC {t['knn_macro_auc']:.3f} (softmax "
-                  f"{t['softmax_macro_auc']:.3f}); precision at {t['k']} " +
-                  ", ".join(f"{c} {v:.2f}" for c, v in t["precision_at_k"].items() if v is not None))
-    except (BundleError, DatasetError, ReferenceSetError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    update_meta(args.bundle, similar=info)
-    print(f"written to {args.bundle / INDEX}, {args.bundle / THUMBS}; summary in meta.json (similar)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

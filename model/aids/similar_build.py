@@ -103,14 +103,14 @@ def write_reference(bundle_dir: Path, classes: Sequence[str], split_hash: str, f
     header = {"format": str(FORMAT), "weights_sha256": weights_sha256(bundle_dir), "classes": json.dumps(list(classes)),
               "split_hash": split_hash, "split": "train", "cases": json.dumps(cases, separators=(",", ":")),
               "pca_variance_kept": f"{kept:.4f}", "credit": CREDIT}
-    from model.nets.bundle import _atomic_write
+    from model.files import atomic_write
 
     tensors = {"embeddings": emb.astype(np.float16), "pca_mean": mean, "pca_components": comps.astype(np.float16),
                "labels": np.asarray(labels, np.int16), "dhash": np.asarray(dhashes, np.uint64).view(np.int64),
                "sha256": np.frombuffer(b"".join(shas), np.uint8).reshape(-1, 32)}
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}  # safetensors writes memory order
-    _atomic_write(bundle_dir / INDEX, lambda p: save_file(tensors, p, metadata=header))
-    _atomic_write(bundle_dir / THUMBS, lambda p: save_file({
+    atomic_write(bundle_dir / INDEX, lambda p: save_file(tensors, p, metadata=header))
+    atomic_write(bundle_dir / THUMBS, lambda p: save_file({
         "jpeg": np.frombuffer(b"".join(thumbs), np.uint8).copy(), "offsets": offsets}, p,
         metadata={"format": str(FORMAT), "credit": CREDIT, "size_wh": json.dumps(THUMB_WH)}))
     (bundle_dir / ATTRIBUTION).write_text(
@@ -122,7 +122,7 @@ def write_reference(bundle_dir: Path, classes: Sequence[str], split_hash: str, f
         "doi:[10.1038/sdata.2018.161](https://doi.org/10.1038/sdata.2018.161).\n\nLicence: "
         "[CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/) (attribution, non-commercial use "
         "only, share-alike). The thumbnails are downscaled; diagnoses and metadata (dx_type, age, sex, site) are "
-        "HAM10000's.\n\nRebuilt by `python -m model.aids.similar build BUNDLE --data DIR`.\n")
+        "HAM10000's.\n\nRebuilt by `python -m model.cli.similar build BUNDLE --data DIR`.\n")
     size = sum((bundle_dir / f).stat().st_size for f in (INDEX, THUMBS))
     return {"file": INDEX, "thumbnails": THUMBS, "n": len(records), "split": "train", "dims": int(comps.shape[1]),
             "pca_variance_kept": round(kept, 4), "bytes": size, "k": DEFAULT_K,

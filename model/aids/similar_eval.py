@@ -1,6 +1,6 @@
 """How well the reference set's kNN vote does on the test split, beside the softmax (model card).
 
-Measured by `python -m model.aids.similar build` (and train.py) and stored in meta.json `similar.test`.
+Measured by `python -m model.cli.similar build` (and train.py) and stored in meta.json `similar.test`.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ class ArchiveError(ValueError):
     """The upload is not a usable zip archive; the message says why."""
 
 
-def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+def read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
     """Read a member in 1 MB chunks, stopping as soon as it passes `limit` (headers can lie)."""
     parts, size = [], 0
     with zf.open(info) as f:
@@ -68,7 +68,7 @@ def read_image_archive(data: bytes) -> tuple[list[tuple[str, bytes]], list[tuple
                 skipped.append((shown, f"archive total exceeds {MAX_TOTAL_BYTES // 2**20} MB"))
                 continue
             try:
-                content = _read_limited(zf, info, min(MAX_MEMBER_BYTES, MAX_TOTAL_BYTES - total))
+                content = read_limited(zf, info, min(MAX_MEMBER_BYTES, MAX_TOTAL_BYTES - total))
             except ArchiveError:
                 skipped.append((shown, "too large when uncompressed (possible zip bomb)"))
                 continue

@@ -16,15 +16,14 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from model.labels import HAM10000_CLASSES
 from model.data.domain import to_training_domain
 from model.data.preprocess import ImageError, decode_image, read_mask, resize_mask, resize_rgb
-from model.data.tables import (ONE_HOT_COLUMNS, DatasetError, lesion_groups, metadata_rows, one_hot_rows,  # noqa: F401
-                     parse_labels_table, read_table_file)
+from model.data.tables import DatasetError, lesion_groups, metadata_rows, one_hot_rows, read_table_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -198,17 +197,30 @@ class Decoded:
     skipped: list[tuple[str, str]]
 
 
-def _decode_one(rec: Record, size_hw, with_mask: bool, domain=None):
+def decode_record(rec: Record, size_hw=None, with_mask: bool = False, domain=None):
+    """(record, image, mask, error) for one record: the image through the one input path and resized
+    to `size_hw` (None: as stored), the mask resized alike; an unreadable file gives its error."""
     try:
-        img = resize_rgb(to_training_domain(decode_image(rec.image_path), domain), size_hw)
+        img = decode_image(rec.image_path)
+        if size_hw is not None:
+            img = resize_rgb(to_training_domain(img, domain), size_hw)
         mask = None
         if with_mask:
             if rec.mask_path is None:
                 return rec, None, None, "mask missing"
-            mask = resize_mask(read_mask(rec.mask_path), size_hw)
+            mask = read_mask(rec.mask_path)
+            if size_hw is not None:
+                mask = resize_mask(mask, size_hw)
         return rec, img, mask, None
     except (ImageError, OSError, ValueError) as e:
         return rec, None, None, str(e).splitlines()[0][:200]
+
+
+def decode_many(records: Sequence[Record], size_hw=None, with_masks: bool = False, domain=None,
+                workers: int = 4) -> Iterator[tuple]:
+    """decode_record over many records on a thread pool, in order."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(lambda r: decode_record(r, size_hw, with_masks, domain), records)
 
 
 def decode_records(records: Sequence[Record], size_hw: Sequence[int], classes: Sequence[str],
@@ -220,21 +232,19 @@ def decode_records(records: Sequence[Record], size_hw: Sequence[int], classes: S
 
     index = {c: i for i, c in enumerate(classes)}
     imgs, masks, labels, kept, skipped = [], [], [], [], []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (rec, img, mask, err) in enumerate(
-                pool.map(lambda r: _decode_one(r, size_hw, with_masks, domain), records)):
-            if progress:
-                progress(i + 1, len(records))
-            if err is not None:
-                skipped.append((rec.image_id, err))
-                continue
-            if rec.label not in index:
-                skipped.append((rec.image_id, f"label {rec.label!r} is not one of the model's classes"))
-                continue
-            imgs.append(img)
-            masks.append(mask)
-            labels.append(index[rec.label])
-            kept.append(rec)
+    for i, (rec, img, mask, err) in enumerate(decode_many(records, size_hw, with_masks, domain, workers)):
+        if progress:
+            progress(i + 1, len(records))
+        if err is not None:
+            skipped.append((rec.image_id, err))
+            continue
+        if rec.label not in index:
+            skipped.append((rec.image_id, f"label {rec.label!r} is not one of the model's classes"))
+            continue
+        imgs.append(img)
+        masks.append(mask)
+        labels.append(index[rec.label])
+        kept.append(rec)
     h, w = int(size_hw[0]), int(size_hw[1])
     images = (torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous() if imgs
               else torch.zeros(0, 3, h, w, dtype=torch.uint8))

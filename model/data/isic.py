@@ -8,26 +8,24 @@
 - Task 1 (segmentation): one `<image>_segmentation.png` per image, 0/255; scored by the mean over
   images of the Jaccard index set to 0 below 0.65 (thresholded Jaccard).
 
-    python -m model.evaluation.evaluate isic --truth GT.csv --pred PRED.csv [--json OUT]
-    python -m model.evaluation.evaluate isic --truth-masks DIR --pred-masks DIR [--json OUT]
-    python -m model.evaluation.evaluate isic --write-truth DATA --truth GT.csv   (a labelled folder as Task 3 truth)
+    python -m model.cli.evaluate isic --truth GT.csv --pred PRED.csv [--json OUT]
+    python -m model.cli.evaluate isic --truth-masks DIR --pred-masks DIR [--json OUT]
+    python -m model.cli.evaluate isic --write-truth DATA --truth GT.csv   (a labelled folder as Task 3 truth)
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import math
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from model.evaluation.metrics import mask_scores
+
 ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 HAM_TO_ISIC2018 = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AKIEC", "bkl": "BKL", "df": "DF", "vasc": "VASC"}
-JACCARD_THRESHOLD = 0.65
 MASK_SUFFIX = "_segmentation.png"
 
 
@@ -226,15 +224,6 @@ def _read_binary(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L")) > 128
 
 
-def mask_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    tp, tn = float((truth & pred).sum()), float((~truth & ~pred).sum())
-    fp, fn = float((~truth & pred).sum()), float((truth & ~pred).sum())
-    jac = _ratio(tp, tp + fp + fn)
-    return {"accuracy": _ratio(tp + tn, tp + tn + fp + fn), "sensitivity": _ratio(tp, tp + fn),
-            "specificity": _ratio(tn, tn + fp), "jaccard": jac,
-            "threshold_jaccard": jac if jac >= JACCARD_THRESHOLD else 0.0, "dice": _ratio(2 * tp, 2 * tp + fp + fn)}
-
-
 def score_task1(truth_dir: Path, pred_dir: Path) -> dict:
     truths = {p.name[:-len(MASK_SUFFIX)]: p for p in sorted(Path(truth_dir).glob(f"*{MASK_SUFFIX}"))}
     if not truths:
@@ -248,7 +237,7 @@ def score_task1(truth_dir: Path, pred_dir: Path) -> dict:
         if t.shape != p.shape:
             raise IsicFormatError(f"{image_id}: predicted mask is {p.shape[1]}x{p.shape[0]}, the truth "
                                   f"{t.shape[1]}x{t.shape[0]} (masks must have the image's own size)")
-        per_image[image_id] = mask_scores(t, p)
+        per_image[image_id] = mask_scores(p, t)
     keys = list(next(iter(per_image.values())).keys())
     return {"task": 1, "n": len(per_image), "threshold_jaccard": float(np.mean([s["threshold_jaccard"]
                                                                                 for s in per_image.values()])),
@@ -267,46 +256,3 @@ def summary_lines(report: dict) -> list[str]:
     for k in keys:
         lines.append(f"{k:>30}" + "".join(f"{per[c][k]:8.4f}" for c in cats) + f"{report['macro_average'][k]:8.4f}")
     return lines
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.evaluation.evaluate isic",
-                                 description="Score ISIC-form predictions against ISIC-form ground truth (no model).")
-    ap.add_argument("--truth", type=Path, help="Task 3 ground-truth CSV (image,MEL,NV,...)")
-    ap.add_argument("--pred", type=Path, help="Task 3 predictions CSV (python -m model.inference.predict --format isic2018)")
-    ap.add_argument("--truth-masks", type=Path, help="Task 1 ground-truth folder of <image>_segmentation.png")
-    ap.add_argument("--pred-masks", type=Path, help="Task 1 predicted masks (python -m model.inference.predict --masks DIR)")
-    ap.add_argument("--json", type=Path, help="write every figure here")
-    ap.add_argument("--write-truth", type=Path, metavar="DATA",
-                    help="instead of scoring: write DATA's labels (any supported layout) as a Task 3 truth CSV to --truth")
-    args = ap.parse_args(argv)
-    if args.write_truth:
-        if not args.truth:
-            ap.error("--write-truth DATA needs --truth OUT.csv")
-        from model.data.dataset import DatasetError
-
-        try:
-            n = write_truth_csv(args.write_truth, args.truth)
-        except (DatasetError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"{n} images written to {args.truth}")
-        return 0
-    if bool(args.truth) != bool(args.pred) or bool(args.truth_masks) != bool(args.pred_masks) or not (
-            args.truth or args.truth_masks):
-        ap.error("give --truth with --pred (Task 3), and/or --truth-masks with --pred-masks (Task 1)")
-    reports = []
-    try:
-        if args.truth:
-            reports.append(score_task3(args.truth, args.pred))
-        if args.truth_masks:
-            reports.append(score_task1(args.truth_masks, args.pred_masks))
-    except (IsicFormatError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for r in reports:
-        print("\n".join(summary_lines(r)))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
-    return 0

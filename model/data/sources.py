@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from model.data.archive import ARCHIVE_SUFFIXES, MAX_MEMBER_BYTES, MAX_RATIO, ArchiveError, _read_limited
+from model.data.archive import ARCHIVE_SUFFIXES, MAX_MEMBER_BYTES, MAX_RATIO, ArchiveError, read_limited
 from model.data.dataset import IMAGE_SUFFIXES
 
 
@@ -92,7 +92,7 @@ def _zip_items(path: Path, members: list[str]) -> Iterator[Item]:
                 yield Item(name, error="too large when uncompressed (possible zip bomb)")
             else:
                 try:
-                    yield Item(name, _read_limited(zf, info, MAX_MEMBER_BYTES))
+                    yield Item(name, read_limited(zf, info, MAX_MEMBER_BYTES))
                 except ArchiveError:
                     yield Item(name, error="too large when uncompressed (possible zip bomb)")
                 except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as e:

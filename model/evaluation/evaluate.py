@@ -1,41 +1,24 @@
 """Score a bundle on a dataset split: metrics, JSON and an HTML report with plotly figures.
 
-    python -m model.evaluation.evaluate BUNDLE --data DIR [--split test|val|train|all] [--json OUT] [--html OUT]
-    python -m model.evaluation.evaluate isic --truth GT.csv --pred PRED.csv    (ISIC scoring, no model: model/data/isic.py)
+    python -m model.cli.evaluate BUNDLE --data DIR [--split test|val|train|all] [--json OUT] [--html OUT]
+    python -m model.cli.evaluate isic --truth GT.csv --pred PRED.csv    (ISIC scoring, no model: model/data/isic.py)
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from model.nets.bundle import Bundle, BundleError, load_bundle, update_meta
-from model.data.dataset import DatasetError, Record, load_dataset, read_split, select
+from model.nets.bundle import Bundle
+from model.data.dataset import DatasetError, Record, decode_many, load_dataset, read_split, select
 from model.nets.forward import calibrated_probs, classifier_logits, segment_probs
 from model.aids.melanoma_flag import flag_config, flag_rates
 from model.evaluation.metrics import (calibration_bins, classification_report, expected_calibration_error, roc_curve,
                       segmentation_report, softmax)
-from model.data.preprocess import ImageError, decode_image, read_mask
 from model.evaluation.report import confusion_figure, html_report, per_class_table, reliability_figure, roc_figure
 from model.nets.segmenter import postprocess_mask
-
-
-def _decode_chunk(records: Sequence[Record], with_masks: bool):
-    def one(r: Record):
-        try:
-            img = decode_image(r.image_path)
-            mask = read_mask(r.mask_path) if with_masks else None
-            return r, img, mask, None
-        except (ImageError, OSError, ValueError) as e:
-            return r, None, None, str(e).splitlines()[0][:160]
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(one, records))
 
 
 def _chunks(records, size, desc, progress):
@@ -53,7 +36,7 @@ def classifier_split_logits(bundle: Bundle, records: Sequence[Record], batch_siz
     classes = bundle.classes
     logits, labels, skipped = [], [], []
     for chunk in _chunks(list(records), batch_size, "evaluate", progress):
-        decoded = _decode_chunk(chunk, with_masks=False)
+        decoded = list(decode_many(chunk, with_masks=False))
         ok = [(r, img) for r, img, _, err in decoded if err is None and r.label in classes]
         skipped += [(r.image_id, err) for r, _, _, err in decoded if err is not None]
         skipped += [(r.image_id, f"class {r.label!r} unknown to the model") for r, img, _, err in decoded
@@ -104,7 +87,7 @@ def evaluate_segmenter(bundle: Bundle, records: Sequence[Record], batch_size: in
     threshold = float(bundle.meta.get("threshold", 0.5))
     preds, trues, skipped = [], [], []
     for chunk in _chunks(records, batch_size, "evaluate", progress):
-        decoded = [d for d in _decode_chunk(chunk, with_masks=True)]
+        decoded = [d for d in decode_many(chunk, with_masks=True)]
         skipped += [(r.image_id, err) for r, _, _, err in decoded if err is not None]
         ok = [(img, mask) for _, img, mask, err in decoded if err is None]
         if not ok:
@@ -132,7 +115,7 @@ def headline(report: dict) -> dict:
 def report_html(bundle: Bundle, report: dict, split: str) -> str:
     title = f"Evaluation of {bundle.meta['arch']} ({bundle.task}) on split '{split}'"
     note = ("Research and teaching tool, not a medical device. Figures measured by "
-            f"`python -m model.evaluation.evaluate` on {report['n']} images.")
+            f"`python -m model.cli.evaluate` on {report['n']} images.")
     if bundle.task == "segment":
         from model.evaluation.report import go
         fig = go.Figure(go.Histogram(x=report["per_image_dice"], nbinsx=40))
@@ -157,52 +140,3 @@ def records_for_split(bundle_dir: Path, data: Path, split: str) -> list[Record]:
     if not chosen:
         raise DatasetError(f"None of the {split} split's images are in {data}.")
     return chosen
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["isic"]:
-        from model.data.isic import main as isic_main
-
-        return isic_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m model.evaluation.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("bundle", type=Path)
-    ap.add_argument("--data", type=Path, required=True, help="dataset folder (any supported layout)")
-    ap.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
-    ap.add_argument("--json", type=Path, help="write the full metrics here")
-    ap.add_argument("--html", type=Path, help="HTML report (default: BUNDLE/evaluation-SPLIT.html)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--record", action="store_true",
-                    help="write the figures into BUNDLE/meta.json as metrics.<split> (what the model card shows)")
-    args = ap.parse_args(argv)
-    from model.training.loop import pick_device
-
-    try:
-        bundle = load_bundle(args.bundle, pick_device(args.device))
-        records = records_for_split(args.bundle, args.data, args.split)
-        run = evaluate_classifier if bundle.task == "classify" else evaluate_segmenter
-        report = run(bundle, records, progress=sys.stderr.isatty())
-    except (BundleError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    report["split"] = args.split
-    for k, v in headline(report).items():
-        print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
-    if report["skipped"]:
-        print(f"skipped {len(report['skipped'])} unreadable images, e.g. {report['skipped'][:3]}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.record:
-        metrics = dict(bundle.meta.get("metrics") or {})
-        metrics[args.split] = {k: v for k, v in report.items() if k not in ("per_image_dice", "split")}
-        update_meta(args.bundle, metrics=metrics)
-        print(f"recorded as metrics.{args.split} in {args.bundle / 'meta.json'}")
-    html_path = args.html or args.bundle / f"evaluation-{args.split}.html"
-    html_path.write_text(report_html(bundle, report, args.split))
-    print(f"report: {html_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

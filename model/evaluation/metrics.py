@@ -110,25 +110,36 @@ def classification_report(y_true: Sequence[int], probs: np.ndarray, classes: Seq
     return report
 
 
-def mask_scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """(Dice, IoU) of two boolean masks; two empty masks agree perfectly."""
-    p, t = np.asarray(pred, bool), np.asarray(true, bool)
-    inter = np.logical_and(p, t).sum()
-    total = p.sum() + t.sum()
-    union = np.logical_or(p, t).sum()
-    dice = 1.0 if total == 0 else 2 * inter / total
-    iou = 1.0 if union == 0 else inter / union
-    return float(dice), float(iou)
+JACCARD_THRESHOLD = 0.65  # ISIC 2018 Task 1: a per-image Jaccard under this scores 0
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 1.0  # the ISIC scorer's convention: an undefined ratio scores 1
+
+
+def mask_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How a predicted lesion mask agrees with the truth (boolean arrays of one shape): dice,
+    jaccard (IoU), ISIC 2018's thresholded jaccard, pixel accuracy, sensitivity, specificity.
+    An undefined ratio (two empty masks, say) scores 1, as the ISIC scorer does."""
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    tp, tn = float((t & p).sum()), float((~t & ~p).sum())
+    fp, fn = float((~t & p).sum()), float((t & ~p).sum())
+    jac = _ratio(tp, tp + fp + fn)
+    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "jaccard": jac,
+            "threshold_jaccard": jac if jac >= JACCARD_THRESHOLD else 0.0,
+            "accuracy": _ratio(tp + tn, tp + tn + fp + fn), "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp)}
 
 
 def segmentation_report(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray]) -> dict:
     """Mean Dice, mean IoU and ISIC 2018's thresholded Jaccard (per-image IoU < 0.65 counts 0)."""
-    scores = np.array([mask_scores(p, t) for p, t in zip(preds, trues)]).reshape(-1, 2)
-    dice, iou = scores[:, 0], scores[:, 1]
+    scores = [mask_scores(p, t) for p, t in zip(preds, trues)]
+    dice = np.array([s["dice"] for s in scores], float)
+    iou = np.array([s["jaccard"] for s in scores], float)
     return {
         "n": int(len(dice)),
         "mean_dice": float(dice.mean()) if len(dice) else float("nan"),
         "mean_iou": float(iou.mean()) if len(iou) else float("nan"),
-        "thresholded_jaccard": float(np.where(iou < 0.65, 0.0, iou).mean()) if len(iou) else float("nan"),
+        "thresholded_jaccard": float(np.where(iou < JACCARD_THRESHOLD, 0.0, iou).mean()) if len(iou) else float("nan"),
         "per_image_dice": [round(float(d), 4) for d in dice],
     }

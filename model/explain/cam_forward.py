@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from model.explain.cams import ForwardResult, _cam
+from model.explain.cams import ForwardResult, method_cam
 
 
 def _tail(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -100,7 +100,7 @@ class LastStageCam:
         a = torch.as_tensor(out[f"stage{stage}"][0], device=dev).float()
         grad_methods = [m for m in methods if m != "eigencam"]
         g = self.head_gradient(a, cls) if grad_methods else None
-        cams = {m: _cam(m, a, g).cpu().numpy() for m in methods}
+        cams = {m: method_cam(m, a, g).cpu().numpy() for m in methods}
         fmaps, channels, means = None, [], []
         if feature_stage is not None:
             f = torch.as_tensor(out[f"stage{feature_stage}"][0]).float()

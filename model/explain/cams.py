@@ -35,7 +35,7 @@ class ForwardResult:
     feature_means: list[float]
 
 
-def _cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+def method_cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     """One CAM from activations a and gradients g, both (C, h, w); returns (h, w) before ReLU."""
     if method == "eigencam":
         # the projection on the first right singular vector, flat @ vh[0], from the eigenvectors of the
@@ -119,9 +119,9 @@ def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | No
         # Token models (ViT, Swin) return reshaped copies of their blocks' outputs, which the
         # logits do not depend on: take those CAMs from pytorch-grad-cam on a private copy.
         cams = library_cams(model, x, grad_methods, cls, cam_layer)
-        cams = {m: cams[m] if m in cams else _cam(m, a, None).cpu().numpy() for m in methods}
+        cams = {m: cams[m] if m in cams else method_cam(m, a, None).cpu().numpy() for m in methods}
     else:
-        cams = {m: _cam(m, a, grads).cpu().numpy() for m in methods}
+        cams = {m: method_cam(m, a, grads).cpu().numpy() for m in methods}
     fmaps, channels, means = None, [], []
     if feature_layer is not None:
         f = by_layer[feature_layer % n_layers][0].detach().float()

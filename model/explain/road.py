@@ -10,7 +10,7 @@ all perturbed copies of one image in one batched forward pass:
 - `lerf`: the same when the least relevant pixels are removed (near 0 = the cold parts did not matter);
 - `road` = (lerf - morf) / 2, pytorch-grad-cam's `ROADCombined`: higher is more faithful.
 
-    python -m model.explain.road BUNDLE --data DIR [--split test] [--limit N]
+    python -m model.cli.faithfulness BUNDLE --data DIR [--split test] [--limit N]
 
 averages them (and the share of heat in the reference lesion mask) over a split per CAM method
 and layer, into BUNDLE/meta.json `interpretability.faithfulness` (`model.explain.road_split`); the
@@ -19,7 +19,6 @@ the analysis itself.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 from typing import Sequence
@@ -29,7 +28,7 @@ import torch
 
 from model.nets.bundle import Bundle
 from model.nets.classifier import feature_layers
-from model.explain.cams import _cam, cam_at, forward_explain
+from model.explain.cams import method_cam, cam_at, forward_explain
 from model.explain.road_imputer import FastImputer
 from model.data.preprocess import normalize, to_uint8_batch
 
@@ -120,7 +119,7 @@ def layer_cams(bundle: Bundle, x: torch.Tensor, methods: Sequence[str],
     for l, a, g in zip(layers, acts, grads):
         a, g = a[0].detach().float(), None if g is None else g[0].detach().float()
         for m in methods:
-            out[(m, l)] = cam_at(_cam(m, a, g), size)
+            out[(m, l)] = cam_at(method_cam(m, a, g), size)
     return out, cls
 
 
@@ -139,14 +138,3 @@ def faithfulness(bundle: Bundle, rgb: np.ndarray, methods: Sequence[str] = ("gra
     x = x.to(next(bundle.model.parameters()).device)
     cams, cls_idx = input_cams(bundle, x, methods, cls, layer)
     return road_many(engine_for(bundle), x, cams, cls_idx, bundle.temperature, percentiles)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m model.explain.road`: see `model.explain.road_split`."""
-    from model.explain.road_split import main as split_main
-
-    return split_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,9 +15,8 @@ import torch
 from model.labels import is_malignant
 from model.nets.lanes import lanes_pool, run_parts
 from model.aids.melanoma_flag import is_flagged
-from model.inference.pipeline import HIGH_ENTROPY, LOW_CONFIDENCE_PROB, _entropy, _flip_views, _working_image
+from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
 from model.data.preprocess import ImageError, model_rgb, normalize_hwc
-from model.inference.quality import mahalanobis
 from model.inference.results import BatchPrediction
 
 
@@ -28,7 +27,7 @@ class Prepared:
     original: tuple[int, int]
     notes: list[str]
     x: np.ndarray                   # 3 x H x W, normalised for the classifier
-    pixels: tuple                   # Analyzer._pixel_checks
+    pixels: tuple                   # QualityGate.pixel_checks
     sha: str | None                 # keys of the similar-cases self-check
     dhash: int | None
 
@@ -56,13 +55,13 @@ def prepare(analyzer, src) -> Prepared | ImageError:
     """One item made ready for its batch (runs on a lane); the ImageError, returned, if it is unusable."""
     notes: list[str] = []
     try:
-        rgb, original, _ = _working_image(src, notes, say=False)
+        rgb, original, _ = working_image(src, notes, say=False)
     except ImageError as e:
         return e
     b = analyzer.classifier
     small = model_rgb(rgb, b.input_size, b.domain)
     sha, dhash = analyzer.aids.self_check_keys(src, rgb)
-    return Prepared(rgb, original, notes, normalize_hwc(small, b.mean, b.std), analyzer._pixel_checks(small),
+    return Prepared(rgb, original, notes, normalize_hwc(small, b.mean, b.std), analyzer.gate.pixel_checks(small),
                     sha, dhash)
 
 
@@ -74,22 +73,22 @@ def classify_chunk(analyzer, items, chunk: list[tuple[int, Prepared]], tta: bool
     feats = res["features"]
     probs = torch.softmax(torch.from_numpy(res["logits"]) / bundle.temperature, 1)
     if tta:
-        views = analyzer.engine(_flip_views(torch.from_numpy(x)), ["logits"])["logits"]
+        views = analyzer.engine(flip_views(torch.from_numpy(x)), ["logits"])["logits"]
         views = torch.softmax(torch.from_numpy(views) / bundle.temperature, 1)
         probs = (probs + views.view(3, len(chunk), -1).sum(0)) / 4
     probs = probs.numpy()
-    dist = mahalanobis(feats, *analyzer._ood) if analyzer._ood else [None] * len(chunk)
+    dist = analyzer.gate.ood_distances(feats)
+    dist = [None] * len(chunk) if dist is None else dist
     sets = analyzer.aids.sets_many(probs)
     similar = analyzer.aids.similar_many(feats, [p.sha for _, p in chunk], [p.rgb for _, p in chunk],
                                          [p.dhash for _, p in chunk])
     for (i, pr), p, d, ps, sim in zip(chunk, probs, dist, sets, similar):
-        checks = analyzer._image_checks(pr.rgb, pr.original, d, True, pixels=pr.pixels)
-        flags = analyzer._with_mask_checks(checks, None)
+        checks = analyzer.gate.image_checks(pr.rgb, pr.original, d, True, pixels=pr.pixels)
+        flags = analyzer.gate.with_mask_checks(checks, None)
         top = int(p.argmax())
-        entropy = _entropy(p)
-        if p[top] < LOW_CONFIDENCE_PROB or entropy > HIGH_ENTROPY:
+        if uncertainty_reasons(p):
             flags.append("low confidence")
         out[i] = BatchPrediction(items[i][0], p, classes[top], float(p[top]),
                                  float(sum(q for c, q in zip(classes, p) if is_malignant(c))),
-                                 entropy, flags, melanoma_flag=is_flagged(bundle.meta, classes, p),
+                                 entropy(p), flags, melanoma_flag=is_flagged(bundle.meta, classes, p),
                                  notes=pr.notes, prediction_sets=ps, similar=sim)

@@ -2,7 +2,7 @@
 of a heatmap that falls on the lesion. Plain numpy/OpenCV."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -35,9 +35,6 @@ class Measurements:
     @property
     def asymmetry(self) -> float:
         return (self.asymmetry_major + self.asymmetry_minor) / 2
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "asymmetry": self.asymmetry}
 
 
 def _reflect(mask: np.ndarray, centre: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -10,65 +10,79 @@ batched pass. Nothing is registered on the shared models, so one Analyzer serves
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from model.nets.bundle import Bundle, BundleError, load_bundle
 from model.aids.case_aids import CaseAids
-from model.explain.cam_forward import LastStageCam
-from model.nets.engine import engine_for
-from model.nets.classifier import feature_layers
-from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
-from model.labels import display_name, is_malignant
-from model.nets.lanes import lanes_pool, submit_or_run
-from model.inference.measurements import attention_shares, measure_lesion
 from model.aids.melanoma_flag import flag_config, is_flagged
-from model.data.pixels import is_grayscale
-from model.data.preprocess import ImageError, decode_with_size, model_rgb, normalize_hwc, resize_map, resize_rgb
-from model.inference.quality import MIN_SIDE, colour_features, mahalanobis, sharpness
+from model.data.preprocess import model_rgb, normalize_hwc, resize_map
+from model.explain.cam_forward import LastStageCam
+from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
+from model.inference.batch_review import classify_many
+from model.inference.gate import QualityGate
+from model.inference.measurements import attention_shares, measure_lesion
 from model.inference.results import Analysis, BatchPrediction, FeatureMaps
+from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
+from model.labels import display_name, is_malignant
+from model.nets.bundle import Bundle, BundleError, load_bundle
+from model.nets.classifier import feature_layers
+from model.nets.engine import engine_for
+from model.nets.forward import pick_device
+from model.nets.lanes import lanes_pool, submit_or_run
 from model.nets.segmenter import postprocess_mask
 
-MAX_WORKING_SIDE = 1024          # larger uploads are analysed (and displayed) at this size
-LOW_CONFIDENCE_PROB = 0.5        # top-class probability under this is flagged
-HIGH_ENTROPY = 0.6               # normalised entropy over this is flagged
-MIN_LESION_PCT = 0.5             # a mask smaller than this share of the image counts as no lesion
 ATTENTION_WARNING = 0.5          # heat share on the lesion under this gets a warning
 
 
-def _entropy(p: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1)
-    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+class _Clock:
+    """Per-call stage timings in ms; a second lap of a stage adds to it."""
+
+    def __init__(self):
+        self.t: dict[str, float] = {}
+        self.parallel: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.t[name] = round(self.t.get(name, 0.0) + (now - self.clock) * 1000, 2)
+        self.clock = now
 
 
-def _working_image(source, notes: list[str], say: bool = True) -> tuple[np.ndarray, tuple[int, int], float]:
-    """(RGB uint8 at the working size, upright (h, w) as uploaded, uploaded / working length).
-
-    Files are decoded with a size hint (JPEG at 1/2-1/8 scale, other formats box-reduced as soon
-    as they are decoded), so a large upload is never held at full size beyond its own decoding;
-    arrays are taken as they are. Both are then downscaled to MAX_WORKING_SIDE."""
-    if isinstance(source, np.ndarray):
-        rgb, original = source, source.shape[:2]
-    else:
-        rgb, original = decode_with_size(source, notes, max_side=MAX_WORKING_SIDE)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ImageError("Expected an RGB uint8 image.")
-    scale = max(original) / MAX_WORKING_SIDE
-    if scale <= 1:
-        return rgb, tuple(original), 1.0
-    h, w = (max(1, round(s / scale)) for s in original)
-    if say:
-        notes.append(f"Analysed at {w}x{h} (downscaled by {scale:.2f}).")
-    return resize_rgb(rgb, (h, w)), tuple(original), scale
+@dataclass
+class _Request:
+    """What the caller asked to see, as indices into the model's classes and layers."""
+    cam_methods: tuple[str, ...]
+    cls_idx: int | None
+    layer_idx: int
+    feat_idx: int | None
+    n_feature_maps: int
+    tta: bool
+    segment: bool
 
 
-def _flip_views(x: torch.Tensor) -> torch.Tensor:
-    """The three flipped copies of an Nx3xHxW batch (TTA views besides the original), stacked
-    view by view: rows [0, N) are the horizontal flips, then vertical, then both."""
-    return torch.cat([x.flip(3), x.flip(2), x.flip(2, 3)])
+@dataclass
+class _Image:
+    source: object
+    rgb: np.ndarray                 # at the working size
+    original: tuple[int, int]       # upright (h, w) as uploaded
+    scale: float                    # uploaded / working length
+    small: np.ndarray               # through the one input path, at the classifier's input size
+    x: torch.Tensor                 # normalised, 1x3xHxW
+    notes: list[str]
+
+
+@dataclass
+class _Helpers:
+    """Work handed to a helper lane (each a future, or None when it runs on the calling thread)."""
+    pool: object = None
+    segment: object = None
+    last_view: object = None
+    pixels: object = None
+    similar: object = None
 
 
 class Analyzer:
@@ -86,21 +100,12 @@ class Analyzer:
         self.seg_engine = engine_for(segmenter, engine) if segmenter is not None else None
         self.last_cam = LastStageCam(classifier.model, classifier.input_size)
         self.flag = flag_config(classifier.meta)
-        q = classifier.meta.get("quality", {})
-        self.ood_threshold = q.get("ood_threshold")
-        self.sharpness_floor = q.get("sharpness_p01")
-        self._colour = (np.asarray(q["colour_mean"]), np.asarray(q["colour_precision"]), float(q["colour_threshold"])) \
-            if {"colour_mean", "colour_precision", "colour_threshold"} <= q.keys() else None
-        ex = classifier.extras
-        self._ood = (ex["ood_mean"].double().numpy(), ex["ood_precision"].double().numpy()) \
-            if "ood_mean" in ex and "ood_precision" in ex else None
+        self.gate = QualityGate(classifier)
         self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
         """Load `classifier/` and (if present) `segmenter/` bundles from a models folder."""
-        from model.training.loop import pick_device
-
         models_dir = Path(models_dir)
         dev = pick_device(device)
         if not (models_dir / "classifier" / "meta.json").is_file():
@@ -128,139 +133,158 @@ class Analyzer:
     def analyze(self, source, *, cam_class: str | None = None, cam_layer: str | None = None,
                 cam_methods: Sequence[str] = ("gradcam",), tta: bool = False,
                 feature_layer: str | None = None, n_feature_maps: int = 16, segment: bool = True) -> Analysis:
-        """Analyse one image (file bytes, a path or an RGB uint8 array). Raises ImageError for bad input."""
-        t, parallel, runtime = {}, {}, {}
-        clock = time.perf_counter()
+        """Analyse one image (file bytes, a path or an RGB uint8 array). Raises ImageError for bad input.
 
-        def lap(name):
-            nonlocal clock
-            now = time.perf_counter()
-            t[name] = round(t.get(name, 0.0) + (now - clock) * 1000, 2)   # a second lap of a stage adds
-            clock = now
-
-        notes: list[str] = []
-        rgb, original, scale = _working_image(source, notes)
-        bundle = self.classifier
-        small = model_rgb(rgb, bundle.input_size, bundle.domain)
-        x = torch.from_numpy(normalize_hwc(small, bundle.mean, bundle.std)[None]).to(self.device)
-        lap("decode_resize")
-
-        layer_idx = self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1
-        cls_idx = self.classes.index(cam_class) if cam_class else None
-        feat_idx = self.layers.index(feature_layer) if feature_layer else None
-        unknown = [m for m in cam_methods if m not in CAM_METHODS]
-        if unknown:
-            raise ValueError(f"unknown CAM methods {unknown}")
-        last = len(self.layers) - 1
-        lean = self.engine.kind != "torch" and self.last_cam.supported and layer_idx == last
-        last_view = seg_job = similar_job = None
-        lanes = getattr(self.engine, "lanes", 1)
-        pool = lanes_pool(lanes) if lean else None
-        if pool is not None:
-            # a helper lane takes segmentation + measurements, the last flipped view, the pixel checks and
-            # (once there are features) the similar cases, while this thread runs the original with the other
-            # two views and explains it; whatever no helper has started when it is needed runs here
-            # (docs/inference-engine.md)
-            if segment and self.segmenter is not None:
-                seg_job = self._start_segment(rgb, scale, parallel)
-            if tta:
-                last_view = submit_or_run(pool, lambda: self.engine(x.flip(2, 3), ["logits"])["logits"])
-        pixels = submit_or_run(pool, lambda: self._pixel_checks(small))
-        views = None
-        if lean:
-            wanted = ["logits", "features", f"stage{last}"] + ([f"stage{feat_idx}"] if feat_idx is not None else [])
-            batch = [x] + ([x.flip(3), x.flip(2)] + ([] if last_view is not None else [x.flip(2, 3)]) if tta else [])
-            out = self.engine(torch.cat(batch) if len(batch) > 1 else x, wanted)
-            if tta:
-                views, out = out["logits"][1:], {k: v[:1] for k, v in out.items()}
-            if pool is not None:
-                features = out["features"][0]
-                similar_job = submit_or_run(pool, lambda: self.aids.similar(features, source, rgb))
-            fwd = self.last_cam.explain(out, last, cls_idx, tuple(cam_methods), feat_idx, n_feature_maps)
-            runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
-        else:
-            fwd = forward_explain(bundle.model, x, cls_idx, layer_idx, tuple(cam_methods), feat_idx, n_feature_maps)
-            runtime.update(classifier=f"torch {torch.__version__}", cam=f"torch autograd ({self.device.type})")
-        lap("classify_and_cam")
-
-        size = rgb.shape[:2]
-        cams = {m: cam_at(c, size) for m, c in fwd.cams.items()}
-        lap("cam_render")
-        fmaps = None
-        if fwd.feature_maps is not None:
-            fmaps = FeatureMaps(self.layers[feat_idx], fwd.feature_channels, fwd.feature_means,
-                                np.stack([scale_cam(m) for m in fwd.feature_maps]) if len(fwd.feature_maps)
-                                else np.zeros((0, 1, 1), np.float32))
-            lap("feature_maps")
-        ood = float(mahalanobis(fwd.features[None], *self._ood)[0]) if self._ood else None
-        checks = self._image_checks(rgb, original, ood_distance=ood, pixels=pixels.result())  # needs no mask
-        lap("quality")
-        similar = similar_job.result() if similar_job is not None else self.aids.similar(fwd.features, source, rgb)
-        lap("similar_and_sets")
-
-        probs = torch.softmax(torch.as_tensor(fwd.logits) / bundle.temperature, 0).numpy()
-        tta_spread = tta_agreement = None
-        if tta:
-            if views is not None:
-                views = torch.from_numpy(np.concatenate([views, last_view.result()]) if last_view else views)
-                runtime["tta"] = self.engine.label + (" (with the original; the last view on a helper lane)"
-                                                      if last_view else " (in one batch with the original)")
-            else:
-                views = torch.from_numpy(self.engine(_flip_views(x), ["logits"])["logits"])
-                runtime["tta"] = self.engine.label
-            all_probs = np.vstack([probs[None], torch.softmax(views / bundle.temperature, 1).numpy()])
-            probs = all_probs.mean(0)
-            top = int(probs.argmax())
-            tta_spread = float(all_probs[:, top].std())
-            tta_agreement = float((all_probs.argmax(1) == top).mean())
-            lap("tta")
-        entropy = _entropy(probs)
-        top_p = float(probs.max())
-        reasons = []
-        if top_p < LOW_CONFIDENCE_PROB:
-            reasons.append(f"top class probability {top_p:.0%} is under {LOW_CONFIDENCE_PROB:.0%}")
-        if entropy > HIGH_ENTROPY:
-            reasons.append(f"normalised entropy {entropy:.2f} is over {HIGH_ENTROPY}")
-        if tta_agreement is not None and tta_agreement < 1:
-            reasons.append(f"flipped views disagree on the top class ({tta_agreement:.0%} agree)")
+        decode -> classify with TTA -> CAMs -> gate -> aids -> segment and measure, each a method below."""
+        clock, runtime = _Clock(), {}
+        img = self._decode(source)
+        clock.lap("decode_resize")
+        req = self._request(cam_class, cam_layer, cam_methods, feature_layer, n_feature_maps, tta, segment)
+        helpers = self._start_helpers(img, req, clock)
+        fwd, views = self._classify_and_explain(img, req, helpers, runtime)
+        clock.lap("classify_and_cam")
+        cams, fmaps = self._render_cams(fwd, img, req, clock)
+        ood, checks = self._gate(fwd, img, helpers)
+        clock.lap("quality")
+        similar = helpers.similar.result() if helpers.similar is not None else \
+            self.aids.similar(fwd.features, source, img.rgb)
+        clock.lap("similar_and_sets")
+        probs, tta_spread, tta_agreement = self._probabilities(fwd, img, views, helpers, runtime, req.tta)
+        if req.tta:
+            clock.lap("tta")
+        reasons = uncertainty_reasons(probs, tta_agreement)
         sets = self.aids.sets(probs)
-        lap("similar_and_sets")
-
-        mask = measures = None
-        if seg_job is not None:
-            mask, measures = seg_job.result()
-            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
-            lap("segment_and_measure_wait")
-        elif segment and self.segmenter is not None:
-            mask = self._segment(rgb)
-            runtime["segmenter"] = self.seg_engine.label
-            lap("segment")
-            measures = self._measure(mask, rgb, scale)
-            lap("measure")
+        clock.lap("similar_and_sets")
+        mask, measures = self._segment_and_measure(img, req, helpers, runtime, clock)
         attention = attention_shares(cams, mask)
-        warnings = self._with_mask_checks(checks, mask)
-        lap("attention")
+        warnings = self.gate.with_mask_checks(checks, mask)
+        clock.lap("attention")
         return Analysis(
-            image=rgb, scale_to_original=scale, classes=self.classes,
+            image=img.rgb, scale_to_original=img.scale, classes=self.classes,
             display_names=[display_name(c) for c in self.classes], probabilities=probs.astype(np.float32),
             malignant_probability=float(sum(p for c, p in zip(self.classes, probs) if is_malignant(c))),
-            melanoma_flag=is_flagged(bundle.meta, self.classes, probs),
-            melanoma_threshold=float(self.flag["threshold"]) if self.flag else None, entropy=entropy, tta_spread=tta_spread, tta_agreement=tta_agreement,
+            melanoma_flag=is_flagged(self.classifier.meta, self.classes, probs),
+            melanoma_threshold=float(self.flag["threshold"]) if self.flag else None, entropy=entropy(probs),
+            tta_spread=tta_spread, tta_agreement=tta_agreement,
             low_confidence=bool(reasons), uncertainty_reasons=reasons, quality_warnings=warnings,
-            ood_distance=ood, ood_threshold=self.ood_threshold,
+            ood_distance=ood, ood_threshold=self.gate.ood_threshold,
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
-            notes=notes, timings_ms=t, parallel_ms=parallel, model_info=self.model_info(), runtime=runtime,
-            similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
+            notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
+            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
         """Batch review: (name, bytes/array) pairs -> predictions with flags; bad files get `error`
         (model.inference.batch_review: decoded at the working size `batch_size` at a time on the engine's lanes,
         classified a batch at a time; memory grows with neither the number of items nor their size)."""
-        from model.inference.batch_review import classify_many
-
         return classify_many(self, items, tta, batch_size)
+
+    # ------------------------------------------------------------------ the stages of analyze
+    def _decode(self, source) -> _Image:
+        notes: list[str] = []
+        rgb, original, scale = working_image(source, notes)
+        b = self.classifier
+        small = model_rgb(rgb, b.input_size, b.domain)
+        x = torch.from_numpy(normalize_hwc(small, b.mean, b.std)[None]).to(self.device)
+        return _Image(source, rgb, tuple(original), scale, small, x, notes)
+
+    def _request(self, cam_class, cam_layer, cam_methods, feature_layer, n_feature_maps, tta, segment) -> _Request:
+        unknown = [m for m in cam_methods if m not in CAM_METHODS]
+        if unknown:
+            raise ValueError(f"unknown CAM methods {unknown}")
+        return _Request(tuple(cam_methods), self.classes.index(cam_class) if cam_class else None,
+                        self.layers.index(cam_layer) if cam_layer else len(self.layers) - 1,
+                        self.layers.index(feature_layer) if feature_layer else None, n_feature_maps, tta, segment)
+
+    def _lean(self, req: _Request) -> bool:
+        """Forward-only (engine + LastStageCam) when the CAM is wanted at the last stage."""
+        return self.engine.kind != "torch" and self.last_cam.supported and req.layer_idx == len(self.layers) - 1
+
+    def _start_helpers(self, img: _Image, req: _Request, clock: _Clock) -> _Helpers:
+        """A helper lane takes segmentation + measurements, the last flipped view, the pixel checks and
+        (once there are features) the similar cases, while this thread runs the original with the other
+        two views and explains it; whatever no helper has started when it is needed runs here
+        (docs/inference-engine.md)."""
+        h = _Helpers(pool=lanes_pool(getattr(self.engine, "lanes", 1)) if self._lean(req) else None)
+        if h.pool is not None:
+            if req.segment and self.segmenter is not None:
+                h.segment = self._start_segment(img.rgb, img.scale, clock.parallel)
+            if req.tta:
+                h.last_view = submit_or_run(h.pool, lambda: self.engine(img.x.flip(2, 3), ["logits"])["logits"])
+        h.pixels = submit_or_run(h.pool, lambda: self.gate.pixel_checks(img.small))
+        return h
+
+    def _classify_and_explain(self, img: _Image, req: _Request, h: _Helpers, runtime: dict):
+        """One pass: logits, features, the CAMs and feature maps (and the flipped views when lean)."""
+        x, views = img.x, None
+        if not self._lean(req):
+            fwd = forward_explain(self.classifier.model, x, req.cls_idx, req.layer_idx, req.cam_methods,
+                                  req.feat_idx, req.n_feature_maps)
+            runtime.update(classifier=f"torch {torch.__version__}", cam=f"torch autograd ({self.device.type})")
+            return fwd, views
+        last = len(self.layers) - 1
+        wanted = ["logits", "features", f"stage{last}"] + ([f"stage{req.feat_idx}"] if req.feat_idx is not None else [])
+        batch = [x] + ([x.flip(3), x.flip(2)] + ([] if h.last_view is not None else [x.flip(2, 3)]) if req.tta else [])
+        out = self.engine(torch.cat(batch) if len(batch) > 1 else x, wanted)
+        if req.tta:
+            views, out = out["logits"][1:], {k: v[:1] for k, v in out.items()}
+        if h.pool is not None:
+            features = out["features"][0]
+            h.similar = submit_or_run(h.pool, lambda: self.aids.similar(features, img.source, img.rgb))
+        fwd = self.last_cam.explain(out, last, req.cls_idx, req.cam_methods, req.feat_idx, req.n_feature_maps)
+        runtime.update(classifier=self.engine.label, cam=f"forward-only, {self.engine.label}")
+        return fwd, views
+
+    def _render_cams(self, fwd, img: _Image, req: _Request, clock: _Clock):
+        cams = {m: cam_at(c, img.rgb.shape[:2]) for m, c in fwd.cams.items()}
+        clock.lap("cam_render")
+        fmaps = None
+        if fwd.feature_maps is not None:
+            fmaps = FeatureMaps(self.layers[req.feat_idx], fwd.feature_channels, fwd.feature_means,
+                                np.stack([scale_cam(m) for m in fwd.feature_maps]) if len(fwd.feature_maps)
+                                else np.zeros((0, 1, 1), np.float32))
+            clock.lap("feature_maps")
+        return cams, fmaps
+
+    def _gate(self, fwd, img: _Image, h: _Helpers):
+        """The checks that need no mask: (out-of-distribution distance, Checks)."""
+        d = self.gate.ood_distances(fwd.features[None])
+        ood = float(d[0]) if d is not None else None
+        return ood, self.gate.image_checks(img.rgb, img.original, ood_distance=ood, pixels=h.pixels.result())
+
+    def _probabilities(self, fwd, img: _Image, views, h: _Helpers, runtime: dict, tta: bool):
+        """Calibrated probabilities, averaged over the flipped views with TTA: (probs, spread, agreement)."""
+        t = self.classifier.temperature
+        probs = torch.softmax(torch.as_tensor(fwd.logits) / t, 0).numpy()
+        if not tta:
+            return probs, None, None
+        if views is not None:
+            views = torch.from_numpy(np.concatenate([views, h.last_view.result()]) if h.last_view else views)
+            runtime["tta"] = self.engine.label + (" (with the original; the last view on a helper lane)"
+                                                  if h.last_view else " (in one batch with the original)")
+        else:
+            views = torch.from_numpy(self.engine(flip_views(img.x), ["logits"])["logits"])
+            runtime["tta"] = self.engine.label
+        all_probs = np.vstack([probs[None], torch.softmax(views / t, 1).numpy()])
+        probs = all_probs.mean(0)
+        top = int(probs.argmax())
+        return probs, float(all_probs[:, top].std()), float((all_probs.argmax(1) == top).mean())
+
+    def _segment_and_measure(self, img: _Image, req: _Request, h: _Helpers, runtime: dict, clock: _Clock):
+        if h.segment is not None:
+            mask, measures = h.segment.result()
+            runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
+            clock.lap("segment_and_measure_wait")
+            return mask, measures
+        if not (req.segment and self.segmenter is not None):
+            return None, None
+        mask = self._segment(img.rgb)
+        runtime["segmenter"] = self.seg_engine.label
+        clock.lap("segment")
+        measures = self._measure(mask, img.rgb, img.scale)
+        clock.lap("measure")
+        return mask, measures
 
     # ------------------------------------------------------------------ internals
     def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
@@ -287,56 +311,3 @@ class Analyzer:
         x = normalize_hwc(model_rgb(rgb, seg.input_size, seg.domain), seg.mean, seg.std)[None]
         prob = torch.sigmoid(torch.from_numpy(self.seg_engine(x, ["logits"])["logits"]))[0, 0].numpy()
         return postprocess_mask(resize_map(prob, rgb.shape[:2]), float(seg.meta.get("threshold", 0.5)))
-
-    def _quality_warnings(self, rgb, original, mask, ood_distance=None, short=False, small=None) -> list[str]:
-        """The gate, judged from the pixels (`rgb` at the working size, `small` the same at the
-        classifier's input size) and the size as uploaded (`original`, h x w)."""
-        return self._with_mask_checks(self._image_checks(rgb, original, ood_distance, short, small), mask)
-
-    def _pixel_checks(self, small: np.ndarray) -> tuple[float | None, float | None, bool]:
-        """(sharpness, colour distance, grayscale) of the image at the classifier's input size."""
-        size = self.classifier.input_size
-        sharp = sharpness(small, size) if self.sharpness_floor is not None else None
-        colour = None
-        if self._colour is not None:
-            mean, precision, _ = self._colour
-            colour = float(mahalanobis(colour_features(small, size)[None], mean, precision)[0])
-        return sharp, colour, is_grayscale(small)
-
-    def _image_checks(self, rgb, original, ood_distance=None, short=False, small=None,
-                      pixels=None) -> tuple[list[str], bool, bool]:
-        """The checks that need no lesion mask: (warnings, grayscale, short). `pixels`: _pixel_checks."""
-        if pixels is None:
-            pixels = self._pixel_checks(model_rgb(rgb, self.classifier.input_size, self.classifier.domain)
-                                         if small is None else small)
-        s, d, gray = pixels
-        w = []
-        if min(original) < MIN_SIDE:
-            w.append("tiny image" if short else f"The image is only {original[1]}x{original[0]} pixels as uploaded "
-                     f"(a side under {MIN_SIDE}): too small for a dermoscopic assessment.")
-        if s is not None:
-            if s < self.sharpness_floor:
-                w.append("blurred" if short else f"The image looks blurred (sharpness {s:.0f}, below 99% of "
-                         f"training images' {self.sharpness_floor:.0f}).")
-        if ood_distance is not None and self.ood_threshold is not None and ood_distance > self.ood_threshold:
-            w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
-                     f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
-                     "99th percentile of validation images). It may not be a dermoscopic image.")
-        if d is not None:
-            limit = self._colour[2]
-            if d > limit:
-                w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
-                         f"images the model was trained on (colour distance {d:.1f} > {limit:.1f}, the 99th "
-                         "percentile of validation images). It may not be a dermoscopic image.")
-        return w, gray, short
-
-    @staticmethod
-    def _with_mask_checks(checks: tuple[list[str], bool, bool], mask) -> list[str]:
-        """_image_checks' warnings plus the lesion check, grayscale last (the order the page shows)."""
-        w, gray, short = checks
-        w = list(w)
-        if mask is not None and 100 * mask.mean() < MIN_LESION_PCT:
-            w.append("no lesion found" if short else "The segmenter found no lesion in this image.")
-        if gray:
-            w.append("grayscale" if short else "Grayscale image: the model was trained on colour dermoscopy.")
-        return w

@@ -8,8 +8,6 @@ is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.data.domain import domain_of
+from model.files import atomic_write
 from model.nets.weights_hash import WEIGHTS_FILE as WEIGHTS
 
 SCHEMA_VERSION = 1
@@ -77,18 +76,6 @@ class Bundle:
         return f"{self.meta['arch']} · {self.meta.get('created', '?')[:10]} · split {self.meta.get('split', {}).get('hash', '?')}"
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600: the app may run as another user than the trainer
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def build_from_meta(meta: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the (untrained) network a meta.json describes."""
     if meta["task"] == "classify":
@@ -110,10 +97,10 @@ def save_bundle(out_dir: str | Path, model: torch.nn.Module, meta: dict[str, Any
                  else v.detach().to("cpu").contiguous())
              for k, v in model.state_dict().items()}
     meta = {**meta, "schema": SCHEMA_VERSION, "weights_dtype": "float16" if half else "float32"}
-    _atomic_write(out / WEIGHTS, lambda p: save_file(state, p))
+    atomic_write(out / WEIGHTS, lambda p: save_file(state, p))
     if extras:
-        _atomic_write(out / EXTRAS, lambda p: save_file({k: v.contiguous().cpu() for k, v in extras.items()}, p))
-    _atomic_write(out / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
+        atomic_write(out / EXTRAS, lambda p: save_file({k: v.contiguous().cpu() for k, v in extras.items()}, p))
+    atomic_write(out / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
     return out
 
 
@@ -122,7 +109,7 @@ def update_meta(bundle_dir: str | Path, **fields) -> dict[str, Any]:
     path = Path(bundle_dir) / META
     meta = json.loads(path.read_text())
     meta.update(fields)
-    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(meta, indent=1, default=str)))
     return meta
 
 

@@ -6,7 +6,7 @@
 
 Runtimes, in the order `auto` tries them (chosen by measurement, docs/inference-engine.md):
 ONNX Runtime, OpenVINO, then torch. The first two run the bundle's `model.onnx`
-(`python -m model.nets.onnx_export BUNDLE`), which must carry the sha256 of the bundle's
+(`python -m model.cli.onnx_export BUNDLE`), which must carry the sha256 of the bundle's
 `weights.safetensors`: a missing, stale or mismatched file is never run. Torch, the fallback,
 runs the same outputs from the bundle's own model with identical results.
 
@@ -78,7 +78,7 @@ def installed() -> list[str]:
 def check_onnx(bundle: Bundle) -> Path:
     """The bundle's model.onnx if it exists and was made from these weights; EngineError otherwise."""
     path = Path(bundle.path) / ONNX_FILE
-    rebuild = f"Rebuild it with `python -m model.nets.onnx_export {bundle.path}`."
+    rebuild = f"Rebuild it with `python -m model.cli.onnx_export {bundle.path}`."
     if not path.is_file():
         raise EngineError(f"No {ONNX_FILE} in {bundle.path}. {rebuild}")
     recorded = _recorded_sha(path)
@@ -137,7 +137,7 @@ def _recorded_sha(path: Path) -> str | None:
         return onnx_metadata(path).get("weights_sha256")
     except (ValueError, IndexError, OSError) as e:
         raise EngineError(f"{path} is not a readable ONNX file ({str(e)[:120]}). "
-                          f"Rebuild it with `python -m model.nets.onnx_export {path.parent}`.") from None
+                          f"Rebuild it with `python -m model.cli.onnx_export {path.parent}`.") from None
 
 
 class Forward:

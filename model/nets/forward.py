@@ -11,6 +11,15 @@ from model.nets.engine import engine_for
 from model.data.preprocess import normalize, resize_map, to_uint8_batch
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """A torch device by name; "auto" is the GPU when there is one, else the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 

@@ -1,6 +1,8 @@
-"""What machine code runs on, for the records that training and benchmarks keep (no torch here)."""
+"""What machine code runs on, for the records that training and benchmarks keep (torch only when asked
+about a device)."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +17,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def hardware_summary(device) -> str:
+    """'NVIDIA H100 ... (CUDA 12.x)' or 'CPU (AMD EPYC), 2 cores, 1 torch threads' for a torch device."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU ({cpu_model()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -1,6 +1,6 @@
 """Export a bundle's network to ONNX beside its weights, tied to them by hash.
 
-    python -m model.nets.onnx_export BUNDLE [BUNDLE ...]
+    python -m model.cli.onnx_export BUNDLE [BUNDLE ...]
 
 Writes `BUNDLE/model.onnx`. The file records the sha256 of `weights.safetensors` it was made
 from (ONNX metadata `weights_sha256`); `model.nets.engine` refuses a file whose hash differs (stale
@@ -17,14 +17,11 @@ size of the safetensors and the values the runtime sees are bit-identical.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
 
+from model.files import atomic_write
 from model.nets.bundle import Bundle, BundleError, load_bundle
 from model.nets.weights_hash import weights_sha256
 
@@ -103,9 +100,8 @@ def export_bundle(bundle_dir: str | Path, check: bool = True) -> Path:
     names = output_names(bundle)
     x = torch.randn(1, 3, *bundle.input_size, generator=torch.Generator().manual_seed(0))
     out = bundle_dir / ONNX_FILE
-    fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=".model.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(_wrapper(bundle), (x,), tmp, dynamo=False, input_names=["image"],
@@ -121,14 +117,9 @@ def export_bundle(bundle_dir: str | Path, check: bool = True) -> Path:
             proto.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
         if check:
             _check_against_torch(bundle, tmp, x)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_write(out, write)
 
 
 def _check_against_torch(bundle: Bundle, path: str, x, tol: float = 1e-4) -> None:
@@ -159,27 +150,7 @@ def export_after_training(bundle_dir: str | Path) -> Path | None:
         path = export_bundle(bundle_dir)
     except Exception as e:  # noqa: BLE001 - an export failure must not lose a finished training run
         print(f"ONNX export skipped ({type(e).__name__}: {str(e)[:200]}); the bundle runs with torch. "
-              f"Retry with `python -m model.nets.onnx_export {bundle_dir}`.", file=sys.stderr)
+              f"Retry with `python -m model.cli.onnx_export {bundle_dir}`.", file=sys.stderr)
         return None
     print(f"ONNX export: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.nets.onnx_export", description=__doc__.split("\n")[0])
-    ap.add_argument("bundles", nargs="+", type=Path, help="bundle folders (classifier or segmenter)")
-    args = ap.parse_args(argv)
-    status = 0
-    for b in args.bundles:
-        try:
-            path = export_bundle(b)
-        except (BundleError, OSError) as e:
-            print(f"{b}: error: {e}", file=sys.stderr)
-            status = 1
-            continue
-        print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, weights sha256 {weights_sha256(b)[:16]}")
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

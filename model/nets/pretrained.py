@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.files import atomic_write
 from model.nets import tv_compat  # noqa: F401  (before timm)
 
 import timm
@@ -213,11 +214,8 @@ def package_state_dict(arch: str, cache_dir: Path | None = None) -> dict[str, to
     reference = timm.create_model(arch, pretrained=False).state_dict()
     state = convert_to_timm(source, reference)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        save_file(state, str(tmp), metadata={"package": w.package, "version": version, "arch": arch,
-                                             "source_sha256": _sha256(path)})
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda tmp: save_file(state, tmp, metadata={
+            "package": w.package, "version": version, "arch": arch, "source_sha256": _sha256(path)}))
     except OSError:
         pass  # a read-only home still trains; it converts again next time
     return state

@@ -54,7 +54,7 @@ def setup(device_name: str = "auto", timeout_s: float = 1800) -> tuple[Dist, tor
     """Join torchrun's process group if there is one; returns this process's Dist and device.
     Under torchrun each rank takes GPU `LOCAL_RANK` (NCCL) when CUDA is asked for or available,
     else the CPU (Gloo)."""
-    from model.training.loop import pick_device
+    from model.nets.forward import pick_device
 
     if not launched():
         return Dist(), pick_device(device_name)

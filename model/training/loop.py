@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,23 +15,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.training.distributed import Dist, rank_batches, from_main, sum_across, wrap
-from model.nets.machine import cpu_model
-from model.data.preprocess import augment_batch, mix_batch, normalize
+from model.data.preprocess import normalize
+from model.files import atomic_write
+from model.training.augment import augment_batch, mix_batch
 from model.training.shift import shift_batch
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def hardware_summary(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU ({cpu_model()}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 # Training keeps images and weights channels-last on every device: faster on CUDA, and on CPUs too
@@ -189,10 +175,7 @@ class BodyControl:
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a crash mid-write never replaces a good checkpoint with a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp), mode=0o600)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -257,6 +240,52 @@ def _quiet(_msg: str) -> None:
     pass
 
 
+def batch_inputs(images, labels_t, masks, idx_t, strength, cfg: LoopConfig, gen, n_classes: int):
+    """One training batch as the network sees it: (normalised x, target). uint8 -> [0, 1], the
+    geometric and colour augmentation (per-class strength), the dermatoscope-shift families, mixup
+    or CutMix (soft targets), then the model's normalisation. Masks get the same geometry."""
+    x = images[idx_t].float().div_(255)
+    target = masks[idx_t].float() if masks is not None else labels_t[idx_t]
+    s = strength[labels_t[idx_t]] if strength.ndim == 1 else strength
+    x, target_aug = augment_batch(x, s, gen, target if masks is not None else None)
+    if masks is not None:
+        target = (target_aug > 0.5).float()
+    elif cfg.shift:
+        x = shift_batch(x, cfg.shift, gen)
+    if masks is None and (cfg.mixup > 0 or cfg.cutmix > 0):  # cross-entropy takes class probabilities too
+        x, target, _ = mix_batch(x, F.one_hot(target, n_classes).float(), cfg.mixup, cfg.cutmix, gen)
+    return normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last), target
+
+
+def train_step(net, model, x, target, loss_fn: Callable, opt, sched=None, ema: "EMA | None" = None,
+               amp: bool = False) -> float:
+    """One optimiser step: forward (bfloat16 autocast when `amp`), loss, backward, gradient clipping
+    at norm 5, optimiser and schedule step, EMA update. Returns the loss. `net` is what forwards
+    (the DDP wrapper under torchrun), `model` the module whose parameters are clipped and averaged."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(net, x, target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    if ema is not None:
+        ema.update(model)
+    return float(loss.detach())
+
+
+@dataclass
+class _Run:
+    """What fit carries from epoch to epoch."""
+    net: torch.nn.Module
+    ema: "EMA | None"
+    state: LoopState
+    rng: np.random.Generator
+    gen: torch.Generator
+    best_weights: dict | None = None
+
+
 def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[torch.nn.Module], dict],
         opt, sched, cfg: LoopConfig, resume: bool = False, log: Callable[[str], None] = print) -> LoopState:
     """Train with early stopping on `validate(model)['score']`; keeps the best weights on disk.
@@ -264,113 +293,121 @@ def fit(model, images, labels, masks, loss_fn: Callable, validate: Callable[[tor
     images: uint8 Nx3xHxW (already on cfg.device); labels: int64 numpy; masks: uint8 Nx1xHxW or None.
     `loss_fn(model, x, y_or_mask)` returns a scalar loss. Resumes from last.pt when `resume`.
     """
-    dev, dist = cfg.device, cfg.dist
-    if not dist.main:
+    if not cfg.dist.main:
         log = _quiet
-    net = wrap(model, dist, dev, find_unused=cfg.before_epoch is not None)  # what training forwards call
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    state = LoopState()
-    last_path, best_path = cfg.checkpoint_dir / "last.pt", cfg.checkpoint_dir / "best.pt"
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + RANK_SEED_STRIDE * dist.rank)  # augmentations differ by rank
-    best_weights = None  # the best epoch's weights; last.pt carries them so one atomic write holds the whole state
+    run = _start(model, opt, sched, cfg, resume, log)
+    while run.state.epoch < cfg.epochs:
+        if run.state.best_epoch >= 0 and run.state.epoch - run.state.best_epoch > cfg.patience:
+            log(f"early stop: no improvement for {cfg.patience} epochs")
+            break
+        seen, loss_sum, t0 = _train_epoch(run, model, images, labels, masks, loss_fn, opt, sched, cfg)
+        _end_epoch(run, model, validate, opt, sched, cfg, seen, loss_sum, t0, log)
+    _keep_weights(run, model, cfg)
+    return run.state
+
+
+def _start(model, opt, sched, cfg: LoopConfig, resume: bool, log) -> _Run:
+    """The wrapped model, EMA, generators and state: fresh, or from last.pt when resuming."""
+    dist = cfg.dist
+    net = wrap(model, dist, cfg.device, find_unused=cfg.before_epoch is not None)  # what training forwards call
+    run = _Run(net, EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None, LoopState(),
+               np.random.default_rng(cfg.seed),
+               torch.Generator().manual_seed(cfg.seed + RANK_SEED_STRIDE * dist.rank))  # augmentations differ by rank
+    last_path = cfg.checkpoint_dir / "last.pt"
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
         model.load_state_dict(ck["model"])
-        best_weights = ck.get("best_model")  # absent in checkpoints written before it was added: best.pt then
+        run.best_weights = ck.get("best_model")  # absent in checkpoints written before it was added: best.pt then
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        if ema is not None and "ema" in ck:
-            ema.module.load_state_dict(ck["ema"])
-            ema.updates = int(ck.get("ema_updates", 10_000))  # older checkpoints: past the warm-up
-        state = LoopState(ck["epoch"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
-        rng = np.random.default_rng(cfg.seed + state.epoch)
-        gen.manual_seed(cfg.seed + state.epoch + RANK_SEED_STRIDE * dist.rank)
-        log(f"resumed after epoch {state.epoch} (best {state.best_score:.4f} at epoch {state.best_epoch})")
+        if run.ema is not None and "ema" in ck:
+            run.ema.module.load_state_dict(ck["ema"])
+            run.ema.updates = int(ck.get("ema_updates", 10_000))  # older checkpoints: past the warm-up
+        run.state = LoopState(ck["epoch"], ck["best_score"], ck["best_epoch"], list(ck["history"]))
+        run.rng = np.random.default_rng(cfg.seed + run.state.epoch)
+        run.gen.manual_seed(cfg.seed + run.state.epoch + RANK_SEED_STRIDE * dist.rank)
+        log(f"resumed after epoch {run.state.epoch} (best {run.state.best_score:.4f} at epoch {run.state.best_epoch})")
+    return run
+
+
+def _train_epoch(run: _Run, model, images, labels, masks, loss_fn, opt, sched, cfg: LoopConfig):
+    """One pass over the epoch's draw; returns (images seen, summed loss, start time) on this rank."""
+    dev, dist = cfg.device, cfg.dist
     strength = torch.as_tensor(cfg.augment, dtype=torch.float32, device=dev)
     labels_t = torch.as_tensor(labels, device=dev)
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    mixing = masks is None and (cfg.mixup > 0 or cfg.cutmix > 0)
     n_classes = cfg.num_classes or int(labels.max()) + 1
-    while state.epoch < cfg.epochs:
-        if state.best_epoch >= 0 and state.epoch - state.best_epoch > cfg.patience:
-            log(f"early stop: no improvement for {cfg.patience} epochs")
-            break
-        model.train()
-        if cfg.before_epoch is not None:
-            cfg.before_epoch(model, state.epoch)
-        order = epoch_order(labels, cfg.balanced, rng)  # the same draw on every rank; each trains its share
-        t0, seen, loss_sum = time.time(), 0, 0.0
-        bar = tqdm(list(rank_batches(order, cfg.batch_size, dist)), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   leave=False, mininterval=2.0, disable=None if dist.main else True)
-        for idx in bar:
-            idx_t = torch.as_tensor(idx, device=dev)
-            x = images[idx_t].float().div_(255)
-            target = masks[idx_t].float() if masks is not None else labels_t[idx_t]
-            s = strength[labels_t[idx_t]] if strength.ndim == 1 else strength
-            x, target_aug = augment_batch(x, s, gen, target if masks is not None else None)
-            if masks is not None:
-                target = (target_aug > 0.5).float()
-            elif cfg.shift:
-                x = shift_batch(x, cfg.shift, gen)
-            if mixing:  # soft targets: cross-entropy takes class probabilities as well as indices
-                x, target, _ = mix_batch(x, F.one_hot(target, n_classes).float(), cfg.mixup, cfg.cutmix, gen)
-            x = normalize(x * 255, cfg.mean, cfg.std, cfg.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss = loss_fn(net, x, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            if not plateau:
-                sched.step()
-            if ema is not None:
-                ema.update(model)
-            seen += len(idx)
-            loss_sum += float(loss.detach()) * len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", ips=f"{seen / (time.time() - t0):.0f}")
-        train_time = time.time() - t0
-        seen, loss_sum = sum_across([seen, loss_sum], dist)  # every rank's images
-        eval_model = ema.module if ema is not None else model
-        metrics = from_main(validate(eval_model) if dist.main else None, dist)  # once, on the whole split
-        if plateau:
-            sched.step(metrics["score"])
-        state.epoch += 1
-        row = {"epoch": state.epoch, "train_loss": round(loss_sum / max(seen, 1), 5),
-               "lr": opt.param_groups[0]["lr"], "images_per_s": round(seen / max(train_time, 1e-9), 1),
-               "epoch_s": round(time.time() - t0, 1), **{k: round(v, 5) for k, v in metrics.items()}}
-        state.history.append(row)
-        unstable = _unstable(metrics, state.history[:-1])
-        improved = metrics["score"] > state.best_score and not unstable
-        if unstable:
-            log(f"epoch {state.epoch}: validation loss {metrics['val_loss']:.3g} is over {UNSTABLE_LOSS_RATIO:g}x the "
-                "lowest so far (exploding outputs on some images): never kept as the best epoch")
-        if improved:
-            state.best_score, state.best_epoch = metrics["score"], state.epoch
-            best_weights = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
-        log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))
-        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
-              "history": state.history}
-        if ema is not None:
-            ck["ema"], ck["ema_updates"] = ema.module.state_dict(), ema.updates
-        if best_weights is not None:
-            ck["best_model"] = best_weights
-        if dist.main:
-            save_checkpoint(last_path, ck)  # the record of this epoch: history, best score and best weights together
-        if improved and dist.main:  # a convenience copy; a kill before this line leaves the previous one
-            save_checkpoint(best_path, {"model": best_weights, "epoch": state.epoch})
+    model.train()
+    if cfg.before_epoch is not None:
+        cfg.before_epoch(model, run.state.epoch)
+    order = epoch_order(labels, cfg.balanced, run.rng)  # the same draw on every rank; each trains its share
+    t0, seen, loss_sum = time.time(), 0, 0.0
+    bar = tqdm(list(rank_batches(order, cfg.batch_size, dist)), desc=f"epoch {run.state.epoch + 1}/{cfg.epochs}",
+               leave=False, mininterval=2.0, disable=None if dist.main else True)
+    for idx in bar:
+        x, target = batch_inputs(images, labels_t, masks, torch.as_tensor(idx, device=dev), strength, cfg, run.gen,
+                                 n_classes)
+        loss = train_step(run.net, model, x, target, loss_fn, opt, None if plateau else sched, run.ema, cfg.amp)
+        seen += len(idx)
+        loss_sum += loss * len(idx)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", ips=f"{seen / (time.time() - t0):.0f}")
+    return seen, loss_sum, t0
+
+
+def _end_epoch(run: _Run, model, validate, opt, sched, cfg: LoopConfig, seen, loss_sum, t0, log) -> None:
+    """Validate (rank 0), log the epoch, remember the best weights, write the checkpoint."""
+    dist, state = cfg.dist, run.state
+    train_time = time.time() - t0
+    seen, loss_sum = sum_across([seen, loss_sum], dist)  # every rank's images
+    eval_model = run.ema.module if run.ema is not None else model
+    metrics = from_main(validate(eval_model) if dist.main else None, dist)  # once, on the whole split
+    if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        sched.step(metrics["score"])
+    state.epoch += 1
+    row = {"epoch": state.epoch, "train_loss": round(loss_sum / max(seen, 1), 5),
+           "lr": opt.param_groups[0]["lr"], "images_per_s": round(seen / max(train_time, 1e-9), 1),
+           "epoch_s": round(time.time() - t0, 1), **{k: round(v, 5) for k, v in metrics.items()}}
+    state.history.append(row)
+    unstable = _unstable(metrics, state.history[:-1])
+    improved = metrics["score"] > state.best_score and not unstable
+    if unstable:
+        log(f"epoch {state.epoch}: validation loss {metrics['val_loss']:.3g} is over {UNSTABLE_LOSS_RATIO:g}x the "
+            "lowest so far (exploding outputs on some images): never kept as the best epoch")
+    if improved:
+        state.best_score, state.best_epoch = metrics["score"], state.epoch
+        run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
+    log(" ".join(f"{k}={v}" for k, v in row.items()) + ("  *best*" if improved else ""))
+    _checkpoint(run, model, opt, sched, cfg, improved)
+
+
+def _checkpoint(run: _Run, model, opt, sched, cfg: LoopConfig, improved: bool) -> None:
+    state = run.state
+    ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+          "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
+          "history": state.history}
+    if run.ema is not None:
+        ck["ema"], ck["ema_updates"] = run.ema.module.state_dict(), run.ema.updates
+    if run.best_weights is not None:
+        ck["best_model"] = run.best_weights
+    if cfg.dist.main:
+        save_checkpoint(cfg.checkpoint_dir / "last.pt", ck)  # the record of this epoch: history, best score, weights
+    if improved and cfg.dist.main:  # a convenience copy; a kill before this line leaves the previous one
+        save_checkpoint(cfg.checkpoint_dir / "best.pt", {"model": run.best_weights, "epoch": state.epoch})
+
+
+def _keep_weights(run: _Run, model, cfg: LoopConfig) -> None:
+    """Load the weights the run ends with: the last epoch's (EMA) or the best validation epoch's."""
+    state, best_path = run.state, cfg.checkpoint_dir / "best.pt"
     if cfg.keep == "last":
-        if ema is not None:
-            model.load_state_dict(ema.module.state_dict())
+        if run.ema is not None:
+            model.load_state_dict(run.ema.module.state_dict())
         state.kept_epoch = state.epoch
-    elif best_weights is not None:
-        model.load_state_dict(best_weights)
+    elif run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
         state.kept_epoch = state.best_epoch
     elif best_path.is_file():
         model.load_state_dict(load_checkpoint(best_path)["model"])
         state.kept_epoch = state.best_epoch
-    return state
 
 
 # ----------------------------------------------------------------------------- inference helpers

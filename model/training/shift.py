@@ -1,7 +1,7 @@
 """Training augmentations for what changes between dermatoscopes and clinics.
 
 Each family is a `train.py --shift` option and is applied to a random half of every batch (a
-third for the vignette), after the geometric and colour jitter of `preprocess.augment_batch`:
+third for the vignette), after the geometric and colour jitter of `model.training.augment.augment_batch`:
 
 - colour-cast: a white-balance error, one gain per channel (+-15%);
 - gamma: a tone curve, exponent in [0.7, 1.4];

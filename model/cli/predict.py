@@ -1,6 +1,6 @@
 """Predict classes (and lesion masks) for any number of images: folders, zip archives, files.
 
-    python -m model.inference.predict BUNDLE DIR|ZIP|IMAGE [...] [--format jsonl|csv|isic2018] [--out FILE]
+    python -m model.cli.predict BUNDLE DIR|ZIP|IMAGE [...] [--format jsonl|csv|isic2018] [--out FILE]
                             [--masks DIR] [--device cuda] [--batch-size 32] [--tta]
 
 BUNDLE is a classifier bundle, a segmenter bundle (masks only), or a models folder holding
@@ -31,6 +31,7 @@ from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.isic import MASK_SUFFIX, IsicFormatError, isic2018_order, isic2018_row
 from model.inference.results import BatchPrediction
 from model.data.sources import Item, Sources
+from model.cli.common import fail
 
 FORMATS = ("jsonl", "csv", "isic2018")
 
@@ -89,7 +90,7 @@ def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle
 def write_masks(segmenter: Bundle, items: Sequence[Item], out_dir: Path, report) -> None:
     """ISIC Task 1 masks: the lesion at the image's own (upright) size, 0 or 255."""
     from model.nets.forward import segment_probs
-    from model.inference.pipeline import MAX_WORKING_SIDE
+    from model.inference.working import MAX_WORKING_SIDE
     from model.data.preprocess import ImageError, decode_with_size
     from model.nets.segmenter import postprocess_mask
 
@@ -115,7 +116,7 @@ def chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.inference.predict", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m model.cli.predict", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path, help="classifier or segmenter bundle, or a models folder with both")
     ap.add_argument("images", nargs="+", type=Path, help="image files, folders (searched recursively), .zip archives")
     ap.add_argument("--format", default="jsonl", choices=FORMATS,
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from model.inference.pipeline import Analyzer
-    from model.training.loop import pick_device
+    from model.nets.forward import pick_device
 
     device = pick_device(args.device)
     try:
@@ -148,8 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         analyzer = Analyzer(classifier) if classifier is not None else None
         out = open(args.out, "w", newline="") if args.out else sys.stdout
     except (BundleError, IsicFormatError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     if args.masks:
         args.masks.mkdir(parents=True, exist_ok=True)
     sources = Sources(args.images)

@@ -1,0 +1,65 @@
+"""Score a bundle on a dataset split: metrics, JSON and an HTML report with plotly figures.
+
+    python -m model.cli.evaluate BUNDLE --data DIR [--split test|val|train|all] [--json OUT] [--html OUT]
+    python -m model.cli.evaluate isic --truth GT.csv --pred PRED.csv    (ISIC scoring, no model: model.cli.isic)
+
+The command line over model.evaluation.evaluate; the work itself is done there.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from model.data.dataset import DatasetError
+from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline, records_for_split, report_html
+from model.nets.bundle import BundleError, load_bundle, update_meta
+from model.cli.common import bundle_parser, fail
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["isic"]:
+        from model.cli.isic import main as isic_main
+
+        return isic_main(argv[1:])
+    ap = bundle_parser("model.cli.evaluate", __doc__, "classifier or segmenter bundle folder",
+                       "dataset folder (any supported layout)")
+    ap.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
+    ap.add_argument("--json", type=Path, help="write the full metrics here")
+    ap.add_argument("--html", type=Path, help="HTML report (default: BUNDLE/evaluation-SPLIT.html)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--record", action="store_true",
+                    help="write the figures into BUNDLE/meta.json as metrics.<split> (what the model card shows)")
+    args = ap.parse_args(argv)
+    from model.nets.forward import pick_device
+
+    try:
+        bundle = load_bundle(args.bundle, pick_device(args.device))
+        records = records_for_split(args.bundle, args.data, args.split)
+        run = evaluate_classifier if bundle.task == "classify" else evaluate_segmenter
+        report = run(bundle, records, progress=sys.stderr.isatty())
+    except (BundleError, DatasetError) as e:
+        return fail(e)
+    report["split"] = args.split
+    for k, v in headline(report).items():
+        print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} unreadable images, e.g. {report['skipped'][:3]}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.record:
+        metrics = dict(bundle.meta.get("metrics") or {})
+        metrics[args.split] = {k: v for k, v in report.items() if k not in ("per_image_dice", "split")}
+        update_meta(args.bundle, metrics=metrics)
+        print(f"recorded as metrics.{args.split} in {args.bundle / 'meta.json'}")
+    html_path = args.html or args.bundle / f"evaluation-{args.split}.html"
+    html_path.write_text(report_html(bundle, report, args.split))
+    print(f"report: {html_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

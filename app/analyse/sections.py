@@ -11,6 +11,13 @@ from model.inference.measurements import attention_on_lesion
 from model.inference.results import Analysis
 
 
+GATE_MEANING = ("**What the flag means.** The model learned from dermoscopic photographs of one collection "
+                "(HAM10000). This image differs from them in a way the checks can measure (its size, focus, "
+                "colours, or what the network sees in it), so the model's accuracy on it has not been measured "
+                "and may be much lower. The flag says nothing about the lesion itself: it is not a sign that the "
+                "lesion is benign or malignant. A photograph from another dermatoscope or under other light is "
+                "often flagged for its colours.")
+
 
 def summary(a: Analysis, name: str) -> None:
     """Quality gate, the image and the class probabilities with uncertainty."""
@@ -28,6 +35,7 @@ def summary(a: Analysis, name: str) -> None:
             st.markdown("### No reliable answer for this image")
             st.markdown("The image did not pass the quality checks above, so the model's output is "
                         "hidden by default. Open it only to study how the model behaves on such images.")
+            st.markdown(GATE_MEANING)
             with st.expander("Probabilities (not reliable: the image failed the quality checks)"):
                 _probabilities(a)
         else:

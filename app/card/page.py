@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.card.external import external_section, gate_section, input_path_section
 from app.card.aids import aids_card
 from app.card.faithfulness import faithfulness_section
 from app.meta import NOT_RECORDED, dig, starting_weights
@@ -185,6 +186,13 @@ melanoma_flag_section(cls, test)
 
 st.header("Prediction sets and similar cases", divider="gray")
 aids_card(cls)
+
+st.header("Other dermatoscopes, full-resolution uploads and the quality gate", divider="gray")
+external_section(cls)
+st.subheader("One input path for any resolution")
+input_path_section(cls)
+st.subheader("The quality gate")
+gate_section(cls)
 
 st.header("Where the classifier looks", divider="gray")
 attention_section(cls)

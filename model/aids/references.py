@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from model.nets.bundle import Bundle, update_meta
-from model.aids.conformal import calibrate, evaluate_sets
+from model.aids.conformal import calibrate_chosen, evaluate_sets
 from model.aids.similar import DEFAULT_DIMS, DEFAULT_K, ReferenceIndex
 from model.aids.similar_build import build_from_features, decode_split, embed_images
 from model.aids.similar_eval import knn_report, split_features
@@ -28,7 +28,7 @@ def build_all(bundle: Bundle, data_dir: Path, train=None, val=None, dims: int = 
     if val is None:
         _, probs, labels = split_features(bundle, data_dir, "val")
         val = (probs, labels)
-    conformal = calibrate(*val, bundle.classes)
+    conformal = calibrate_chosen(*val, bundle.classes)
     if train is None:
         feats, recs, imgs = [], [], []
         for records, images in decode_split(bundle, data_dir, "train"):

@@ -9,14 +9,15 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from model.aids.conformal import DEFAULT_SCORE, calibrate_and_measure
+from model.aids.conformal import SCORES, calibrate_and_measure
 from model.cli.common import bundle_parser, fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = bundle_parser("model.cli.conformal", __doc__, "classifier bundle folder (with split.json)",
                        "the dataset the bundle was trained on")
-    ap.add_argument("--score", choices=("aps", "raps"), default=DEFAULT_SCORE)
+    ap.add_argument("--score", choices=SCORES, help="conformity score (default: chosen on the validation split)")
+    ap.add_argument("--no-top", action="store_true", help="do not add the top class to every set (with --score)")
     ap.add_argument("--no-test", action="store_true", help="calibrate only; do not measure on the test split")
     args = ap.parse_args(argv)
     from model.nets.bundle import BundleError, load_bundle
@@ -31,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             z, y, _ = classifier_split_logits(bundle, records_for_split(args.bundle, args.data, split),
                                               progress=sys.stderr.isatty())
             parts[split] = (calibrated_probs(bundle, z), y)
-        cfg = calibrate_and_measure(args.bundle, parts["val"], parts.get("test"), bundle.classes, args.score)
+        cfg = calibrate_and_measure(args.bundle, parts["val"], parts.get("test"), bundle.classes, args.score,
+                                    always_top=not args.no_top)
     except (BundleError, DatasetError, ValueError) as e:
         return fail(e)
     print(f"conformal ({cfg['method']}, {cfg['score']}) calibrated on {sum(cfg['n_per_class'].values())} validation "

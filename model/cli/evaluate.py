@@ -1,5 +1,10 @@
 """Score a bundle on a dataset split: metrics, JSON and an HTML report with plotly figures.
 
+An external set with its own parts (Derm7pt's metadata.csv: image_id, dx, part; empty dx skipped) is
+scored on its `report` part by default, through the app's own batch path: balanced accuracy over its
+classes, melanoma AUC, the melanoma flag, prediction-set coverage and the quality gate
+(model.evaluation.external); `--record` stores that as metrics.external.<name>.
+
     python -m model.cli.evaluate BUNDLE --data DIR [--split test|val|train|all] [--json OUT] [--html OUT]
     python -m model.cli.evaluate isic --truth GT.csv --pred PRED.csv    (ISIC scoring, no model: model.cli.isic)
 
@@ -13,7 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 from model.data.dataset import DatasetError
-from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline, records_for_split, report_html
+from model.evaluation.evaluate import (evaluate_classifier, evaluate_segmenter, has_parts, headline, records_for_split,
+                                      report_html)
+from model.evaluation.external import external_report
+from model.inference.pipeline import Analyzer
 from model.nets.bundle import BundleError, load_bundle, update_meta
 from model.cli.common import bundle_parser, fail
 
@@ -26,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return isic_main(argv[1:])
     ap = bundle_parser("model.cli.evaluate", __doc__, "classifier or segmenter bundle folder",
                        "dataset folder (any supported layout)")
-    ap.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
+    ap.add_argument("--split", choices=("test", "val", "train", "all", "select", "report"),
+                    help="default: test (an external set with parts: report)")
+    ap.add_argument("--name", help="with an external set: the key under metrics.external (default: the folder name)")
     ap.add_argument("--json", type=Path, help="write the full metrics here")
     ap.add_argument("--html", type=Path, help="HTML report (default: BUNDLE/evaluation-SPLIT.html)")
     ap.add_argument("--device", default="auto")
@@ -37,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         bundle = load_bundle(args.bundle, pick_device(args.device))
+        if has_parts(args.data):
+            return external(args, bundle)
+        args.split = args.split or "test"
         records = records_for_split(args.bundle, args.data, args.split)
         run = evaluate_classifier if bundle.task == "classify" else evaluate_segmenter
         report = run(bundle, records, progress=sys.stderr.isatty())
@@ -58,6 +71,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     html_path = args.html or args.bundle / f"evaluation-{args.split}.html"
     html_path.write_text(report_html(bundle, report, args.split))
     print(f"report: {html_path}")
+    return 0
+
+
+def external(args, bundle) -> int:
+    """An external set with parts, through the app's batch path (model.evaluation.external)."""
+    if bundle.task != "classify":
+        raise BundleError("An external set is scored with a classifier bundle.")
+    split = args.split or "report"
+    records = records_for_split(args.bundle, args.data, split)
+    rep = external_report(Analyzer(bundle), records)
+    rep.update(part=split, data=str(args.data), command="python -m model.cli.evaluate " + " ".join(sys.argv[1:]))
+    for k in ("n", "balanced_accuracy", "macro_auc_present", "melanoma_auc", "melanoma_top_class_sensitivity",
+              "melanoma_flag_sensitivity", "melanoma_flag_specificity"):
+        v = rep.get(k)
+        print(f"{k:>32}: {v:.4f}" if isinstance(v, float) else f"{k:>32}: {v}")
+    g, sets = rep["gate"], rep["sets"]
+    print(f"{'gate':>32}: {g['flagged']} of {rep['n']} flagged; error rate flagged {g['error_rate_flagged']}, "
+          f"passed {g['error_rate_passed']}")
+    print(f"{'prediction sets':>32}: coverage {sets.get('coverage')} at {sets['coverage_level']}%, mean size "
+          f"{sets.get('mean_set_size')}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rep, indent=1))
+    if args.record:
+        metrics = dict(bundle.meta.get("metrics") or {})
+        name = args.name or f"{Path(args.data).resolve().name}_{split}"
+        metrics["external"] = {**(metrics.get("external") or {}), name: rep}
+        update_meta(args.bundle, metrics=metrics)
+        print(f"recorded as metrics.external.{name} in {args.bundle / 'meta.json'}")
     return 0
 
 

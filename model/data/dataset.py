@@ -35,6 +35,7 @@ class Record:
     lesion_id: str
     image_path: Path | None
     mask_path: Path | None = None
+    part: str = ""                   # an external set's own split (Derm7pt: "select" or "report")
 
 
 @dataclass
@@ -79,6 +80,23 @@ def _records_from_metadata(root: Path, meta_csv: Path, image_dirs: Sequence[Path
     return Dataset(root, layout, records, problems)
 
 
+def _records_with_parts(root: Path, table) -> Dataset:
+    """An external set split into parts (Derm7pt's metadata.csv: image_id, dx, part): a row with no
+    HAM10000 class (empty dx) is skipped and reported."""
+    images = _index_files([root / "images"])
+    masks = _index_files([root / "masks"], "_segmentation")
+    records, problems = [], []
+    for line, row in table.rows:
+        image_id, dx, part = row.get("image_id", ""), row.get("dx", "").strip().lower(), row.get("part", "").strip()
+        if not dx:
+            problems.append((image_id, "no HAM10000 class (dx empty)"))
+        elif image_id not in images:
+            problems.append((image_id, "image file missing"))
+        else:
+            records.append(Record(image_id, dx, image_id, images[image_id], masks.get(image_id), part))
+    return Dataset(root, "images+metadata with parts", records, problems)
+
+
 def _records_from_groundtruth(root: Path, gt_csv: Path) -> Dataset:
     labels = {image: label for _, image, label in one_hot_rows(read_table_file(gt_csv))}
     lesions: dict[str, str] = {}
@@ -106,6 +124,9 @@ def load_dataset(root: str | Path) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"Data folder not found: {root}")
     if (root / "metadata.csv").is_file() and (root / "images").is_dir():
+        table = read_table_file(root / "metadata.csv")
+        if "part" in table.columns:
+            return _records_with_parts(root, table)
         return _records_from_metadata(root, root / "metadata.csv", [root / "images"],
                                       [root / "masks"], "images+masks+metadata")
     if (root / "HAM10000_metadata.csv").is_file() or (root / "HAM10000_metadata").is_file():

@@ -26,13 +26,14 @@ from PIL import Image
 # the pipeline the HAM10000 200x150 training files came through (see ../shared/docs/probes.md):
 # PIL bicubic from 600x450, JPEG quality 75
 DEFAULT_DOMAIN: dict[str, Any] = {"capture_size": [150, 200], "resample": "bicubic", "jpeg_quality": 75,
-                                  "colour_constancy": None}
+                                  "aspect": "stretch", "colour_constancy": None}
 RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "box": Image.BOX}
 
 
 # a bundle whose meta.json has no `preprocessing` predates the one input path: its images were only resized
 LEGACY_DOMAIN: dict[str, Any] = {"capture_size": None, "resample": "bicubic", "jpeg_quality": None,
-                                 "colour_constancy": None}
+                                 "aspect": "keep", "colour_constancy": None}
+ASPECTS = ("keep", "stretch", "crop")
 
 
 def domain_of(meta: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -44,15 +45,31 @@ def domain_of(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def capture_size(rgb_hw: tuple[int, int], capture_hw) -> tuple[int, int] | None:
+def capture_size(rgb_hw: tuple[int, int], capture_hw, aspect: str = "keep") -> tuple[int, int] | None:
     """The (height, width) an image of size `rgb_hw` is brought to, or None when it is small enough
-    already: the training images' pixel area, the image's own aspect ratio."""
+    already: the training images' pixel area at the image's own aspect ratio ("keep"), or the
+    training images' size itself ("stretch", "crop": after a centre crop to their aspect ratio)."""
     h, w = int(rgb_hw[0]), int(rgb_hw[1])
     ch, cw = int(capture_hw[0]), int(capture_hw[1])
     if h * w <= ch * cw:
         return None
+    if aspect in ("stretch", "crop"):
+        return ch, cw
     k = (ch * cw / float(h * w)) ** 0.5
     return max(1, round(h * k)), max(1, round(w * k))
+
+
+def centre_crop(rgb: np.ndarray, capture_hw) -> np.ndarray:
+    """The largest centred crop with the aspect ratio of `capture_hw` (height, width)."""
+    h, w = rgb.shape[:2]
+    target = capture_hw[1] / capture_hw[0]
+    if w / h > target:
+        nw = max(1, round(h * target))
+        x0 = (w - nw) // 2
+        return rgb[:, x0:x0 + nw]
+    nh = max(1, round(w / target))
+    y0 = (h - nh) // 2
+    return rgb[y0:y0 + nh]
 
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -80,8 +97,13 @@ def to_training_domain(rgb: np.ndarray, settings: Mapping[str, Any] | None = Non
     if settings is None:
         return rgb
     s = dict(settings)
-    size = capture_size(rgb.shape[:2], s["capture_size"]) if s.get("capture_size") else None
+    aspect = s.get("aspect", "keep")
+    if aspect not in ASPECTS:
+        raise ValueError(f"unknown aspect handling {aspect!r} ({', '.join(ASPECTS)})")
+    size = capture_size(rgb.shape[:2], s["capture_size"], aspect) if s.get("capture_size") else None
     if size is not None:
+        if aspect == "crop":
+            rgb = centre_crop(rgb, s["capture_size"])
         img = Image.fromarray(np.ascontiguousarray(rgb)).resize((size[1], size[0]), RESAMPLE[s.get("resample", "bicubic")])
         rgb = np.asarray(img)
         if s.get("jpeg_quality"):

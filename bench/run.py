@@ -19,6 +19,7 @@ from bench.archive_predict import bench_archive
 from bench.cold_start import bench_cold_start
 from bench.concurrency import bench_concurrent, bench_memory
 from bench.engines import bench_engines
+from bench.input_path import bench_input_path
 from bench.models import bench_models
 from bench.common import ALL_METHODS, DEFAULT_IMAGE_GLOBS, REPO, find_images, log, machine_info
 from bench.rendering import render_functions
@@ -117,6 +118,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         if dev == "cpu" and "engines" not in skip:
             log(f"[{dev}] runtimes side by side: torch eager, channels_last, each installed engine")
             r["engines"] = bench_engines(models, args.threads or torch.get_num_threads(), max(6, 4 * args.repeats))
+        if dev == "cpu":
+            log(f"[{dev}] the one input path, per image")
+            r["input_path"] = bench_input_path(models, images, args.repeats)
         log(f"[{dev}] single-image analysis (engine path{'' if torch_path is None else ', torch path'}"
             f"{'' if 'naive' in skip else ', naive'}, interleaved)")
         r["analysis"] = bench_analysis(analyzer, models, images, max(1, args.repeats), methods, dev, fns,

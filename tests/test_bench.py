@@ -74,7 +74,9 @@ def test_benchmark_on_tiny_bundles(tiny_models_dir, tmp_path, capsys):
         assert n["parameters"] > 0 and n["forward_ms"]["n"] == 30 and n["forward_ms"]["median"] > 0
 
     names = [t["target"] for t in r["targets"]]
-    assert len(names) == 11 and all(t["pass"] is not None for t in r["targets"] if t["target"] != "cold start to first result")
+    # issue 22: the one input path's cost per image, with its 5 ms target
+    assert cpu["input_path"]["ms_per_image"]["median"] > 0 and "the one input path, per image (median)" in names
+    assert len(names) == 12 and all(t["pass"] is not None for t in r["targets"] if t["target"] != "cold start to first result")
     # issue 16: runtimes side by side, the torch path in the same run, load and memory
     eng = cpu["engines"]["classifier"]["runtimes"]
     assert {"torch eager (NCHW)", "torch channels_last", "onnxruntime"} <= set(eng)

@@ -24,7 +24,8 @@ def _plain_sets(p, cfg, classes):
     for cov in coverages_of(cfg):
         t = cfg["thresholds"][str(cov)]
         thr = [math.inf if t[c] is None else float(t[c]) for c in classes]
-        out[cov] = [classes[i] for i in order if s[i] <= thr[i] + 1e-12]
+        top = int(np.argmax(p))
+        out[cov] = [classes[i] for i in order if s[i] <= thr[i] + 1e-12 or (cfg.get("always_top") and i == top)]
     return out
 
 

@@ -67,7 +67,8 @@ def test_shipped_classifier_has_a_melanoma_flag_and_measured_attention():
     assert 0 < test["melanoma_flag_sensitivity"] <= 1 and 0 < test["melanoma_flag_specificity"] <= 1
     focus = meta["interpretability"]["gradcam_in_lesion"]
     assert set(focus) == {"shipped", "previous"}
-    assert focus["shipped"]["arch"] == meta["arch"] and focus["previous"]["arch"] != meta["arch"]
+    assert focus["shipped"]["arch"] == meta["arch"] and focus["shipped"]["created"] == meta["created"]
+    assert focus["previous"]["created"] != meta["created"]  # the classifier it replaced
     for v in focus.values():
         assert v["split"] == "test" and v["split_hash"] == meta["split"]["hash"] and v["n"] > 1000
 

@@ -72,13 +72,13 @@ class QualityGate:
                      f"of training images' {self.sharpness_floor:.0f}).")
         if ood_distance is not None and self.ood_threshold is not None and ood_distance > self.ood_threshold:
             w.append("unlike training images" if short else "The image is unlike the dermoscopy images the model "
-                     f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, the "
-                     "99th percentile of validation images). It may not be a dermoscopic image.")
+                     f"was trained on (feature distance {ood_distance:.0f} > {self.ood_threshold:.0f}, a limit "
+                     "that about 1% of validation images exceed). It may not be a dermoscopic image.")
         if pixels.colour_distance is not None and pixels.colour_distance > self.colour[2]:
             w.append("colours unlike dermoscopy" if short else "The image's colours are unlike the dermoscopy "
                      f"images the model was trained on (colour distance {pixels.colour_distance:.1f} > "
-                     f"{self.colour[2]:.1f}, the 99th percentile of validation images). It may not be a dermoscopic "
-                     "image.")
+                     f"{self.colour[2]:.1f}, a limit that about 1% of validation images exceed). It may not be a "
+                     "dermoscopic image, or it comes from another dermatoscope or light.")
         return Checks(w, pixels.grayscale, short)
 
     @staticmethod

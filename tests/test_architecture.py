@@ -60,6 +60,21 @@ def long_functions(path: Path) -> list[str]:
     return out
 
 
+def private_imports(path: Path) -> list[str]:
+    """`from product.module import _name`: a private name taken from another file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("model", "app", "review"):
+            out += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_private_name_crosses_a_file():
+    bad = [b for p in product_files() for b in private_imports(p)]
+    assert not bad, bad
+
+
 def test_no_function_past_80_lines():
     bad = [f for p in product_files() for f in long_functions(p)]
     assert not bad, bad
@@ -72,6 +87,9 @@ def test_cycle_finder_and_length_rule_catch_what_they_should(tmp_path):
     src = tmp_path / "long.py"
     src.write_text("def f():\n" + "    x = 1\n" * 85 + "\n\ndef g():\n    return 1\n")
     assert [f.split()[-3] for f in long_functions(src)] == ["f"]
+    imp = tmp_path / "imp.py"
+    imp.write_text("from model.aids.similar import _decode, DEFAULT_K\nfrom os import _exit\n")
+    assert private_imports(imp) == ["imp.py: model.aids.similar._decode"]
 
 
 def test_relative_and_function_level_imports_are_seen():

@@ -15,7 +15,7 @@ from model.nets.bundle import load_bundle
 from model.explain.cam_forward import LastStageCam
 from model.nets.classifier import feature_layers
 from model.explain.cams import CAM_METHODS, forward_explain, library_cams, scale_cam
-from model.nets.onnx_export import _wrapper, output_names
+from model.nets.onnx_export import export_wrapper, output_names
 from model.data.preprocess import decode_with_size, normalize, to_uint8_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def _corr(a, b) -> float:
 
 def _forward_outputs(model, x, names):
     with torch.inference_mode():
-        return {n: t.numpy() for n, t in zip(names, _wrapper(type("B", (), {"task": "classify", "model": model})())(x))}
+        return {n: t.numpy() for n, t in zip(names, export_wrapper(type("B", (), {"task": "classify", "model": model})())(x))}
 
 
 def _check(model, x, min_corr_library: float = 0.999):

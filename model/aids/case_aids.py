@@ -56,7 +56,7 @@ class CaseAids:
         """(file sha256, difference hash) for the self-check; the hash only when the sha256 does not
         already settle it. Pure per-image work, so batch review runs it on its lanes."""
         sha = file_sha256(source)
-        if self.index is None or self.index._thumbs is None or (sha and sha in self.index._sha_index):
+        if self.index is None or not self.index.has_thumbnails or self.index.holds_file(sha):
             return sha, None
         return sha, difference_hash(rgb)
 

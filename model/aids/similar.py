@@ -112,7 +112,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (torch.from_numpy(np.ascontiguousarray(a, np.float32)) @ torch.from_numpy(np.asarray(b, np.float32))).numpy()
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -140,6 +140,14 @@ class ReferenceIndex:
         self._sha_index = {bytes(s).hex(): i for i, s in enumerate(self.sha256)}
         self._thumbs = thumbs
         self._signatures: dict[int, np.ndarray] = {}
+
+    @property
+    def has_thumbnails(self) -> bool:
+        return self._thumbs is not None
+
+    def holds_file(self, file_sha256: str | None) -> bool:
+        """Whether a reference image is this exact file (by sha256)."""
+        return bool(file_sha256) and file_sha256 in self._sha_index
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -183,9 +191,9 @@ class ReferenceIndex:
     # ------------------------------------------------------------------ queries
     def embed(self, features: np.ndarray) -> np.ndarray:
         """Pre-logit features (N, D) -> unit vectors in the index's space (N, d)."""
-        f = _l2(np.atleast_2d(np.asarray(features, np.float32)))
+        f = l2_normalize(np.atleast_2d(np.asarray(features, np.float32)))
         centred = f - self.pca_mean
-        return _l2(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else _matmul(centred, self.pca))
+        return l2_normalize(np.einsum("nd,dk->nk", centred, self.pca) if len(f) <= 4 else _matmul(centred, self.pca))
 
     def search(self, features: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
         """(indices, cosine similarities), each (N, k), most similar first."""

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 from safetensors.numpy import save_file
 
-from model.aids.similar import (ATTRIBUTION, CREDIT, DEFAULT_DIMS, DEFAULT_K, FORMAT, INDEX, THUMB_WH, THUMBS, _l2,
-                      difference_hash)
+from model.aids.similar import (ATTRIBUTION, CREDIT, DEFAULT_DIMS, DEFAULT_K, FORMAT, INDEX, THUMB_WH, THUMBS,
+                                difference_hash, l2_normalize)
 from model.nets.weights_hash import weights_sha256
 
 
@@ -83,7 +83,7 @@ def decode_split(bundle, data_dir: Path, split: str, chunk: int = 512, progress:
 
 def fit_pca(features: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(mean, components (D, d), share of variance kept) of L2-normalised features; dims 0 = all."""
-    f = _l2(features.astype(np.float64))
+    f = l2_normalize(features.astype(np.float64))
     mean = f.mean(0)
     if not dims or dims >= min(f.shape):
         return mean.astype(np.float32), np.eye(f.shape[1], dtype=np.float32), 1.0
@@ -97,7 +97,7 @@ def write_reference(bundle_dir: Path, classes: Sequence[str], split_hash: str, f
     """Write the index and packed thumbnails beside the bundle; returns a summary for meta.json."""
     mean, comps, kept = fit_pca(features, dims)
     comps = comps.astype(np.float16).astype(np.float32)
-    emb = _l2((_l2(features.astype(np.float32)) - mean) @ comps)
+    emb = l2_normalize((l2_normalize(features.astype(np.float32)) - mean) @ comps)
     offsets = np.concatenate([[0], np.cumsum([len(t) for t in thumbs])]).astype(np.int64)
     cases = [[r.image_id, *metadata.get(r.image_id, ["", "", "", ""])] for r in records]
     header = {"format": str(FORMAT), "weights_sha256": weights_sha256(bundle_dir), "classes": json.dumps(list(classes)),

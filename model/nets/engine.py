@@ -159,7 +159,7 @@ class Forward:
         return next(self.bundle.model.parameters()).device.type
 
     def __call__(self, x, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        from model.nets.onnx_export import _wrapper
+        from model.nets.onnx_export import export_wrapper
 
         names = list(outputs or self.outputs)
         model = self.bundle.model
@@ -169,7 +169,7 @@ class Forward:
                 final = model.forward_features(x)
                 got = {"logits": model.forward_head(final), "features": model.forward_head(final, pre_logits=True)}
             else:
-                res = _wrapper(self.bundle)(x)
+                res = export_wrapper(self.bundle)(x)
                 got = dict(zip(self.outputs, [res] if isinstance(res, torch.Tensor) else res))
         return {n: got[n].float().cpu().numpy() for n in names}
 

@@ -37,7 +37,7 @@ def output_names(bundle: Bundle) -> list[str]:
     return ["logits", "features"] + [f"stage{i}" for i in range(len(feature_layers(bundle.model)))]
 
 
-def _wrapper(bundle: Bundle):
+def export_wrapper(bundle: Bundle):
     import torch
 
     from model.nets.classifier import feature_layers
@@ -104,7 +104,7 @@ def export_bundle(bundle_dir: str | Path, check: bool = True) -> Path:
     def write(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_wrapper(bundle), (x,), tmp, dynamo=False, input_names=["image"],
+            torch.onnx.export(export_wrapper(bundle), (x,), tmp, dynamo=False, input_names=["image"],
                               output_names=names, dynamic_axes={k: {0: "batch"} for k in ["image", *names]},
                               opset_version=OPSET, do_constant_folding=False)
         proto = onnx.load(tmp)
@@ -134,7 +134,7 @@ def _check_against_torch(bundle: Bundle, path: str, x, tol: float = 1e-4) -> Non
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"image": x.numpy()})
     with torch.inference_mode():
-        want = _wrapper(bundle)(x)
+        want = export_wrapper(bundle)(x)
     want = [want] if isinstance(want, torch.Tensor) else list(want)
     for name, g, w in zip(output_names(bundle), got, want):
         w = w.float().numpy()

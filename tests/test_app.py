@@ -32,6 +32,9 @@ def test_example_renders_every_section(make_app, fake_segmenter):
     assert "The model's top class" in shown
     assert "Ground truth:" in shown and "Actinic keratosis" in shown
     assert "Malignant (sum)" in shown and "Uncertainty (entropy)" in shown
+    assert "assume the seven classes are equally common" in shown  # beside the malignant sum, not only on the card
+    captions = " ".join(str(img.proto) for img in at.image)
+    assert "yellow = strong, dark blue = weak" in captions and "red = strong" in captions  # each map's own colours
     assert at.selectbox(key="fmap_layer").options
     assert at.expander and any(e.label == "Timings per stage" for e in at.expander)
     assert "Ran on: classification — ONNX Runtime" in shown and "CAMs — forward-only" in shown  # small print

@@ -146,3 +146,11 @@ def test_meta_reader(tmp_path):
     assert read_split_ids(tmp_path) is None
     (tmp_path / "split.json").write_text(json.dumps({"splits": {"test": ["ISIC_1"]}}))
     assert read_split_ids(tmp_path) == {"test": {"ISIC_1"}}
+
+
+def test_the_cards_faithfulness_grid_runs_shallow_to_deep():
+    """The axis says "shallow -> deep" but the columns ran blocks.6, blocks.0, blocks.1, ... (the rows' order)."""
+    from app.card.faithfulness import road_figure
+
+    rows = [{"method": "gradcam", "layer": l, "road": 0.1} for l in ("blocks.6", "blocks.0", "blocks.10", "blocks.2")]
+    assert list(road_figure(rows).data[0].x) == ["blocks.0", "blocks.2", "blocks.6", "blocks.10"]

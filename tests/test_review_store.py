@@ -212,3 +212,16 @@ def test_a_version_1_database_is_migrated_and_keeps_its_reads(tmp_path):
     assert store.version == LATEST >= 2
     old = store.study("s1")
     assert old["name"] == "Old" and old["aids"] == []  # made before aids existed: it showed none
+
+
+def test_a_plain_file_path_names_an_sqlite_database(tmp_path, monkeypatch):
+    """DERMO_REVIEW_DB=/path/review.sqlite3 was refused with "Could not parse SQLAlchemy URL"."""
+    target = tmp_path / "sub dir" / "review.sqlite3"
+    target.parent.mkdir()
+    monkeypatch.setenv("DERMO_REVIEW_DB", str(target))
+    url = database_url()
+    assert url == f"sqlite:///{target.resolve()}"
+    Store(url)
+    assert target.is_file()
+    monkeypatch.setenv("DERMO_REVIEW_DB", "sqlite:////elsewhere/x.sqlite3")
+    assert database_url() == "sqlite:////elsewhere/x.sqlite3"

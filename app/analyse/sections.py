@@ -18,6 +18,10 @@ GATE_MEANING = ("**What the flag means.** The model learned from dermoscopic pho
                 "lesion is benign or malignant. A photograph from another dermatoscope or under other light is "
                 "often flagged for its colours.")
 
+PRIOR_NOTE = ("The probabilities assume the seven classes are equally common (the classifier was trained with "
+              "class-balanced sampling): in a clinic, where most lesions are naevi, the chance that a lesion is "
+              "malignant is lower than the malignant sum says.")
+
 
 def summary(a: Analysis, name: str) -> None:
     """Quality gate, the image and the class probabilities with uncertainty."""
@@ -60,6 +64,7 @@ def _probabilities(a: Analysis) -> None:
     cols[0].metric("Malignant (sum)", percent(a.malignant_probability),
                    help="Sum of the probabilities of melanoma, basal cell carcinoma and actinic "
                         "keratosis / intraepithelial carcinoma.")
+    st.caption(PRIOR_NOTE)
     cols[1].metric("Uncertainty (entropy)", f"{a.entropy:.2f}",
                    help="Normalised entropy of the probabilities: 0 = all on one class, 1 = spread evenly.")
     if a.tta_agreement is not None:
@@ -149,8 +154,9 @@ def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key:
     big1, big2, _ = st.columns(3)
     big1.image(colorize(fm.maps[pick], a.image.shape[:2]), width="stretch",
                caption=f"{layer}, channel {fm.channels[pick]}: {fm.maps[pick].shape[1]}×{fm.maps[pick].shape[0]} "
-                       "grid (yellow = strong activation)")
-    big2.image(heatmap_overlay(a.image, fm.maps[pick], 0.5), width="stretch", caption="Same map over the image")
+                       "grid (viridis: yellow = strong, dark blue = weak)")
+    big2.image(heatmap_overlay(a.image, fm.maps[pick], 0.5), width="stretch",
+               caption="Same map over the image (jet: red = strong, blue = weak)")
 
 
 def lesion_section(a: Analysis, has_lesion: bool) -> None:

@@ -2,6 +2,8 @@
 read from meta.json `interpretability.faithfulness` (written by `python -m model.cli.faithfulness`)."""
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -11,10 +13,15 @@ from model.labels import CAM_METHOD_NAMES
 LABELS = CAM_METHOD_NAMES  # display only; unknown ids are shown as they are
 
 
+def layer_order(name: str) -> tuple:
+    """Sort key that puts stages shallow to deep: blocks.2 before blocks.10, whatever the rows' order."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
 def road_figure(rows: list[dict]) -> go.Figure:
-    """ROAD by method (rows) and layer (columns), as a heatmap with the values written in."""
+    """ROAD by method (rows) and layer (columns, shallow to deep), as a heatmap with the values written in."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    layers = sorted(dict.fromkeys(r["layer"] for r in rows), key=layer_order)
     value = {(r["method"], r["layer"]): r["road"] for r in rows}
     z = [[value.get((m, l)) for l in layers] for m in methods]
     fig = go.Figure(go.Heatmap(z=z, x=layers, y=[LABELS.get(m, m) for m in methods], colorscale="RdBu",

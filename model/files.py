@@ -1,10 +1,41 @@
-"""Files written so that a reader never sees half of one: `atomic_write`."""
+"""Files the project writes: never half of one (`atomic_write`), and CSV safe to open in a
+spreadsheet (`neutralise`, `safe_csv_writer`; OWASP, "CSV Injection").
+
+File names, zip member names and labels come from uploads. A text cell that a spreadsheet would take
+for a formula (its first character, after any spaces, one of = + - @ tab, carriage return or line
+feed, or their full-width forms) gets a leading apostrophe, which spreadsheets show as text and do
+not evaluate. Every CSV the project writes, the app's downloads and the command line's, goes through
+`neutralise`."""
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TextIO
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise(value: Any) -> Any:
+    """`value` with a leading apostrophe when it is text a spreadsheet would evaluate."""
+    if isinstance(value, str) and (value.startswith(FORMULA_STARTS) or value.lstrip().startswith(FORMULA_STARTS)):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """csv.writer whose rows have every text cell neutralised (numbers stay numbers)."""
+
+    def __init__(self, stream: TextIO, **kwargs):
+        self._writer = csv.writer(stream, lineterminator="\n", **kwargs)
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([neutralise(v) for v in row])
+
+
+def safe_csv_writer(stream: TextIO, **kwargs) -> SafeCsvWriter:
+    return SafeCsvWriter(stream, **kwargs)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object], mode: int = 0o644) -> Path:

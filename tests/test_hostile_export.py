@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app_fixtures import SMALL, app_models_dir, make_app, no_exception  # noqa: F401
-from app.widgets.csv_export import FORMULA_STARTS, neutralise, safe_csv
+from app.widgets.csv_export import safe_csv
+from model.files import FORMULA_STARTS, neutralise
 
 REPO = Path(__file__).resolve().parents[1]
 FORMULAS = ["=HYPERLINK(\"evil.example\",\"open\").jpg", "+1+2.jpg", "-2+3.jpg", "@SUM(A1:A9).jpg",

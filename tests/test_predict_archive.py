@@ -148,3 +148,70 @@ def test_progress_bar_on_a_terminal(tiny_classifier_dir, ham_small, repo_root):
     assert proc.returncode == 0
     assert "42/42" in shown.decode() and "img/s" in shown.decode()
     assert len(out.decode().splitlines()) == 42  # the records stay on stdout, the bar on the terminal
+
+
+# ----------------------------------------------------------------------------- hostile input, round 3 (issue 27)
+HOSTILE_NAMES = ['=HYPERLINK("http:__evil","z").jpg', "=cmd|' -C calc'!A0.jpg", "+cmd.jpg", "-2+3.jpg", "@SUM(1).jpg"]
+
+
+def test_the_cli_csv_neutralises_formula_names(tiny_classifier_dir, ham_small, tmp_path, capsys):
+    """Names a spreadsheet would evaluate were written as they are; the app's CSV neutralised them."""
+    import zipfile
+
+    from model.files import FORMULA_STARTS
+
+    archive = tmp_path / "in.zip"
+    img = next((ham_small / "images").glob("*.jpg")).read_bytes()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for n in HOSTILE_NAMES:
+            zf.writestr(n, img)
+    for fmt in ("csv", "isic2018"):
+        out = tmp_path / f"p.{fmt}.csv"
+        assert main([str(tiny_classifier_dir), str(archive), "--format", fmt, "--out", str(out)]) == 0
+        cells = [row[0] for row in csv.reader(out.open())][1:]
+        assert len(cells) == len(HOSTILE_NAMES)
+        assert not any(c.lstrip().startswith(FORMULA_STARTS) for c in cells), cells
+        assert any(c.startswith("'=HYPERLINK") or "'=HYPERLINK" in c for c in cells), cells
+
+
+def test_out_that_is_an_input_is_refused_and_kept(tiny_classifier_dir, ham_small, tmp_path, capsys):
+    victim = tmp_path / "x.jpg"
+    victim.write_bytes(next((ham_small / "images").glob("*.jpg")).read_bytes())
+    before = victim.read_bytes()
+    assert main([str(tiny_classifier_dir), str(victim), "--out", str(victim)]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+
+
+def test_out_appears_only_when_the_run_ends(tiny_classifier_dir, ham_small, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert main([str(tiny_classifier_dir), str(ham_small / "images"), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 42
+    assert not list(tmp_path.glob(".p.jsonl.*"))  # no temporary file left beside it
+
+
+def test_control_characters_in_names_cannot_forge_lines(tiny_classifier_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a\nx.jpg: error: forged.jpg").write_bytes(b"not an image")
+    (folder / "b\u202egpj.txt.jpg").write_bytes(b"not an image")
+    assert main([str(tiny_classifier_dir), str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "\\nx.jpg: error: forged" in err and "\\u202e" in err
+    assert not any(line.startswith("x.jpg: error: forged") for line in err.splitlines())
+
+
+@pytest.mark.parametrize("kind", ["empty zip", "zip of folders", "empty folder"])
+def test_nothing_predicted_is_an_error_that_says_what_was_found(tiny_classifier_dir, tmp_path, capsys, kind):
+    import zipfile
+
+    target = tmp_path / ("in.zip" if "zip" in kind else "in")
+    if kind == "empty folder":
+        target.mkdir()
+    else:
+        with zipfile.ZipFile(target, "w") as zf:
+            if kind == "zip of folders":
+                zf.writestr("a/", "")
+                zf.writestr("a/b/", "")
+    assert main([str(tiny_classifier_dir), str(target)]) == 1
+    assert "nothing was predicted: 0 image(s) found" in capsys.readouterr().err

@@ -1,10 +1,7 @@
-"""CSV files the app hands out, safe to open in a spreadsheet (OWASP, "CSV Injection").
-
-File names, zip member names and labels come from uploads. A text cell that a spreadsheet would
-take for a formula (first character, after any spaces, one of = + - @ tab or carriage return, or
-their full-width forms) gets a leading apostrophe, which spreadsheets show as text and do not
-evaluate; every text cell is quoted. Numbers stay numbers. (Streamlit's own table download and
-copy, which do neither, are switched off in .streamlit/config.toml: client.disableDataExport.)
+"""CSV files the app hands out, safe to open in a spreadsheet: the cells go through
+model.files.neutralise, as the command line's do, and every text cell is quoted. Numbers stay
+numbers. (Streamlit's own table download and copy, which do neither, are switched off in
+.streamlit/config.toml: client.disableDataExport.)
 """
 from __future__ import annotations
 
@@ -12,14 +9,7 @@ import csv
 
 import pandas as pd
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-
-
-def neutralise(value):
-    """`value` with a leading apostrophe when it is text a spreadsheet would evaluate."""
-    if isinstance(value, str) and (value.startswith(FORMULA_STARTS) or value.lstrip().startswith(FORMULA_STARTS)):
-        return "'" + value
-    return value
+from model.files import neutralise
 
 
 def safe_csv(df: pd.DataFrame) -> str:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
+import os
+import tempfile
+import unicodedata
 import itertools
 import json
 import sys
@@ -25,6 +27,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 import numpy as np
 from PIL import Image
 
+from model.files import safe_csv_writer
 from model.nets.bundle import Bundle, BundleError, load_bundle, read_meta
 from model.aids.case_aids import aids_json
 from model.aids.conformal import DEFAULT_COVERAGE
@@ -51,7 +54,7 @@ class Writer:
 
     def __init__(self, fmt: str, stream: TextIO, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE):
         self.fmt, self.stream, self.classes, self.coverage = fmt, stream, list(classes), coverage
-        self.csv = csv.writer(stream, lineterminator="\n") if fmt != "jsonl" else None
+        self.csv = safe_csv_writer(stream) if fmt != "jsonl" else None
         if fmt == "isic2018":
             self.order = isic2018_order(self.classes)
             self.csv.writerow(["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
@@ -115,7 +118,38 @@ def chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def printable(name: str) -> str:
+    """A name safe to print on one line: control and formatting characters (newlines, the
+    right-to-left override) written as escapes, so a file name cannot forge or reverse a line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch
+                   for ch in name)
+
+
+class Output:
+    """Where predictions go: standard output, or --out through a temporary file beside it that is
+    renamed over it at the end, so an interrupted run never leaves half a file in its place."""
+
+    def __init__(self, path: Path | None, inputs: Sequence[Path]):
+        self.path, self.tmp = path, None
+        if path is None:
+            self.stream = sys.stdout
+            return
+        if any(path.resolve() == p.resolve() for p in inputs):
+            raise OSError(f"--out {path} is one of the inputs: choose another file, so the input is not overwritten.")
+        fd, self.tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+        self.stream = os.fdopen(fd, "w", newline="")
+
+    def close(self, keep: bool) -> None:
+        if self.tmp is None:
+            return
+        self.stream.close()
+        if keep:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def parse_args(argv: Sequence[str] | None):
     ap = argparse.ArgumentParser(prog="python -m model.cli.predict", description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path, help="classifier or segmenter bundle, or a models folder with both")
     ap.add_argument("images", nargs="+", type=Path, help="image files, folders (searched recursively), .zip archives")
@@ -130,44 +164,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tta", action="store_true", help="average over flipped views")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (CUDA runs in float16 autocast)")
     ap.add_argument("--coverage", type=int, default=DEFAULT_COVERAGE, help="prediction-set coverage, percent (80-99)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def open_models(args, device):
+    """(analyzer or None, segmenter or None), refused with a BundleError the user can act on."""
     import torch
 
     from model.inference.pipeline import Analyzer
+
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BundleError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto).")
+    classifier, segmenter = load_models(args.bundle, args.segmenter, device)
+    if args.masks and segmenter is None:
+        raise BundleError("--masks needs a segmenter bundle: pass a models folder, a segmenter bundle, or "
+                          "--segmenter DIR.")
+    if classifier is None and not args.masks:
+        raise BundleError(f"{args.bundle} is a segmenter bundle: add --masks DIR to write its masks.")
+    return (Analyzer(classifier) if classifier is not None else None), segmenter
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     from model.nets.forward import pick_device
 
     device = pick_device(args.device)
     try:
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise BundleError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto).")
-        classifier, segmenter = load_models(args.bundle, args.segmenter, device)
-        if args.masks and segmenter is None:
-            raise BundleError("--masks needs a segmenter bundle: pass a models folder, a segmenter bundle, or "
-                              "--segmenter DIR.")
-        if classifier is None and not args.masks:
-            raise BundleError(f"{args.bundle} is a segmenter bundle: add --masks DIR to write its masks.")
-        analyzer = Analyzer(classifier) if classifier is not None else None
-        out = open(args.out, "w", newline="") if args.out else sys.stdout
+        analyzer, segmenter = open_models(args, device)
+        out = Output(args.out, args.images)
     except (BundleError, IsicFormatError, OSError) as e:
         return fail(e)
     if args.masks:
         args.masks.mkdir(parents=True, exist_ok=True)
     sources = Sources(args.images)
+    done = False
+    try:
+        predicted, failures = run(args, analyzer, segmenter, sources, out.stream, device)
+        done = True
+    except IsicFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        out.close(keep=done)
+    if failures:
+        print(f"{failures} of {len(sources)} files could not be used (see the lines above)", file=sys.stderr)
+    if not predicted:
+        print(f"error: nothing was predicted: {len(sources)} image(s) found in the inputs"
+              + (", none of them usable" if len(sources) else " (empty folders or archives?)"), file=sys.stderr)
+        return 1
+    return 1 if failures else 0
+
+
+def run(args, analyzer, segmenter, sources, out, device) -> tuple[int, int]:
+    """Predict every source a batch at a time; (predictions written, files that could not be used)."""
+    import torch
     from tqdm import tqdm
 
     bar = tqdm(total=len(sources), unit="img", file=sys.stderr, disable=not sys.stderr.isatty(), mininterval=1.0)
-    failures = 0
+    counts = {"predicted": 0, "failures": 0}
 
     def report(name: str, why: str) -> None:
-        nonlocal failures
-        failures += 1
-        (tqdm.write if not bar.disable else print)(f"{name}: error: {why}", file=sys.stderr)
+        counts["failures"] += 1
+        (tqdm.write if not bar.disable else print)(f"{printable(name)}: error: {why}", file=sys.stderr)
 
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+    writer = Writer(args.format, out, analyzer.classes, args.coverage) if analyzer is not None else None
+    if analyzer is not None and analyzer.aids.index_error:
+        print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
     try:
-        writer = Writer(args.format, out, analyzer.classes, args.coverage) if analyzer is not None else None
-        if analyzer is not None and analyzer.aids.index_error:
-            print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
         with amp:
             for chunk in chunks(sources, args.batch_size):
                 good = [it for it in chunk if it.error is None]
@@ -180,20 +244,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                             report(pred.name, pred.error)
                         else:
                             writer.write(it, pred)
+                            counts["predicted"] += 1
                 if args.masks and good:
                     write_masks(segmenter, good, args.masks, report if analyzer is None else lambda *_: None)
+                    if analyzer is None:
+                        counts["predicted"] += len(good)
                 out.flush()
                 bar.update(len(chunk))
-    except IsicFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         bar.close()
-        if out is not sys.stdout:
-            out.close()
-    if failures:
-        print(f"{failures} of {len(sources)} files could not be used (see the lines above)", file=sys.stderr)
-    return 1 if failures else 0
+    return counts["predicted"], counts["failures"]
 
 
 if __name__ == "__main__":

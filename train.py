@@ -36,7 +36,7 @@ from model.nets.onnx_export import export_after_training
 from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline
 from model.labels import HAM10000_CLASSES
 from model.aids.melanoma_flag import FLAG_CLASS, choose_threshold
-from model.evaluation.metrics import classification_report, mask_scores
+from model.metrics import classification_report, mask_scores
 from model.data.preprocess import channel_stats, normalize
 from model.training.augment import AUGMENT_STRENGTHS
 from model.data.domain import DEFAULT_DOMAIN

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     from model.nets.bundle import load_bundle
     from model.data.dataset import load_dataset, read_split, select
     from model.evaluation.evaluate import classifier_split_logits
-    from model.evaluation.metrics import classification_report, expected_calibration_error, softmax
+    from model.metrics import classification_report, expected_calibration_error, softmax
     from model.training.loop import fit_temperature
 
     ap = argparse.ArgumentParser(prog="python -m bench.calibration_check", description=__doc__.split("\n")[0])

@@ -26,9 +26,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from model.nets import tv_compat  # noqa: F401
     from model.nets.bundle import load_bundle
-    from model.evaluation.evaluate import classifier_split_logits, records_for_split
+    from model.evaluation.evaluate import classifier_split_logits
+    from model.data.dataset import records_for_split
     from model.nets.forward import calibrated_probs
-    from model.evaluation.metrics import classification_report, expected_calibration_error
+    from model.metrics import classification_report, expected_calibration_error
 
     if len(args.bundles) < 2:
         ap.error("give at least two bundles")

@@ -86,7 +86,8 @@ def test_two_process_gloo_run_writes_one_valid_bundle(tmp_path):
         ["REFERENCE-SET.md", "extras.safetensors", "meta.json", "model.onnx", "similar-thumbs.safetensors",
          "similar.safetensors", "split.json", "weights.safetensors"]   # one of each: rank 0 alone wrote them
     assert "conformal" in meta and "similar" in meta
-    from model.evaluation.evaluate import evaluate_classifier, records_for_split
+    from model.evaluation.evaluate import evaluate_classifier
+    from model.data.dataset import records_for_split
 
     bundle = load_bundle(out)  # rank 0 scored the whole test split, as `python -m model.cli.evaluate` does
     again = evaluate_classifier(bundle, records_for_split(out, HAM_SMALL, "test"), progress=False)

@@ -115,7 +115,7 @@ def test_all_layers_in_one_pass_equal_layer_by_layer(tiny_classifier_dir, ham_sm
 def test_cache_resumes_and_a_time_limit_keeps_what_is_done(tiny_classifier_dir, ham_small, tmp_path, monkeypatch):
     from model.explain import road_split as fs
     from model.nets.bundle import load_bundle
-    from model.evaluation.evaluate import records_for_split
+    from model.data.dataset import records_for_split
 
     b = load_bundle(tiny_classifier_dir)
     records = fs.ordered(records_for_split(tiny_classifier_dir, ham_small, "all"), 3)

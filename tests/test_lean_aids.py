@@ -11,7 +11,7 @@ import numpy as np
 
 from model.nets.bundle import load_bundle
 from model.aids.conformal import _scores, all_sets, conformal_config, coverages_of, sets_many
-from model.inference.measurements import attention_on_lesion, attention_shares
+from model.explain.attention import attention_on_lesion, attention_shares
 from model.inference.quality import mahalanobis
 
 REPO = Path(__file__).resolve().parents[1]

@@ -111,7 +111,7 @@ def test_heat_in_lesion_measures_and_records_both_classifiers(tiny_classifier_di
 
 def test_heat_in_lesion_follows_the_heat():
     """A model whose heat sits on the mask scores near 1; the same heat outside it near 0."""
-    from model.inference.measurements import attention_on_lesion
+    from model.explain.attention import attention_on_lesion
 
     mask = np.zeros((40, 40), bool)
     mask[10:30, 10:30] = True

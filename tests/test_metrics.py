@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values (model/evaluation/metrics.py)."""
+"""Metrics against hand-computed values (model/metrics.py)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from model.evaluation.metrics import (calibration_bins, classification_report, confusion_matrix, expected_calibration_error,
+from model.metrics import (calibration_bins, classification_report, confusion_matrix, expected_calibration_error,
                            mask_scores, roc_auc, roc_curve, segmentation_report, softmax)
 
 # 6 samples, 3 classes:  true 0 0 1 2 2 2 / predicted 0 1 1 2 0 2

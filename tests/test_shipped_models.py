@@ -14,7 +14,7 @@ from model.nets.bundle import load_bundle, read_meta
 from model.data.dataset import read_split
 from model.nets.forward import calibrated_probs, classifier_logits, segment_probs
 from model.labels import HAM10000_CLASSES
-from model.evaluation.metrics import mask_scores
+from model.metrics import mask_scores
 from model.data.preprocess import decode_image, read_mask
 from model.nets.segmenter import postprocess_mask
 

@@ -7,7 +7,7 @@ from app.widgets.components import (colorize, runtime_line, feature_tiles, heatm
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import GT_SOURCES, display_name
-from model.inference.measurements import attention_on_lesion
+from model.explain.attention import attention_on_lesion
 from model.inference.results import Analysis
 
 

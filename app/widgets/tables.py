@@ -11,7 +11,7 @@ import pandas as pd
 
 from model.data.archive import ArchiveError, read_image_archive
 from model.labels import display_name
-from model.evaluation.metrics import classification_report
+from model.metrics import classification_report
 from model.inference.results import BatchPrediction
 
 

@@ -71,7 +71,7 @@ def embed_images(bundle, images_u8, batch_size: int = 64, progress=None) -> tupl
 def decode_split(bundle, data_dir: Path, split: str, chunk: int = 512, progress: bool = False):
     """Yield (records, uint8 images) of one split of the bundle's split.json, a chunk at a time."""
     from model.data.dataset import decode_records
-    from model.evaluation.evaluate import records_for_split
+    from model.data.dataset import records_for_split
 
     records = records_for_split(bundle.path, data_dir, split)
     for i in range(0, len(records), chunk):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evaluation.metrics import classification_report
+from model.metrics import classification_report
 
 
 def knn_report(index, features: np.ndarray, probs: np.ndarray, labels: np.ndarray, k: int) -> dict:

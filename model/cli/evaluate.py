@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from model.data.dataset import DatasetError
-from model.evaluation.evaluate import (evaluate_classifier, evaluate_segmenter, has_parts, headline, records_for_split,
-                                      report_html)
+from model.data.dataset import DatasetError, has_parts, records_for_split
+from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline, report_html
 from model.evaluation.external import external_report
 from model.inference.pipeline import Analyzer
 from model.nets.bundle import BundleError, load_bundle, update_meta

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, help="seconds: start no new image after this; write what is done")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write meta.json")
     args = ap.parse_args(argv)
-    from model.evaluation.evaluate import records_for_split
+    from model.data.dataset import records_for_split
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from model.cli.common import bundle_parser, fail
 from model.data.dataset import IMAGE_SUFFIXES, DatasetError, load_dataset
-from model.evaluation.evaluate import records_for_split
+from model.data.dataset import records_for_split
 from model.evaluation.external import external_report
 from model.evaluation.gate_check import calibrate, flagged, gate_scores, rate
 from model.inference.pipeline import Analyzer

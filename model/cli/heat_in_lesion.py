@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--previous", type=Path, help="an earlier classifier bundle to measure on the same images")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
-    from model.evaluation.evaluate import records_for_split
+    from model.data.dataset import records_for_split
 
     if args.threads:
         torch.set_num_threads(args.threads)

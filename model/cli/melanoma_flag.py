@@ -20,7 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from model.nets.bundle import BundleError, load_bundle, update_meta
     from model.data.dataset import DatasetError
-    from model.evaluation.evaluate import classifier_split_logits, records_for_split
+    from model.evaluation.evaluate import classifier_split_logits
+    from model.data.dataset import records_for_split
     from model.nets.forward import calibrated_probs
 
     try:

@@ -274,3 +274,33 @@ def decode_records(records: Sequence[Record], size_hw: Sequence[int], classes: S
         mask_t = (torch.from_numpy(np.stack(masks)[:, None].astype(np.uint8)) if masks
                   else torch.zeros(0, 1, h, w, dtype=torch.uint8))
     return Decoded(images, np.asarray(labels, dtype=np.int64), mask_t, kept, skipped)
+
+
+def has_parts(data: Path) -> bool:
+    """Whether a dataset folder is an external set split into its own parts (Derm7pt's `part` column)."""
+    return any(r.part for r in load_dataset(data).records)
+
+
+def records_for_split(bundle_dir: Path, data: Path, split: str) -> list[Record]:
+    """The records of a split: the bundle's split.json names them; an external set's own parts
+    (`select`, `report`) name theirs; `all` is every image of the folder."""
+    ds = load_dataset(data)
+    if split == "all":
+        return ds.records
+    parts = {r.part for r in ds.records if r.part}
+    if parts:
+        if split not in parts:
+            raise DatasetError(f"{data} is an external set split into {', '.join(sorted(parts))}: use --split "
+                               f"{'report' if 'report' in parts else sorted(parts)[0]} (or all).")
+        return [r for r in ds.records if r.part == split]
+    if split in ("select", "report"):
+        raise DatasetError(f"{data} has no parts (no `part` column): use --split test, val, train or all.")
+    split_file = bundle_dir / "split.json"
+    if not split_file.is_file():
+        raise DatasetError(f"{split_file} not found: the bundle does not say which images were held out. "
+                           "Use --split all to score every image of the folder.")
+    splits, _ = read_split(split_file)
+    chosen = select(ds.records, splits[split])
+    if not chosen:
+        raise DatasetError(f"None of the {split} split's images are in {data}.")
+    return chosen

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model.evaluation.metrics import mask_scores
+from model.metrics import mask_scores
 
 ISIC2018_COLUMNS = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 HAM_TO_ISIC2018 = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AKIEC", "bkl": "BKL", "df": "DF", "vasc": "VASC"}

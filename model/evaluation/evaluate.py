@@ -5,17 +5,16 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from model.nets.bundle import Bundle
-from model.data.dataset import DatasetError, Record, decode_many, load_dataset, read_split, select
+from model.data.dataset import DatasetError, Record, decode_many
 from model.nets.forward import calibrated_probs, classifier_logits, segment_probs
 from model.aids.melanoma_flag import flag_config, flag_rates
-from model.evaluation.metrics import (calibration_bins, classification_report, expected_calibration_error, roc_curve,
+from model.metrics import (calibration_bins, classification_report, expected_calibration_error, roc_curve,
                       segmentation_report, softmax)
 from model.evaluation.report import confusion_figure, html_report, per_class_table, reliability_figure, roc_figure
 from model.nets.segmenter import postprocess_mask
@@ -125,33 +124,3 @@ def report_html(bundle: Bundle, report: dict, split: str) -> str:
             roc_figure({c: (v["fpr"], v["tpr"], report["per_class"][c]["auc"]) for c, v in report["roc"].items()}),
             reliability_figure(report["reliability"])]
     return html_report(title, headline(report), figs, {"Per class": per_class_table(report)}, note)
-
-
-def has_parts(data: Path) -> bool:
-    """Whether a dataset folder is an external set split into its own parts (Derm7pt's `part` column)."""
-    return any(r.part for r in load_dataset(data).records)
-
-
-def records_for_split(bundle_dir: Path, data: Path, split: str) -> list[Record]:
-    """The records of a split: the bundle's split.json names them; an external set's own parts
-    (`select`, `report`) name theirs; `all` is every image of the folder."""
-    ds = load_dataset(data)
-    if split == "all":
-        return ds.records
-    parts = {r.part for r in ds.records if r.part}
-    if parts:
-        if split not in parts:
-            raise DatasetError(f"{data} is an external set split into {', '.join(sorted(parts))}: use --split "
-                               f"{'report' if 'report' in parts else sorted(parts)[0]} (or all).")
-        return [r for r in ds.records if r.part == split]
-    if split in ("select", "report"):
-        raise DatasetError(f"{data} has no parts (no `part` column): use --split test, val, train or all.")
-    split_file = bundle_dir / "split.json"
-    if not split_file.is_file():
-        raise DatasetError(f"{split_file} not found: the bundle does not say which images were held out. "
-                           "Use --split all to score every image of the folder.")
-    splits, _ = read_split(split_file)
-    chosen = select(ds.records, splits[split])
-    if not chosen:
-        raise DatasetError(f"None of the {split} split's images are in {data}.")
-    return chosen

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from model.data.dataset import Record
-from model.evaluation.metrics import classification_report, roc_auc
+from model.metrics import classification_report, roc_auc
 
 # the gate's short words (model.inference.gate); "low confidence" is the uncertainty signal, not the gate
 GATE_FLAGS = ("tiny image", "blurred", "unlike training images", "colours unlike dermoscopy", "grayscale",

@@ -18,7 +18,7 @@ from model.nets.bundle import Bundle
 from model.nets.classifier import feature_layers
 from model.data.dataset import DatasetError, Record
 from model.explain.cams import cam_at, forward_explain
-from model.inference.measurements import attention_on_lesion
+from model.explain.attention import attention_on_lesion
 from model.data.preprocess import ImageError, decode_image, normalize, read_mask, to_uint8_batch
 
 LOW_SHARE = 0.5

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from model.nets.bundle import Bundle, load_bundle
 from model.nets.classifier import feature_layers
 from model.explain.road import PERCENTILES, SEED, layer_cams, road_many
-from model.inference.measurements import attention_on_lesion
+from model.explain.attention import attention_on_lesion
 from model.data.preprocess import ImageError, decode_image, normalize, read_mask, resize_map, to_uint8_batch
 
 METRIC = "ROAD (pytorch_grad_cam.metrics.road, noisy linear imputation)"

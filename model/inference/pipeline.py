@@ -24,7 +24,8 @@ from model.explain.cam_forward import LastStageCam
 from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
 from model.inference.batch_review import classify_many
 from model.inference.gate import QualityGate
-from model.inference.measurements import attention_shares, measure_lesion
+from model.explain.attention import attention_shares
+from model.inference.measurements import measure_lesion
 from model.inference.results import Analysis, BatchPrediction, FeatureMaps
 from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
 from model.labels import display_name, is_malignant

@@ -26,7 +26,9 @@ def conformal_card(meta: dict) -> None:
     st.markdown(f"**Prediction sets:** {cfg.get('method', '?')} with {str(cfg.get('score', '?')).upper()} scores, "
                 f"calibrated on {sum(v for v in n.values() if isinstance(v, int))} validation images "
                 f"({', '.join(f'{c} {v}' for c, v in n.items())}). Each class gets its own threshold, so each class "
-                "is covered at the stated rate on its own, not only on average.")
+                "is covered at the stated rate on its own, not only on average."
+                + (" The top class always joins the set, so a set is never empty and never leaves out the most "
+                   "probable diagnosis (which keeps the coverage guarantee)." if cfg.get("always_top") else ""))
     never = [c for c, v in (cfg["thresholds"].get("99") or {}).items() if v is None]
     if never:
         st.caption(f"At 99% the validation split has too few images of {', '.join(never)} for a finite threshold: "

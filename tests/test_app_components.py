@@ -154,3 +154,14 @@ def test_the_cards_faithfulness_grid_runs_shallow_to_deep():
 
     rows = [{"method": "gradcam", "layer": l, "road": 0.1} for l in ("blocks.6", "blocks.0", "blocks.10", "blocks.2")]
     assert list(road_figure(rows).data[0].x) == ["blocks.0", "blocks.2", "blocks.6", "blocks.10"]
+
+
+def test_the_road_legend_defines_the_signs_it_shows():
+    """The table showed "MoRF Δp +0.155, LeRF Δp +0.302" under a legend saying MoRF "should drop" (issue 26.7)."""
+    from app.analyse.faithfulness import EXPLAIN
+
+    assert "should drop" not in EXPLAIN
+    assert "after minus before" in EXPLAIN and "negative when it drops" in EXPLAIN
+    assert "ROAD = (LeRF Δp − MoRF Δp) / 2" in EXPLAIN
+    morf, lerf = 0.155, 0.302  # the image the tester saw: both rose, and the map is still faithful by ROAD
+    assert (lerf - morf) / 2 > 0

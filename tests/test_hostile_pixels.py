@@ -180,3 +180,22 @@ def test_a_large_image_is_not_called_small(analyzer):
     data = _encode(Image.new("RGB", (6000, 400), (170, 110, 90)), "JPEG")  # works at 1024x68
     assert not [w for w in analyzer.analyze(data).quality_warnings if "too small" in w]
     assert "tiny image" not in analyzer.classify_many([("wide.jpg", data)])[0].flags
+
+
+def test_a_png_text_chunk_bomb_is_named_for_what_it_is():
+    """It was called "truncated or corrupt" and named a Pillow constant (issue 27.14)."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from model.data.preprocess import ImageError, decode_image
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "A" * (20 * 1024 * 1024), zip=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buf, "PNG", pnginfo=info)
+    with pytest.raises(ImageError) as e:
+        decode_image(buf.getvalue())
+    msg = str(e.value)
+    assert "decompression bomb" in msg and "metadata" in msg
+    assert "MAX_TEXT_CHUNK" not in msg and "corrupt" not in msg

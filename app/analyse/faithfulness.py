@@ -8,10 +8,13 @@ import streamlit as st
 from app.widgets.components import percent
 from app.resources import get_loaded, model_key, sha256
 
-EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam): the change in the explained class's probability when "
-           "the pixels the heatmap ranks most relevant are removed (MoRF, should drop) and when the least "
-           "relevant are removed (LeRF, should hardly move), averaged over 10-90% removed. ROAD = (LeRF − MoRF) / 2: "
-           "higher means the heatmap points at what the model used; near 0 or negative means it does not.")
+EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam). Δp is the change in the explained class's probability, "
+           "after minus before, averaged over 10-90% of the pixels removed: negative when it drops, positive when "
+           "it rises. MoRF Δp removes the pixels the heatmap ranks most relevant, LeRF Δp the least relevant. "
+           "Removing pixels often moves the probability both ways, so neither sign alone says much; what counts is "
+           "the gap: ROAD = (LeRF Δp − MoRF Δp) / 2, positive when removing the heatmap's pixels costs more than "
+           "removing the others, so higher means the heatmap points at what the model used; near 0 or negative "
+           "means it does not.")
 
 
 @st.cache_data(max_entries=256, ttl=6 * 3600, show_spinner=False)

@@ -13,7 +13,7 @@ from typing import BinaryIO, Sequence, Union
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from model.data.domain import to_training_domain
 from model.data.pixels import PixelError, as_rgb_array, is_grayscale, to_8bit
@@ -23,6 +23,7 @@ ImageSource = Union[bytes, bytearray, str, Path, BinaryIO]
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "GIF"}
 MAX_PIXELS = 50_000_000  # ~7000x7000; larger images are refused before decoding (decompression bombs)
 MAX_BYTES = 200 * 1024 * 1024
+PNG_TEXT_LIMIT_MB = PngImagePlugin.MAX_TEXT_CHUNK // 2**20  # Pillow refuses a larger PNG text chunk while decoding
 
 
 class ImageError(ValueError):
@@ -100,6 +101,10 @@ def decode_with_size(source: ImageSource, notes: list[str] | None = None, max_pi
     except UnidentifiedImageError:
         raise ImageError("This file is not an image that can be read (is it really a JPEG/PNG?).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if "Decompressed data too large" in str(e):
+            raise ImageError("The PNG carries a compressed text block (metadata) that expands to more than "
+                             f"{PNG_TEXT_LIMIT_MB} MB: a decompression bomb, refused. Save the image again without "
+                             "its metadata.") from None
         raise ImageError(f"The image could not be decoded; it may be truncated or corrupt ({e}).") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1:
         raise ImageError("The image has no usable pixels.")

@@ -11,6 +11,16 @@ from typing import Any
 
 META = "meta.json"
 NOT_RECORDED = "not recorded"
+
+
+def pct(v) -> str:
+    """A share as a percentage, or NOT_RECORDED when it was not measured."""
+    return f"{v:.1%}" if isinstance(v, (int, float)) else NOT_RECORDED
+
+
+def num(v, digits: int = 3) -> str:
+    """A figure to `digits` decimals, or NOT_RECORDED when it was not measured."""
+    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else NOT_RECORDED
 SPLIT = "split.json"
 
 

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.meta import NOT_RECORDED, dig
+from app.meta import dig, num, pct
 from model.labels import display_name
-
-
-def _pct(v) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) else NOT_RECORDED
-
-
-def _num(v, d: int = 3) -> str:
-    return f"{v:.{d}f}" if isinstance(v, (int, float)) else NOT_RECORDED
 
 
 def conformal_card(meta: dict) -> None:
@@ -37,15 +29,15 @@ def conformal_card(meta: dict) -> None:
     if not isinstance(test, dict) or not test:
         st.caption("Not measured on the test split.")
         return
-    rows = [{"target coverage": f"{c}%", "coverage (test)": _pct(r.get("coverage")),
-             "mean set size": _num(r.get("mean_set_size"), 2), "single-class sets": _pct(r.get("singleton_share")),
-             "empty sets": _pct(r.get("empty_share")), "images": r.get("n", "?")}
+    rows = [{"target coverage": f"{c}%", "coverage (test)": pct(r.get("coverage")),
+             "mean set size": num(r.get("mean_set_size"), 2), "single-class sets": pct(r.get("singleton_share")),
+             "empty sets": pct(r.get("empty_share")), "images": r.get("n", "?")}
             for c, r in sorted(test.items(), key=lambda kv: int(kv[0])) if isinstance(r, dict)]
     st.dataframe(rows, hide_index=True)
     at90 = test.get("90") or next(iter(test.values()))
     st.caption(f"Per class at {int(round(100 * at90.get('coverage_target', 0.9)))}% (test split):")
-    st.dataframe([{"class": display_name(c), "coverage": _pct(v.get("coverage")),
-                   "mean set size": _num(v.get("mean_set_size"), 2), "images": v.get("n")}
+    st.dataframe([{"class": display_name(c), "coverage": pct(v.get("coverage")),
+                   "mean set size": num(v.get("mean_set_size"), 2), "images": v.get("n")}
                   for c, v in at90.get("per_class", {}).items()], hide_index=True)
 
 
@@ -56,23 +48,23 @@ def similar_card(meta: dict) -> None:
         return
     st.markdown(f"**Similar cases:** {info.get('n', '?')} images of the training split (never validation or test), "
                 f"searched by cosine similarity of the classifier's pre-logit features "
-                f"({info.get('dims', '?')} PCA dimensions, {_pct(info.get('pca_variance_kept'))} of their variance; "
-                f"{_num((info.get('bytes') or 0) / 2**20, 1)} MB with thumbnails).")
+                f"({info.get('dims', '?')} PCA dimensions, {pct(info.get('pca_variance_kept'))} of their variance; "
+                f"{num((info.get('bytes') or 0) / 2**20, 1)} MB with thumbnails).")
     t = info.get("test")
     if not isinstance(t, dict):
         st.caption("Not measured on the test split.")
         return
     k = t.get("k", "?")
     cols = st.columns(4)
-    cols[0].metric(f"kNN vote balanced accuracy (k={k})", _pct(t.get("knn_balanced_accuracy")))
-    cols[1].metric("Softmax balanced accuracy", _pct(t.get("softmax_balanced_accuracy")))
-    cols[2].metric("kNN vote macro AUC", _num(t.get("knn_macro_auc")),
+    cols[0].metric(f"kNN vote balanced accuracy (k={k})", pct(t.get("knn_balanced_accuracy")))
+    cols[1].metric("Softmax balanced accuracy", pct(t.get("softmax_balanced_accuracy")))
+    cols[2].metric("kNN vote macro AUC", num(t.get("knn_macro_auc")),
                    help="From the similarity-weighted vote shares of the k neighbours.")
-    cols[3].metric("Softmax macro AUC", _num(t.get("softmax_macro_auc")))
+    cols[3].metric("Softmax macro AUC", num(t.get("softmax_macro_auc")))
     st.caption(f"{t.get('n', '?')} test images; the vote agrees with the softmax's top class on "
-               f"{_pct(t.get('agreement'))} of them. Precision at {k}: the share of a test image's {k} neighbours "
+               f"{pct(t.get('agreement'))} of them. Precision at {k}: the share of a test image's {k} neighbours "
                "with its own diagnosis, per class.")
-    st.dataframe([{"class": display_name(c), f"precision at {k}": _pct(v)}
+    st.dataframe([{"class": display_name(c), f"precision at {k}": pct(v)}
                   for c, v in (t.get("precision_at_k") or {}).items()], hide_index=True)
 
 

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.meta import NOT_RECORDED
+from app.meta import NOT_RECORDED, num, pct
 
 DERM7PT_CREDIT = ("Derm7pt: Kawahara, Daneshvar, Argenziano & Hamarneh, *Seven-point checklist and skin lesion "
                   "classification using multitask multimodal neural nets*, IEEE JBHI 23(2), 2019 (images CC BY-NC-ND "
                   "4.0; evaluated, never trained on).")
-
-
-def _pct(v) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) else NOT_RECORDED
-
-
-def _num(v, d: int = 3) -> str:
-    return f"{v:.{d}f}" if isinstance(v, (int, float)) else NOT_RECORDED
 
 
 def external_rows(rep: dict) -> list[dict]:
@@ -26,16 +18,16 @@ def external_rows(rep: dict) -> list[dict]:
     return [
         {"measure": "images (with a HAM10000 class)", "value": str(rep.get("n", NOT_RECORDED))},
         {"measure": f"balanced accuracy over its classes ({', '.join(rep.get('classes_present', []))})",
-         "value": _num(rep.get("balanced_accuracy"))},
-        {"measure": "melanoma AUC", "value": _num(rep.get("melanoma_auc"))},
-        {"measure": "melanoma as the top class: sensitivity", "value": _num(rep.get("melanoma_top_class_sensitivity"))},
+         "value": num(rep.get("balanced_accuracy"))},
+        {"measure": "melanoma AUC", "value": num(rep.get("melanoma_auc"))},
+        {"measure": "melanoma as the top class: sensitivity", "value": num(rep.get("melanoma_top_class_sensitivity"))},
         {"measure": "melanoma flag: sensitivity / specificity",
-         "value": f"{_num(rep.get('melanoma_flag_sensitivity'))} / {_num(rep.get('melanoma_flag_specificity'))}"},
+         "value": f"{num(rep.get('melanoma_flag_sensitivity'))} / {num(rep.get('melanoma_flag_specificity'))}"},
         {"measure": f"prediction sets at {s.get('coverage_level', '?')}%: coverage / mean size",
-         "value": f"{_num(s.get('coverage'))} / {_num(s.get('mean_set_size'), 2)}"},
-        {"measure": "quality gate: images flagged", "value": f"{g.get('flagged', NOT_RECORDED)} ({_pct(g.get('flag_rate'))})"},
+         "value": f"{num(s.get('coverage'))} / {num(s.get('mean_set_size'), 2)}"},
+        {"measure": "quality gate: images flagged", "value": f"{g.get('flagged', NOT_RECORDED)} ({pct(g.get('flag_rate'))})"},
         {"measure": "error rate of flagged / passed images",
-         "value": f"{_pct(g.get('error_rate_flagged'))} / {_pct(g.get('error_rate_passed'))}"},
+         "value": f"{pct(g.get('error_rate_flagged'))} / {pct(g.get('error_rate_passed'))}"},
     ]
 
 
@@ -43,8 +35,8 @@ def input_path_rows(table: dict, classes: list[str]) -> list[dict]:
     out = []
     for name, r in table.items():
         out.append({"input path": name, "top class agrees": f"{r['top_class_agrees']} of {r['n']}",
-                    "largest median |Δp|": _num(max(r["abs_dp_median"].values())),
-                    "largest max |Δp|": _num(max(r["abs_dp_max"].values()), 2),
+                    "largest median |Δp|": num(max(r["abs_dp_median"].values())),
+                    "largest max |Δp|": num(max(r["abs_dp_max"].values()), 2),
                     "gated full-res / twin": f"{r['gated_full']} / {r['gated_twin']}"})
     return out
 
@@ -79,18 +71,18 @@ def gate_section(meta: dict) -> None:
     if not isinstance(g, dict):
         st.info("The gate's thresholds come from training (`python -m model.cli.gate` measures and resets them).")
         return
-    rows = [{"set": "validation (thresholds chosen here)", "flagged": _pct(g.get("val_flag_rate"))},
+    rows = [{"set": "validation (thresholds chosen here)", "flagged": pct(g.get("val_flag_rate"))},
             {"set": "test split (false alarms)", "flagged": f"{g['test']['flagged']} of {g['test']['n']} "
-                                                           f"({_pct(g['test']['rate'])})"}]
+                                                           f"({pct(g['test']['rate'])})"}]
     for key, label in (("fullres", "full-resolution uploads"), ("not_dermoscopy", "images that are not dermoscopy")):
         if key in g:
-            rows.append({"set": label, "flagged": f"{g[key]['flagged']} of {g[key]['n']} ({_pct(g[key]['rate'])})"})
+            rows.append({"set": label, "flagged": f"{g[key]['flagged']} of {g[key]['n']} ({pct(g[key]['rate'])})"})
     if "external" in g:
         e = g["external"]
         rows.append({"set": f"another dermatoscope ({e.get('part', '?')} images)",
-                     "flagged": f"{e['flagged']} of {e['n']}; wrong when flagged {_pct(e.get('error_rate_flagged'))}, "
-                                f"when passed {_pct(e.get('error_rate_passed'))}"})
+                     "flagged": f"{e['flagged']} of {e['n']}; wrong when flagged {pct(e.get('error_rate_flagged'))}, "
+                                f"when passed {pct(e.get('error_rate_passed'))}"})
     st.markdown(f"Each check's threshold sits at one common tail of the validation images, chosen so that all "
-                f"checks together flag at most {_pct(g.get('budget'))} of them.")
+                f"checks together flag at most {pct(g.get('budget'))} of them.")
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption(f"Measured with `{g.get('command', NOT_RECORDED)}`.")

@@ -7,18 +7,10 @@ import streamlit as st
 from app.card.external import external_section, gate_section, input_path_section
 from app.card.aids import aids_card
 from app.card.faithfulness import faithfulness_section
-from app.meta import NOT_RECORDED, dig, starting_weights
+from app.meta import NOT_RECORDED, dig, num, pct, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
 from model.evaluation.report import confusion_figure, history_figure, per_class_table, reliability_figure, roc_figure
-
-
-def pct(v) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) else NOT_RECORDED
-
-
-def num(v, digits: int = 3) -> str:
-    return f"{v:.{digits}f}" if isinstance(v, (int, float)) else NOT_RECORDED
 
 
 def metric_grid(items: list[tuple[str, str, str]], per_row: int = 4) -> None:

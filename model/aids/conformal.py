@@ -120,11 +120,7 @@ def _scores(probs: np.ndarray, cfg: dict) -> np.ndarray:
 def _with_top(inside: np.ndarray, p: np.ndarray, cfg: dict) -> np.ndarray:
     """Add each image's top class to its set when the configuration says so (`inside`: (N, ..., K))."""
     if cfg.get("always_top"):
-        top = p.argmax(1)
-        if inside.ndim == 2:
-            inside[np.arange(len(p)), top] = True
-        else:
-            inside[np.arange(len(p)), :, top] = True
+        inside[np.arange(len(p)), ..., p.argmax(1)] = True
     return inside
 
 

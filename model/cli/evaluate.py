@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from model.data.dataset import DatasetError, has_parts, records_for_split
+from model.data.dataset import DatasetError, has_parts, load_dataset, records_for_split
 from model.evaluation.evaluate import evaluate_classifier, evaluate_segmenter, headline, report_html
 from model.evaluation.external import external_report
 from model.inference.pipeline import Analyzer
@@ -46,10 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         bundle = load_bundle(args.bundle, pick_device(args.device))
-        if has_parts(args.data):
-            return external(args, bundle)
+        ds = load_dataset(args.data)
+        if has_parts(ds):
+            return external(args, bundle, ds)
         args.split = args.split or "test"
-        records = records_for_split(args.bundle, args.data, args.split)
+        records = records_for_split(args.bundle, ds, args.split)
         run = evaluate_classifier if bundle.task == "classify" else evaluate_segmenter
         report = run(bundle, records, progress=sys.stderr.isatty())
     except (BundleError, DatasetError) as e:
@@ -73,12 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def external(args, bundle) -> int:
+def external(args, bundle, ds) -> int:
     """An external set with parts, through the app's batch path (model.evaluation.external)."""
     if bundle.task != "classify":
         raise BundleError("An external set is scored with a classifier bundle.")
     split = args.split or "report"
-    records = records_for_split(args.bundle, args.data, split)
+    records = records_for_split(args.bundle, ds, split)
     rep = external_report(Analyzer(bundle), records)
     rep.update(part=split, data=str(args.data), command="python -m model.cli.evaluate " + " ".join(sys.argv[1:]))
     for k in ("n", "balanced_accuracy", "macro_auc_present", "melanoma_auc", "melanoma_top_class_sensitivity",

@@ -17,28 +17,22 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-
 from model.cli.common import bundle_parser, fail
-from model.data.dataset import IMAGE_SUFFIXES, DatasetError, load_dataset
-from model.data.dataset import records_for_split
-from model.evaluation.external import external_report
-from model.evaluation.gate_check import calibrate, flagged, gate_scores, rate
+from model.data.dataset import DatasetError, image_files, load_dataset, records_for_split
+from model.evaluation.external import external_report, rate
+from model.evaluation.gate_check import calibrate, flagged, gate_scores
 from model.inference.pipeline import Analyzer
 from model.nets.bundle import BundleError, load_bundle, update_meta
 
 
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def measure(analyzer, args, thresholds: dict) -> dict:
+def measure(analyzer, args, thresholds: dict, ds) -> dict:
     """The gate's figures under `thresholds` on every set the command was given."""
     def share(sources) -> tuple[int, int, float | None]:
         f = flagged(gate_scores(analyzer, sources), thresholds)
         return int(f.sum()), len(f), rate(f)
 
     out = {}
-    n, total, r = share(records_for_split(args.bundle, args.data, "test"))
+    n, total, r = share(records_for_split(args.bundle, ds, "test"))
     out["test"] = {"flagged": n, "n": total, "rate": r}
     if args.fullres:
         n, total, r = share([p.read_bytes() for p in image_files(args.fullres / "images")])
@@ -47,8 +41,7 @@ def measure(analyzer, args, thresholds: dict) -> dict:
         n, total, r = share([p.read_bytes() for p in image_files(args.not_dermoscopy)])
         out["not_dermoscopy"] = {"flagged": n, "n": total, "rate": r, "data": str(args.not_dermoscopy)}
     if args.external:
-        ds = load_dataset(args.external)
-        rep = external_report(analyzer, [r for r in ds.records if r.part == "report"])
+        rep = external_report(analyzer, records_for_split(args.bundle, args.external, "report"))
         out["external"] = {**rep["gate"], "n": rep["n"], "data": str(args.external), "part": "report"}
     return out
 
@@ -63,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bundle = load_bundle(args.bundle)
-        val = gate_scores(Analyzer(bundle), records_for_split(args.bundle, args.data, "val"))
+        ds = load_dataset(args.data)
+        val = gate_scores(Analyzer(bundle), records_for_split(args.bundle, ds, "val"))
         thresholds, tail = calibrate(val, args.budget)
         quality = {**bundle.meta.get("quality", {}), **thresholds}
         analyzer = Analyzer(dataclasses.replace(bundle, meta={**bundle.meta, "quality": quality}))
-        figures = measure(analyzer, args, thresholds)
+        figures = measure(analyzer, args, thresholds, ds)
     except (BundleError, DatasetError, OSError) as e:
         return fail(e)
     quality["gate"] = {"budget": args.budget, "tail_share": tail, "val_flag_rate": rate(flagged(val, thresholds)),

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Sequence
 
 from model.cli.common import fail
-from model.data.dataset import IMAGE_SUFFIXES
+from model.data.dataset import image_files
 from model.evaluation.input_paths import CANDIDATES, markdown, paired_table
-from model.inference.pipeline import Analyzer
 from model.nets.bundle import BundleError, load_bundle, update_meta
 
 
 def pairs_of(fullres: Path, twins: Path) -> list[tuple[str, bytes, bytes]]:
-    full = sorted(p for p in (fullres / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    full = image_files(fullres / "images")
     out = [(p.stem, p.read_bytes(), (twins / "images" / p.name).read_bytes()) for p in full
            if (twins / "images" / p.name).is_file()]
     if not out:
@@ -39,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bundle = load_bundle(args.bundle)
-        table = paired_table(Analyzer, bundle, None, pairs_of(args.fullres, args.twins))
+        table = paired_table(bundle, pairs_of(args.fullres, args.twins))
     except (BundleError, OSError) as e:
         return fail(e)
     print(markdown(table, bundle.classes))

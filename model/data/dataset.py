@@ -55,6 +55,11 @@ class Dataset:
         return dict(sorted(Counter(r.label for r in self.records).items()))
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (any depth), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def _index_files(folders: Iterable[Path], suffix: str = "") -> dict[str, Path]:
     index: dict[str, Path] = {}
     for folder in folders:
@@ -276,15 +281,18 @@ def decode_records(records: Sequence[Record], size_hw: Sequence[int], classes: S
     return Decoded(images, np.asarray(labels, dtype=np.int64), mask_t, kept, skipped)
 
 
-def has_parts(data: Path) -> bool:
-    """Whether a dataset folder is an external set split into its own parts (Derm7pt's `part` column)."""
-    return any(r.part for r in load_dataset(data).records)
+def has_parts(data: Path | Dataset) -> bool:
+    """Whether a dataset (or its folder) is an external set split into its own parts (Derm7pt's `part` column)."""
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    return any(r.part for r in ds.records)
 
 
-def records_for_split(bundle_dir: Path, data: Path, split: str) -> list[Record]:
+def records_for_split(bundle_dir: Path, data: Path | Dataset, split: str) -> list[Record]:
     """The records of a split: the bundle's split.json names them; an external set's own parts
-    (`select`, `report`) name theirs; `all` is every image of the folder."""
-    ds = load_dataset(data)
+    (`select`, `report`) name theirs; `all` is every image of the folder. `data`: the folder, or the
+    dataset already read from it."""
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    data = ds.root
     if split == "all":
         return ds.records
     parts = {r.part for r in ds.records if r.part}

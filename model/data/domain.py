@@ -5,10 +5,11 @@ bicubic resize. An upload from a dermatoscope is larger and better compressed: a
 `to_training_domain` brings every image, whatever its size or JPEG quality, through the same
 pipeline before the networks' own resize:
 
-1. capture: an image larger than the training images' size is resized to that pixel area
-   (keeping its aspect ratio) with PIL's bicubic filter, then round-tripped through JPEG at the
-   training images' quality. Images at or below that size pass untouched (the training images
-   themselves, so training and inference share this step).
+1. capture: an image larger than the training images (in pixel area) is resized to their size with
+   PIL's bicubic filter ("aspect": stretched by default, as the networks' own resize did; or its
+   own aspect ratio kept at that area, or centre-cropped to theirs first), then round-tripped
+   through JPEG at their quality. Images at or below that size pass untouched (the training
+   images themselves, so training and inference share this step).
 2. colour constancy (a bundle setting, off unless the bundle says so): Shades of Gray
    (Finlayson & Trezzi 2004) with Minkowski norm p.
 
@@ -96,7 +97,7 @@ def to_training_domain(rgb: np.ndarray, settings: Mapping[str, Any] | None = Non
     `settings` is `domain_of(meta)`; None leaves the image as it is."""
     if settings is None:
         return rgb
-    s = dict(settings)
+    s = settings
     aspect = s.get("aspect", "keep")
     if aspect not in ASPECTS:
         raise ValueError(f"unknown aspect handling {aspect!r} ({', '.join(ASPECTS)})")

@@ -36,14 +36,15 @@ def predict_records(analyzer, records: Sequence[Record], batch_size: int = 32,
     return out
 
 
-def _rate(mask: np.ndarray) -> float | None:
-    return float(mask.mean()) if len(mask) else None
+def rate(mask: np.ndarray) -> float | None:
+    """The share of True in a boolean array; None for an empty one."""
+    return float(np.mean(mask)) if len(mask) else None
 
 
 def gate_report(wrong: np.ndarray, flagged: np.ndarray) -> dict:
     """How many images the gate flags, and the error rate of the flagged against the passed ones."""
-    return {"flagged": int(flagged.sum()), "flag_rate": _rate(flagged),
-            "error_rate_flagged": _rate(wrong[flagged]), "error_rate_passed": _rate(wrong[~flagged])}
+    return {"flagged": int(flagged.sum()), "flag_rate": rate(flagged),
+            "error_rate_flagged": rate(wrong[flagged]), "error_rate_passed": rate(wrong[~flagged])}
 
 
 def set_report(sets: Sequence[Sequence[str] | None], labels: Sequence[str], classes: Sequence[str]) -> dict:
@@ -53,7 +54,7 @@ def set_report(sets: Sequence[Sequence[str] | None], labels: Sequence[str], clas
         return {"n": 0}
     hit = np.array([y in s for s, y in ok])
     size = np.array([len(s) for s, _ in ok])
-    per_class = {c: _rate(np.array([y in s for s, y in ok if y == c])) for c in classes
+    per_class = {c: rate(np.array([y in s for s, y in ok if y == c])) for c in classes
                  if any(y == c for _, y in ok)}
     return {"n": len(ok), "coverage": float(hit.mean()), "mean_set_size": float(size.mean()),
             "singleton_share": float((size == 1).mean()), "empty": int((size == 0).sum()), "per_class": per_class}
@@ -80,8 +81,8 @@ def external_report(analyzer, records: Sequence[Record], coverage: int = 90, bat
         out["melanoma_auc"] = roc_auc(y == m, probs[:, m])
         out["melanoma_top_class_sensitivity"] = rep.get("melanoma_sensitivity")
         flag = np.array([bool(p.melanoma_flag) for _, p in good])
-        out["melanoma_flag_sensitivity"] = _rate(flag[y == m])
-        out["melanoma_flag_specificity"] = _rate(~flag[y != m])
+        out["melanoma_flag_sensitivity"] = rate(flag[y == m])
+        out["melanoma_flag_specificity"] = rate(~flag[y != m])
     wrong = probs.argmax(1) != y if good else np.zeros(0, bool)
     out["gate"] = gate_report(wrong, np.array([gated(p.flags) for _, p in good], bool))
     out["sets"] = {"coverage_level": coverage,

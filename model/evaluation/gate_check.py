@@ -71,7 +71,3 @@ def calibrate(scores: dict[str, np.ndarray], budget: float = 0.01) -> tuple[dict
         else:
             hi = mid
     return thresholds_at(scores, lo), lo
-
-
-def rate(mask: np.ndarray) -> float | None:
-    return float(np.mean(mask)) if len(mask) else None

@@ -14,6 +14,7 @@ import numpy as np
 
 from model.data.domain import DEFAULT_DOMAIN, LEGACY_DOMAIN
 from model.evaluation.external import gated
+from model.inference.pipeline import Analyzer
 
 CANDIDATES: dict[str, dict] = {
     "resize to the input only (before)": dict(LEGACY_DOMAIN),
@@ -27,14 +28,10 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-def with_domain(analyzer_cls, classifier, segmenter, domain: dict):
-    """An Analyzer whose classifier (and segmenter) take `domain` as their input path."""
-    def swap(b):
-        if b is None:
-            return None
-        path = {**domain, "colour_constancy": b.domain.get("colour_constancy")}  # the bundle's own colour constancy
-        return dataclasses.replace(b, meta={**b.meta, "preprocessing": path})
-    return analyzer_cls(swap(classifier), swap(segmenter))
+def with_domain(classifier, domain: dict) -> Analyzer:
+    """An Analyzer whose classifier takes `domain` as its input path (keeping its own colour constancy)."""
+    path = {**domain, "colour_constancy": classifier.domain.get("colour_constancy")}
+    return Analyzer(dataclasses.replace(classifier, meta={**classifier.meta, "preprocessing": path}))
 
 
 def compare(analyzer, pairs: Sequence[tuple[str, bytes, bytes]]) -> dict:
@@ -53,9 +50,9 @@ def compare(analyzer, pairs: Sequence[tuple[str, bytes, bytes]]) -> dict:
             "disagreeing": [a.name for a, b in ok if a.top_class != b.top_class]}
 
 
-def paired_table(analyzer_cls, classifier, segmenter, pairs, candidates: dict[str, dict] = CANDIDATES) -> dict:
+def paired_table(classifier, pairs, candidates: dict[str, dict] = CANDIDATES) -> dict:
     """Every candidate's figures, by candidate name."""
-    return {name: compare(with_domain(analyzer_cls, classifier, segmenter, dom), pairs)
+    return {name: compare(with_domain(classifier, dom), pairs)
             for name, dom in candidates.items()}
 
 

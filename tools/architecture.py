@@ -148,9 +148,14 @@ def mermaid(graph: dict[str, set[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.architecture", description=__doc__.split("\n")[0])
     ap.add_argument("--modules", action="store_true", help="every module and what it imports")
+    ap.add_argument("--write", action="store_true", help="put today's diagram into docs/architecture.md")
     args = ap.parse_args(argv)
     graph = import_graph()
-    if args.modules:
+    if args.write:
+        page = ROOT / "docs" / "architecture.md"
+        head, rest = page.read_text().split("```mermaid\n", 1)
+        page.write_text(head + "```mermaid\n" + mermaid(graph).strip() + "\n```" + rest.split("```", 1)[1])
+    elif args.modules:
         for m in sorted(graph):
             print(f"{m}: {', '.join(sorted(graph[m])) or '-'}")
     else:

@@ -150,6 +150,24 @@ def analyse(data: bytes, *, cam_class: str | None = None, cam_layer: str | None 
                     tuple(cam_methods), bool(tta), feature_layer, bool(segment), data)
 
 
+@st.cache_data(max_entries=64, ttl=2 * 3600, show_spinner=False)  # ~0.3 MB each at the working size
+def _what_if(digest: str, models: str, key: str, name: str, cam_class: str | None, cam_layer: str | None,
+             cam_method: str, _data: bytes):
+    base = analyse(_data)
+    return _load(models, key).analyzer.what_if(base.image, name, base.lesion_mask, cam_class=cam_class,
+                                                cam_layer=cam_layer, cam_method=cam_method)
+
+
+def what_if(data: bytes, name: str, *, cam_class: str | None = None, cam_layer: str | None = None,
+            cam_method: str = "gradcam"):
+    """The image with what-if `name` drawn on it (model.explain.confounders), classified and explained
+    (model.inference.results.WhatIf), cached by content + options. Raises model.explain.confounders.WhatIfError
+    when it cannot be drawn (lesion-only / surroundings-only without a lesion)."""
+    get_loaded()
+    models = models_dir()
+    return _what_if(sha256(data), str(models), model_key(models), name, cam_class, cam_layer, cam_method, data)
+
+
 # ----------------------------------------------------------------------------- bundle facts
 @st.cache_data(max_entries=4, show_spinner=False)
 def _metas(key: str, models: str) -> tuple[dict | None, dict | None, str | None]:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.widgets.components import percent
 from app.resources import get_loaded, model_key, sha256
+from model.explain.verdicts import baseline_verdicts
 
 EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam). Δp is the change in the explained class's probability, "
            "after minus before, averaged over 10-90% of the pixels removed: negative when it drops, positive when "
@@ -42,13 +43,23 @@ def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "fait
             return {}
         with st.spinner("Measuring faithfulness (under a second per heatmap)…"):
             scores = road_scores(data, cam)
+        verdicts = baseline_verdicts(get_loaded().analyzer.classifier.meta.get("interpretability"))
         rows = [{"heatmap": labels.get(m, m),
                  "heat on lesion": percent(cam["attention"].get(m), 0) if cam["attention"].get(m) is not None else "–",
                  "ROAD (higher = more faithful)": f"{s['road']:+.3f}", "MoRF Δp": f"{s['morf']:+.3f}",
-                 "LeRF Δp": f"{s['lerf']:+.3f}"} for m, s in scores.items()]
+                 "LeRF Δp": f"{s['lerf']:+.3f}",
+                 "against the baselines (test split)": verdict_cell(verdicts, m, cam["cam_layer"])}
+                for m, s in scores.items()]
         st.dataframe(rows, hide_index=True)
-        st.caption(EXPLAIN + " The Model card gives the averages per method and layer.")
+        st.caption(EXPLAIN + " The last column: over the test split (Model card), this method at this layer "
+                   "against maps that know nothing of the model (a centred blob, the blurred lesion mask, a random "
+                   "map), from paired 95% intervals; one image's ROAD says little on its own.")
         return scores
+
+
+def verdict_cell(verdicts: dict, method: str, layer: str) -> str:
+    v = verdicts.get((method, layer))
+    return v["text"] if v else "not measured at this layer"
 
 
 def after_paint(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:

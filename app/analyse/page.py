@@ -13,10 +13,12 @@ from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
 from app.analyse.case_report import build_case_report
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
+from app.analyse.whatif import panel as whatif_panel
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
+from model.explain.verdicts import randomisation_failures
 
 st.title("Analyse a dermoscopic image")
 st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")
@@ -61,8 +63,11 @@ labels = cam_method_labels()
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
-                       limits["attention_warning"])
+                       limits["attention_warning"], randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
 faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
+
+st.header("What if…? Known confounders", divider="gray")
+whatif_panel(source.data, base, cam, labels, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), has_lesion)
 
 st.header("Lesion outline and measurements", divider="gray")
 view.lesion_section(base, has_lesion)

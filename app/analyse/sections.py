@@ -8,6 +8,7 @@ from app.widgets.components import (colorize, runtime_line, feature_tiles, heatm
 from app.resources import analyse
 from model.labels import GT_SOURCES, display_name
 from model.explain.attention import attention_on_lesion
+from model.explain.verdicts import FAILS
 from model.inference.results import Analysis
 
 
@@ -100,15 +101,18 @@ def lesion_found(a: Analysis, min_pct: float) -> bool:
 
 
 def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, str], image_key: str,
-                has_lesion: bool, warn_under: float) -> dict:
-    """Class, method, layer and opacity pickers; heatmaps beside the image; attention on lesion."""
+                has_lesion: bool, warn_under: float, failing: set | frozenset = frozenset()) -> dict:
+    """Class, method, layer and opacity pickers; heatmaps beside the image; attention on lesion.
+    `failing`: (method, layer) pairs that fail the randomisation check (labelled where offered)."""
     c1, c2, c3, c4 = st.columns([1.2, 2.0, 0.8, 0.9])
     cls = c1.selectbox("Explain the score of", a.classes, index=a.top_index, format_func=display_name,
                        key=f"cam_class_{image_key}")  # per image: the default follows its top class
-    methods = c2.multiselect("Methods", list(labels), default=["gradcam"], format_func=labels.get,
-                             key="cam_methods")
+    chosen = st.session_state.get("cam_layer", layers[-1])
+    methods = c2.multiselect("Methods", list(labels), default=["gradcam"], key="cam_methods",
+                             format_func=lambda m: labels[m] + (f" ({FAILS} at {chosen})" if (m, chosen) in failing else ""))
     layer = c3.selectbox("Layer", layers, index=len(layers) - 1, key="cam_layer",
-                         help="Deeper layers are coarser but more class-specific.")
+                         help="Deeper layers are coarser but more class-specific.",
+                         format_func=lambda l: l + (f" ({FAILS} for some methods)" if any(k[1] == l for k in failing) else ""))
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
     if not methods:
         st.info("Pick at least one method.")
@@ -120,7 +124,8 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
     attention = {m: attention_on_lesion(c, a.lesion_mask) if has_lesion else None for m, c in cams.items()}
     st.caption(f"Red = regions that most raised the score of **{display_name(cls)}**, blue = little or none. "
                "A heatmap is not a segmentation and can point at artefacts.")
-    tiles = [("Image", a.image, None)] + [(labels[m], heatmap_overlay(a.image, cams[m], opacity), m) for m in cams]
+    tiles = [("Image", a.image, None)] + [(labels[m] + (f" — {FAILS} at {layer}" if (m, layer) in failing else ""),
+                                           heatmap_overlay(a.image, cams[m], opacity), m) for m in cams]
     for row in range(0, len(tiles), 3):
         cols = st.columns(3)
         for col, (title, img, m) in zip(cols, tiles[row:row + 3]):
@@ -128,6 +133,11 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
             note = (f" · {percent(share, 0)} of heat on lesion" if share is not None
                     else (" · no lesion to compare with" if m and not has_lesion else ""))
             col.image(img, caption=title + note, width="stretch")
+    bad = [labels[m] for m in cams if (m, layer) in failing]
+    if bad:
+        st.warning(f"{', '.join(bad)} at `{layer}` {FAILS} (Model card): its map barely changes when the model's "
+                   "weights are randomised, so it shows the image more than what the model learned.",
+                   icon=":material/warning:")
     low = [labels[m] for m, share in attention.items() if share is not None and share < warn_under]
     if low:
         st.warning(f"Less than {percent(warn_under, 0)} of the heat falls on the lesion for "

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app.analyse.faithfulness import EXPLAIN
+from model.explain.verdicts import FAILS, baseline_verdicts, randomisation_failures
 from model.labels import CAM_METHOD_NAMES
 
 LABELS = CAM_METHOD_NAMES  # display only; unknown ids are shown as they are
@@ -47,10 +48,15 @@ def faithfulness_section(meta: dict) -> None:
                   else f" ({fig.get('n_images', '?')} images; ± one standard error shown)")
                + "; top class, calibrated probability. "
                + ("Command: " if len(commands) == 1 else "Commands: ") + ", ".join(f"`{c}`" for c in commands) + ".")
-    st.markdown(f"Most faithful here: **{LABELS.get(best['method'], best['method'])}** at `{best['layer']}` "
-                f"(ROAD {best['road']:+.3f}).")
+    verdicts = baseline_verdicts(meta.get("interpretability"))
+    verdict = verdicts.get((best["method"], best["layer"]))
+    st.markdown(f"Highest ROAD here: **{LABELS.get(best['method'], best['method'])}** at `{best['layer']}` "
+                f"(ROAD {best['road']:+.3f})" + (f"; against the baselines: {verdict['text']}." if verdict else
+                                                 "; not yet compared with baselines that know nothing of the model."))
     st.plotly_chart(road_figure(rows), key="card_road", theme=None)
-    table = [{"method": LABELS.get(r["method"], r["method"]), "layer": r["layer"],
+    failing = randomisation_failures(meta.get("interpretability"))
+    table = [{"method": LABELS.get(r["method"], r["method"]) + (f" ({FAILS})" if (r["method"], r["layer"]) in failing
+                                                                  else ""), "layer": r["layer"],
               "ROAD": f"{r['road']:+.3f}" + (f" ± {r['road_sem']:.3f}" if r.get("road_sem") is not None else ""),
               "MoRF Δp": f"{r['morf']:+.3f}", "LeRF Δp": f"{r['lerf']:+.3f}",
               "heat on lesion": f"{r['heat_in_lesion']:.1%}" if r.get("heat_in_lesion") is not None else "–",

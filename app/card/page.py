@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.card.external import external_section, gate_section, input_path_section
 from app.card.aids import aids_card
+from app.card.checks import baselines_block, sanity_section, stress_section
 from app.card.faithfulness import faithfulness_section
 from app.meta import NOT_RECORDED, dig, num, pct, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
@@ -190,6 +191,11 @@ st.header("Where the classifier looks", divider="gray")
 attention_section(cls)
 st.subheader("Faithfulness of the heatmaps, per method and layer")
 faithfulness_section(cls)
+baselines_block(cls)
+st.subheader("Do the heatmaps depend on what the model learned? (randomisation check)")
+sanity_section(cls)
+st.subheader("What-if stress test on known confounders")
+stress_section(cls)
 
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})

@@ -10,10 +10,20 @@ same noise draws, a cheaper way to the same solution.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
 LEAF = 64  # pixels per block where the dissection stops
+# A depends only on which pixels are removed, so a map shared by many images (a baseline that knows
+# nothing of the image) needs one factorisation per removal level: `keep_factors(n)` keeps the last n
+# (least recently used out first). Off (0) unless a command asks: the app's maps differ every time.
+_KEEP = {"n": 0}
+_FACTORS: "OrderedDict[bytes, tuple]" = OrderedDict()
+_FACTORS_LOCK = threading.Lock()
 
 
 def nested_dissection(rows: np.ndarray, cols: np.ndarray, leaf: int = LEAF) -> np.ndarray:
@@ -72,15 +82,39 @@ def system(mask: np.ndarray, img: np.ndarray):
     return a.tocsc(), b, indices
 
 
-def solve(a, b: np.ndarray, indices: np.ndarray, width: int) -> np.ndarray:
-    """x with A x = b: nested-dissection order, then SuperLU in symmetric mode (no pivot search)."""
+def keep_factors(n: int) -> None:
+    """Keep the last n factorisations for reuse (0: none, the default)."""
+    with _FACTORS_LOCK:
+        _KEEP["n"] = max(int(n), 0)
+        while len(_FACTORS) > _KEEP["n"]:
+            _FACTORS.popitem(last=False)
+
+
+def _factor(a, indices: np.ndarray, shape: tuple[int, int]):
+    """(permutation, SuperLU) of A in nested-dissection order; reused while the same pixels are removed."""
     from scipy.sparse.linalg import splu
 
-    if len(indices) == 0:
-        return np.zeros(b.shape, order="F")
-    perm = nested_dissection(*np.divmod(indices, width))
+    key = hashlib.sha1(indices.astype(np.int64).tobytes() + np.asarray(shape, np.int64).tobytes()).digest()
+    with _FACTORS_LOCK:
+        if key in _FACTORS:
+            _FACTORS.move_to_end(key)
+            return _FACTORS[key]
+    perm = nested_dissection(*np.divmod(indices, shape[1]))
     lu = splu(a[perm][:, perm].tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0,
               options=dict(SymmetricMode=True))
+    with _FACTORS_LOCK:
+        _FACTORS[key] = (perm, lu)
+        while len(_FACTORS) > _KEEP["n"]:
+            _FACTORS.popitem(last=False)
+    return perm, lu
+
+
+def solve(a, b: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """x with A x = b: nested-dissection order, then SuperLU in symmetric mode (no pivot search).
+    A depends only on the removed pixels (`indices`), so its factorisation is kept for reuse."""
+    if len(indices) == 0:
+        return np.zeros(b.shape, order="F")
+    perm, lu = _factor(a, indices, tuple(shape))
     x = np.empty(b.shape, order="F")  # Fortran order, as spsolve returns it: the noise is drawn in
     x[perm] = lu.solve(np.ascontiguousarray(b[perm]))  # memory order, so the layout picks who gets which draw
     return x
@@ -96,7 +130,7 @@ class FastImputer:
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         imgflt = img.reshape(img.shape[0], -1)
         a, b, indices = system(mask.numpy(), img.numpy())
-        res = torch.tensor(solve(a, b, indices, mask.shape[-1]), dtype=torch.float).reshape(len(indices), -1)
+        res = torch.tensor(solve(a, b, indices, tuple(mask.shape[-2:])), dtype=torch.float).reshape(len(indices), -1)
         filled = imgflt.clone()
         filled[:, indices] = res.t() + self.noise * torch.randn_like(res.t())
         return filled.reshape_as(img)

@@ -26,7 +26,7 @@ from model.inference.batch_review import classify_many
 from model.inference.gate import QualityGate
 from model.explain.attention import attention_shares
 from model.inference.measurements import measure_lesion
-from model.inference.results import Analysis, BatchPrediction, FeatureMaps
+from model.inference.results import Analysis, BatchPrediction, FeatureMaps, WhatIf
 from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
 from model.labels import display_name, is_malignant
 from model.nets.bundle import Bundle, BundleError, load_bundle
@@ -180,6 +180,28 @@ class Analyzer:
         (model.inference.batch_review: decoded at the working size `batch_size` at a time on the engine's lanes,
         classified a batch at a time; memory grows with neither the number of items nor their size)."""
         return classify_many(self, items, tta, batch_size)
+
+    def what_if(self, rgb: np.ndarray, name: str, mask: np.ndarray | None = None, *, seed: int = 0,
+                cam_class: str | None = None, cam_layer: str | None = None, cam_method: str = "gradcam") -> WhatIf:
+        """Draw what-if `name` (model.explain.confounders) on `rgb` (an Analysis's image; `mask`: its lesion
+        mask, needed by lesion-only / surroundings-only) and classify and explain it: the probabilities,
+        prediction sets and one heatmap, without segmentation, checks or similar cases. Raises WhatIfError
+        when the what-if cannot be drawn (no lesion)."""
+        from model.explain.confounders import what_if
+
+        t0 = time.perf_counter()
+        img = self._decode(what_if(name, rgb, mask, seed))
+        req = self._request(cam_class, cam_layer, (cam_method,), None, 0, False, False)
+        fwd, _ = self._classify_and_explain(img, req, _Helpers(), {})
+        probs = torch.softmax(torch.as_tensor(fwd.logits) / self.classifier.temperature, 0).numpy()
+        cam = cam_at(fwd.cams[cam_method], img.rgb.shape[:2])
+        return WhatIf(name, img.rgb, self.classes, probs.astype(np.float32), cam, cam_method,
+                      self.classes[fwd.cam_class], self.layers[fwd.cam_layer], self.aids.sets(probs),
+                      round((time.perf_counter() - t0) * 1000, 2))
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The U-Net's lesion mask (bool, at rgb's size) for an RGB uint8 image; None without a segmenter."""
+        return self._segment(rgb) if self.segmenter is not None else None
 
     # ------------------------------------------------------------------ the stages of analyze
     def _decode(self, source) -> _Image:

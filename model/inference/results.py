@@ -84,3 +84,22 @@ class BatchPrediction:
     notes: list[str] = field(default_factory=list)   # conversions made while decoding
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
     similar: Any = None                               # model.aids.similar.SimilarCases (no thumbnails)
+
+
+@dataclass
+class WhatIf:
+    """One what-if image (model.explain.confounders) and what the classifier makes of it."""
+    name: str
+    image: np.ndarray                        # RGB uint8, the what-if as analysed
+    classes: list[str]
+    probabilities: np.ndarray                # calibrated
+    cam: np.ndarray                          # the heatmap of `cam_method` at the image's size, [0, 1]
+    cam_method: str
+    cam_class: str
+    cam_layer: str
+    prediction_sets: dict[int, list[str]] = field(default_factory=dict)
+    ms: float = 0.0                          # drawing + classifying + the heatmap
+
+    @property
+    def top_class(self) -> str:
+        return self.classes[int(np.argmax(self.probabilities))]

@@ -78,12 +78,24 @@ def main(argv: Sequence[str] | None = None) -> int:
            "commands": ((old.get("commands") or [old.get("command")]) if kept_old else []) + [command],
            "command": command, "rows": rows}
     fig["commands"] = [c for c in dict.fromkeys(fig["commands"]) if c]
+    fig.update(kept_baselines(old, bundle))
     print("\n" + markdown_table(rows, names) + "\n")
     print(f"{fig['n_images']} of {len(all_records)} {args.split} images"
           + (f"; {fig['subset']}" if fig["subset"] else "") + f" ({fig['seconds']} s)")
     if not args.dry_run:
         update_meta(args.bundle, interpretability={**current.get("interpretability", {}), "faithfulness": fig})
     return 0
+
+
+def kept_baselines(old: dict | None, bundle) -> dict:
+    """The baselines beside the ROAD figures (model.cli.explanation_checks), kept while they belong to
+    these weights: their paired intervals reuse this run's per-image cache."""
+    from model.nets.weights_hash import weights_sha256
+
+    versus = (old or {}).get("versus_baselines") or {}
+    if not versus or versus.get("weights_sha256") != weights_sha256(bundle.path)[:16]:
+        return {}
+    return {k: old[k] for k in ("baselines", "versus_baselines") if k in old}
 
 
 if __name__ == "__main__":

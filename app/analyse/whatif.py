@@ -26,7 +26,7 @@ def probability_rows(a: Analysis, w, top: int = 4) -> list[dict]:
     order = sorted(range(len(a.classes)), key=lambda i: -max(a.probabilities[i], w.probabilities[i]))[:top]
     return [{"class": display_name(a.classes[i]), "original": percent(float(a.probabilities[i])),
              "what-if": percent(float(w.probabilities[i])),
-             "change": f"{100 * float(w.probabilities[i] - a.probabilities[i]):+.1f} pts"} for i in order]
+             "change": f"{100 * float(w.probabilities[i] - a.probabilities[i]):+.2f} pts"} for i in order]
 
 
 def _set_line(prediction_sets: dict, coverage: int) -> str:
@@ -52,7 +52,7 @@ def _one(data: bytes, a: Analysis, cam: dict, name: str, coverage: int, method: 
     c2.image(heatmap_overlay(w.image, w.cam, cam["opacity"]), caption=f"{NAMES[name]} ({w.ms:.0f} ms)",
              width="stretch")
     with c3:
-        st.dataframe(probability_rows(a, w), hide_index=True, key=f"whatif_probs_{name}")
+        st.table(probability_rows(a, w), border="horizontal")
         st.caption(f"Prediction set at {coverage}%: original {_set_line(a.prediction_sets, coverage)}; "
                    f"what-if {_set_line(w.prediction_sets, coverage)}.")
 

@@ -1,0 +1,41 @@
+"""Issue 25 in a real browser: on the Analyse page, switching on a what-if (a dark vignette drawn
+on the uploaded image) shows it beside the original with probabilities that moved. Same set-up
+and skips as tests/test_browser.py (Playwright + Debian's Chromium, the tiny bundles)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import FULLRES, app_models_dir  # noqa: F401
+from test_browser import CHROMIUM, CHROMIUM_ARGS, RESULT_TIMEOUT_MS, server  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+
+def test_what_if_moves_the_probabilities(server, tmp_path):  # noqa: F811
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            page.goto(server, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("What if…? Known confounders").wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert page.get_by_text(re.compile(r"^Dark vignette — top class")).count() == 0
+            page.get_by_role("button", name="dark vignette").click()
+            heading = page.get_by_text(re.compile(r"^Dark vignette — top class"))
+            heading.wait_for(timeout=RESULT_TIMEOUT_MS)
+            table = page.locator("[data-testid=stTable]").last
+            table.wait_for(timeout=RESULT_TIMEOUT_MS)
+            changes = [c for c in table.locator("td").all_inner_texts() if c.endswith("pts")]
+            assert changes, table.inner_text()
+            assert any(float(c.split()[0]) != 0 for c in changes), changes
+            assert page.get_by_text(re.compile(r"dark vignette \(\d+ ms\)")).count() >= 1
+            assert page.locator("[data-testid=stException]").count() == 0
+            page.screenshot(path=str(tmp_path / "what-if.png"), full_page=True)
+        finally:
+            browser.close()

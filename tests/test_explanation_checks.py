@@ -12,6 +12,7 @@ import pytest
 from model.explain.baselines import (BASELINES, baseline_maps, centre_map, lesion_map, paired_differences,
                                      random_map, summarise)
 from model.explain.confounders import WHAT_IFS, WhatIfError, what_if
+from conftest import FULLRES
 from model.explain.verdicts import BEATS, FAILS, baseline_verdicts, randomisation_failures
 
 # sha256 (first 16 hex digits) of each what-if of `scene()` with seed 3: the drawings are seeded and
@@ -230,3 +231,15 @@ def test_faithfulness_run_keeps_the_baselines_of_the_same_weights(tiny_models_di
     assert faithfulness([str(bundle), "--data", str(ham_small), "--limit", "2", "--methods", "gradcam"]) == 0
     fig = json.loads((bundle / "meta.json").read_text())["interpretability"]["faithfulness"]
     assert set(fig["baselines"]) == set(BASELINES) and fig["versus_baselines"]["rows"] is not None
+
+
+def test_what_if_bench_runs_on_the_tiny_bundles(tiny_models_dir, tmp_path):
+    from bench.what_if import main
+
+    out = tmp_path / "w.json"
+    image = sorted((FULLRES / "images").glob("*.jpg"))[0]
+    assert main(["--models", str(tiny_models_dir), "--threads", "1", "--repeats", "1", "--images", str(image),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["what_if"]
+    assert {"ruler", "ink", "hair", "vignette", "bubbles"} <= set(result)
+    assert all(v["n"] == 1 and v["median_ms"] > 0 for v in result.values())

@@ -77,6 +77,11 @@ def baselines_block(meta: dict, labels: dict[str, str] = LABELS) -> None:
         st.info(f"No baselines beside these ROAD figures yet (`{COMMAND} BUNDLE --data DIR --checks baselines`): "
                 "until they are measured, a heatmap cannot be told from “the middle of the picture”.")
         return
+    size, n_base = fig.get("split_size"), max(v.get("n", 0) for v in base.values())
+    if isinstance(size, int) and n_base < size:
+        st.warning(f"The baselines cover {n_base} of the {size} {fig.get('split', 'test')} images so far (a seeded "
+                   "random subset; the run is resumable): the intervals below are over those images only.",
+                   icon=":material/hourglass_top:")
     st.markdown("**Beside maps that know nothing of the model.** " + "; ".join(
         f"{BASELINE_NAMES.get(k, k)}: ROAD {v['road']:+.3f} (n = {v['n']})" for k, v in base.items()) + ".")
     verdicts = baseline_verdicts(interp)

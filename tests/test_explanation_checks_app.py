@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from app_fixtures import app_models_dir, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import app_models_dir, fake_segmenter, make_app, no_exception, texts  # noqa: F401
 
 
 def _row(method, baseline, lo, hi, n=50):
@@ -65,3 +65,28 @@ def test_card_says_when_the_baselines_cover_part_of_the_split(make_app, app_mode
     at = make_app(models=tmp_path, page="card/page.py")
     no_exception(at)
     assert "cover 50 of the 1279 test images so far" in texts(at)
+
+
+def test_analyse_labels_failing_heatmaps_and_runs_a_what_if(make_app, app_models_dir, tmp_path,  # noqa: F811
+                                                            fake_segmenter):
+    fake_segmenter("ellipse")
+    shutil.copytree(app_models_dir / "classifier", tmp_path / "classifier")
+    shutil.copytree(app_models_dir / "segmenter", tmp_path / "segmenter")
+    path = tmp_path / "classifier" / "meta.json"
+    meta = json.loads(path.read_text())
+    at = make_app(models=tmp_path)
+    layer = at.radio[0].set_value("Use an example").run().selectbox(key="cam_layer").value
+    meta["interpretability"] = {"sanity": {"failing": [["gradcam", layer]], "depths": ["head"]}}
+    path.write_text(json.dumps(meta))
+    at = make_app(models=tmp_path)
+    at.radio[0].set_value("Use an example").run()
+    no_exception(at)
+    assert any("Grad-CAM at `" + layer + "` fails the randomisation check" in w.value for w in at.warning)
+    assert any("fails the randomisation check" in str(img.proto) for img in at.image)
+    pick = at.button_group(key="whatif_pick")
+    assert "lesion_only" in pick.options or any("lesion" in str(o) for o in pick.options)
+    pick.set_value(["vignette"]).run()
+    no_exception(at)
+    shown = texts(at)
+    assert "Dark vignette** — top class" in shown
+    assert any("pts" in str(t.value) for t in at.table)

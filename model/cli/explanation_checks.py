@@ -47,6 +47,8 @@ def parse(argv):
                     help="the faithfulness run's per-image scores (default: BUNDLE/faithfulness-scores.jsonl.gz)")
     ap.add_argument("--sanity-images", type=int, default=200, help="seeded subset of the split for the sanity check")
     ap.add_argument("--limit", type=int, help="a seeded subset of this many images for baselines and stress")
+    ap.add_argument("--shard", default="0/1", help="K/N: compute only every N-th image from the K-th (several "
+                    "processes share one --cache; run once more without it to record the union)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-limit", type=float, help="seconds: start no new image after this; write what is done")
@@ -115,12 +117,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = "python -m model.cli.explanation_checks " + " ".join(argv if argv is not None else sys.argv[1:])
     deadline = time.time() + args.time_limit if args.time_limit else None
+    shard = [int(v) for v in args.shard.split("/")] if args.shard.count("/") == 1 and \
+        args.shard.replace("/", "").isdigit() else []
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+        return fail(ValueError(f"--shard {args.shard}: give K/N with 0 <= K < N, e.g. 0/2 and 1/2"))
     try:
         seg_dir = args.segmenter or args.bundle.parent / "segmenter"
         analyzer = Analyzer(load_bundle(args.bundle), load_bundle(seg_dir))
         records = ordered(records_for_split(args.bundle, args.data, args.split), args.limit, args.seed)
     except (BundleError, DatasetError, OSError) as e:
         return fail(e)
+    records = records[shard[0]::shard[1]]
     current = json.loads((args.bundle / "meta.json").read_text())
     interp = dict(current.get("interpretability", {}))
     if "baselines" in args.checks:

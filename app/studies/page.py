@@ -18,6 +18,7 @@ from app.studies.store import get_limiter, get_store
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
+from model.explain.verdicts import randomisation_failures
 
 SUPPLIED_KEY = "review_supplied"  # sha256 -> bytes of images a reader supplied again this session
 FLASH_KEY = "review_flash"        # a message for the next run (after st.rerun)
@@ -121,7 +122,7 @@ st.header("Where the model looked", divider="gray")
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(data, base, loaded.analyzer.layers, labels, sha256(data)[:12], has_lesion,
-                       limits["attention_warning"])
+                       limits["attention_warning"], randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
 faith_slot = st.container()
 with st.expander("Lesion outline and measurements"):
     view.lesion_section(base, has_lesion)

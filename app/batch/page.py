@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.widgets.upload import UPLOAD_TYPES, hand_over
 from app.batch.aids import add_set_columns, json_export, set_coverage
+from model.data.checklist import CRITERIA
 from app.widgets.tables import classify_items, gather, results_frame, score
 from app.widgets.components import md_escape
 from app.widgets.csv_export import safe_csv
@@ -66,13 +67,17 @@ n_mel = int((df["melanoma flag"] == "FLAG").sum())
 st.markdown(f"**{len(df)} images** · {n_flagged} with quality or confidence flags · {n_mel} with the melanoma flag "
             "(P(melanoma) over the threshold chosen on validation for 90% sensitivity). Click a column header to sort; "
             "select a row to open it in the Analyse page.")
-shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability")})
+criteria = [c.label for c in CRITERIA]   # each criterion's estimated presence (concept probes)
+shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability", *criteria)})
 pct = st.column_config.NumberColumn(format="%.1f %%")
 event = st.dataframe(
     shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
     column_order=["file", "top class", "probability", "prediction set", "malignant probability", "melanoma flag",
-                  "entropy", "flags", "kNN vote", "notes", "label", "label in set"],
-    column_config={"probability": pct, "malignant probability": pct,
+                  "7-point score", "entropy", "flags", "kNN vote", "notes", "label", "label in set", *criteria],
+    column_config={"probability": pct, "malignant probability": pct, **{c: pct for c in criteria},
+                   "7-point score": st.column_config.NumberColumn(
+                       format="%d", help="From the concept probes: major criteria 2 points, minor 1; 3 or more "
+                                         "suggests melanoma (the Model card gives how well each criterion is read)"),
                    "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
                    "flags": st.column_config.TextColumn(width="medium"),
                    "prediction set": st.column_config.TextColumn(

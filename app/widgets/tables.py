@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from model.data.archive import ArchiveError, read_image_archive
+from model.data.checklist import CRITERIA
 from model.labels import display_name
 from model.metrics import classification_report
 from model.inference.results import BatchPrediction
@@ -78,7 +79,8 @@ def classify_items(analyzer: Any, images: Sequence[tuple[str, bytes]], tta: bool
 
 
 def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> pd.DataFrame:
-    """One row per image: the sortable review table (probabilities per class at the end)."""
+    """One row per image: the sortable review table (the 7-point score and each criterion's estimated
+    presence, then probabilities per class at the end)."""
     rows = []
     for p in preds:
         row = {"file": p.name,
@@ -89,6 +91,9 @@ def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> p
                "entropy": p.entropy,
                "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else ""),
                "notes": " ".join(p.notes)}
+        row["7-point score"] = p.seven_point_score
+        for c in CRITERIA:   # estimated presence of each criterion (concept probes; None without them)
+            row[c.label] = None if p.concepts is None else p.concepts.get(c.name)
         for i, c in enumerate(classes):
             row[f"p_{c}"] = None if p.probabilities is None else float(p.probabilities[i])
         rows.append(row)

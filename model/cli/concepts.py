@@ -43,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(e)
     for name, c in rec["criteria"].items():
         t = rec["tcav"]["criteria"][name]
-        print(f"{name:28s} AUROC {c['auroc']:.3f} [{c['auroc_ci'][0]:.3f}, {c['auroc_ci'][1]:.3f}] "
+        auc = "not defined (one side only)" if c["auroc"] is None else \
+            f"{c['auroc']:.3f} [{c['auroc_ci'][0]:.3f}, {c['auroc_ci'][1]:.3f}]"
+        print(f"{name:28s} AUROC {auc} "
               f"n={c['n_test']} pos={c['positives']}  TCAV {t['tcav']:.2f} vs random {t['random_tcav']:.2f} "
               f"p_bonf={t['p_bonferroni']:.3g}")
     cmp_ = rec["checklist_vs_classifier"]

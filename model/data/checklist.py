@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 SCORE_THRESHOLD = 3
+PRESENT_AT = 0.5          # a concept probe's probability at or over this counts the criterion as present
+RELIABLE_AUROC = 0.70     # a probe under this AUROC on Derm7pt report is shown greyed, as unreliable
 
 
 @dataclass(frozen=True)

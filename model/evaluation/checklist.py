@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from model.aids.melanoma_flag import FLAG_CLASS, flag_config, flag_rates
-from model.data.checklist import NAMES, SCORE_THRESHOLD, WEIGHTS, readings
+from model.data.checklist import NAMES, PRESENT_AT, SCORE_THRESHOLD, WEIGHTS, readings
 from model.data.dataset import DatasetError, Record, decode_many, load_dataset, records_for_split
 from model.explain.cam_forward import LastStageCam
 from model.explain.concepts import ConceptProbes, fit_probes, save_probes
@@ -29,7 +29,6 @@ from model.nets.forward import calibrated_probs, classifier_outputs
 from model.nets.weights_hash import weights_sha256
 
 N_BOOT = 1000
-PRESENT_AT = 0.5           # a probe's probability at or over this counts the criterion as present
 
 
 @dataclass
@@ -73,12 +72,17 @@ def fast_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, list[float]]:
-    """AUROC and its percentile bootstrap 95% interval (resampling images)."""
+def auroc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = N_BOOT,
+             seed: int = 0) -> tuple[float | None, list[float] | None]:
+    """AUROC and its percentile bootstrap 95% interval (resampling images); (None, None) when the images
+    hold only one side (no AUROC is defined)."""
+    auc = fast_auc(y, s)
+    if not np.isfinite(auc):
+        return None, None
     rng = np.random.default_rng(seed)
     boots = [fast_auc(y[i], s[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
     boots = np.asarray([b for b in boots if np.isfinite(b)])
-    return fast_auc(y, s), [round(float(np.percentile(boots, 2.5)), 4), round(float(np.percentile(boots, 97.5)), 4)]
+    return round(auc, 4), [round(float(np.percentile(boots, 2.5)), 4), round(float(np.percentile(boots, 97.5)), 4)]
 
 
 def criteria_report(probes: ConceptProbes, report: Part) -> dict:
@@ -87,7 +91,7 @@ def criteria_report(probes: ConceptProbes, report: Part) -> dict:
     out = {}
     for j, name in enumerate(NAMES):
         auc, ci = auroc_ci(report.present[:, j], p[:, j], seed=j)
-        out[name] = {"auroc": round(auc, 4), "auroc_ci": ci, "n_test": int(len(report.present)),
+        out[name] = {"auroc": auc, "auroc_ci": ci, "n_test": int(len(report.present)),
                      "positives": int(report.present[:, j].sum()), "weight": WEIGHTS[name]}
     return out
 
@@ -95,6 +99,11 @@ def criteria_report(probes: ConceptProbes, report: Part) -> dict:
 def rates(flagged: np.ndarray, is_mel: np.ndarray) -> dict:
     sens, spec = flag_rates(flagged.astype(float), is_mel, 0.5)
     return {"sensitivity": round(sens, 4), "specificity": round(spec, 4)}
+
+
+def finite(v) -> float | None:
+    """v rounded, or None where it is not defined (JSON has no NaN)."""
+    return round(float(v), 4) if np.isfinite(v) else None
 
 
 def kappa(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +139,7 @@ def checklist_vs_classifier(bundle: Bundle, probes: ConceptProbes, report: Part)
     a, b = probe_score >= SCORE_THRESHOLD, derm_score >= SCORE_THRESHOLD
     out["agreement"] = {"suggests_melanoma_agreement": round(float(np.mean(a == b)), 4),
                         "suggests_melanoma_kappa": kappa(a, b),
-                        "score_spearman": round(float(spearmanr(probe_score, derm_score).statistic), 4),
+                        "score_spearman": finite(spearmanr(probe_score, derm_score).statistic),
                         "score_mean_abs_difference": round(float(np.mean(np.abs(probe_score - derm_score))), 4)}
     return out
 

@@ -127,6 +127,10 @@ def fit_probes(x: np.ndarray, present: np.ndarray, progress=None) -> tuple[Conce
     """Every criterion's probe: x (N, D) pooled features, present (N, K) booleans in NAMES order."""
     weights, biases, info = [], [], {}
     for j, name in enumerate(NAMES):
+        if present[:, j].all() or not present[:, j].any():
+            raise ValueError(f"Every select image is {'with' if present[:, j].all() else 'without'} the criterion "
+                             f"{name}: its probe cannot be fitted. Point --data at Derm7pt (metadata.csv with the "
+                             "criteria columns and a select part).")
         w, b, cv = fit_probe(x.astype(np.float64), present[:, j].astype(float))
         weights.append(w)
         biases.append(b)

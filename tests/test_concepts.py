@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from app_fixtures import app_models_dir, make_app, no_exception, texts  # noqa: F401
 from conftest import derm7pt_copy, subprocess_env
-from model.data.checklist import NAMES, PRESENT_AT, WEIGHTS, readings, seven_point_score
+from model.data.checklist import CRITERIA, NAMES, PRESENT_AT, WEIGHTS, readings, seven_point_score
 from model.data.dataset import load_dataset
 from model.explain.concepts import ConceptError, load_probes
 from model.inference.pipeline import Analyzer
@@ -33,8 +34,7 @@ def test_derm7pt_records_carry_the_criteria_read_the_clinical_way(tmp_path):
     assert readings(mel.criteria) == dict.fromkeys(NAMES, True)          # every criterion, as D7_VALUES gives mel
     nv = readings(next(r for r in ds.records if r.label == "nv").criteria)
     assert not any(nv.values())                                            # typical network, regular streaks/dots
-    value = lambda col, v: readings([(c.column, v if c.column == col else "absent")  # noqa: E731
-                                     for c in __import__("model.data.checklist").data.checklist.CRITERIA])
+    value = lambda col, v: readings([(c.column, v if c.column == col else "absent") for c in CRITERIA])  # noqa: E731
     assert value("pigmentation", "localized irregular")["irregular_pigmentation"]
     assert not value("pigmentation", "localized regular")["irregular_pigmentation"]
     assert value("regression_structures", "white areas")["regression_structures"]
@@ -206,3 +206,30 @@ def test_a_study_may_offer_the_checklist_and_the_default_leaves_it_out(tmp_path)
     case = CaseIn(name="a.jpg", image_sha256="0" * 64, source="upload", truth="mel")
     study, _ = store.create_study("s", [case], classes=["mel", "nv"], aids=["checklist", "prediction_set"])
     assert store.study(study["id"])["aids"] == ["prediction_set", "checklist"]
+
+
+def test_analyse_page_shows_the_panel_and_switches_the_criterion_map(make_app, concept_models_dir, tiny_models_dir):
+    at = make_app(models=concept_models_dir)
+    at.radio[0].set_value("Use an example").run()
+    no_exception(at)
+    shown = texts(at)
+    assert "7-point score from the probes" in shown and "AUROC on Derm7pt report" in shown
+    pick = at.selectbox(key="checklist_map")
+    assert pick.options == [c.label for c in CRITERIA]
+    caption = lambda: " ".join(str(img.proto) for img in at.image)  # noqa: E731
+    assert "Atypical pigment network: " in caption() and "Blue-whitish veil: " not in caption()
+    pick.set_value("blue_whitish_veil").run()
+    no_exception(at)
+    assert "Blue-whitish veil: " in caption() and "Atypical pigment network: " not in caption()
+    plain = make_app(models=tiny_models_dir)
+    plain.radio[0].set_value("Use an example").run()
+    assert "no 7-point concept probes" in texts(plain) and "python -m model.cli.concepts" in texts(plain)
+
+
+def test_model_card_shows_the_checklist_figures_and_their_command(make_app, concept_models_dir):
+    at = make_app(models=concept_models_dir, page="card/page.py")
+    no_exception(at)
+    shown = texts(at)
+    assert "The 7-point checklist in the classifier's features" in shown
+    assert "python -m model.cli.concepts" in shown and "Bonferroni" in shown
+    assert "7-point score from the probes (≥ 3)" in " ".join(str(d.value) for d in at.dataframe)

@@ -233,3 +233,39 @@ def test_model_card_shows_the_checklist_figures_and_their_command(make_app, conc
     assert "The 7-point checklist in the classifier's features" in shown
     assert "python -m model.cli.concepts" in shown and "Bonferroni" in shown
     assert "7-point score from the probes (≥ 3)" in " ".join(str(d.value) for d in at.dataframe)
+
+
+@pytest.mark.slow
+def test_a_study_with_the_checklist_aid_shows_the_panel_and_records_what_was_seen(concept_models_dir, tmp_path,
+                                                                                  monkeypatch):
+    from review import Store
+    from review_flow import after, blind, click, open_study, review_app
+
+    url = f"sqlite:///{tmp_path / 'review.sqlite3'}"
+    at = review_app(concept_models_dir, url, monkeypatch)
+    at.radio(key="review_mode").set_value("Create a study").run()
+    at.text_input(key="rc_name").set_value("Checklist study")
+    at.checkbox(key="rc_examples").check()
+    at.multiselect(key="rc_aids").set_value(["checklist"])
+    click(at, "Create study")
+    code = at.code[0].value.strip()
+    at.run()
+    open_study(at, code, "Reader")
+    blind(at, "nv")
+    assert "7-point score from the probes" in texts(at)
+    pick = next(s for s in at.selectbox if s.key and s.key.startswith("checklist_map"))
+    pick.set_value("regression_structures").run()
+    after(at, "mel")
+    store = Store(url)
+    read = store.reads(store.open_study(code)["id"])[0]
+    assert len(read["aids_seen"]) == 1
+    assert read["aids_seen"][0].startswith("checklist: score ") and "map regression_structures" in read["aids_seen"][0]
+
+
+def test_train_fits_the_probes_when_given_derm7pt(tiny_derm7pt, tmp_path):
+    from conftest import train_bundle
+
+    out = train_bundle("classify", tmp_path / "cls", ["--limit", "28", "--derm7pt", str(tiny_derm7pt)])
+    assert load_probes(out).weight.shape[0] == 7
+    rec = json.loads((out / "meta.json").read_text())["interpretability"]["concepts"]
+    assert rec["command"] == f"python -m model.cli.concepts {out} --data {tiny_derm7pt}"

@@ -70,7 +70,9 @@ def checklist_card(meta: dict) -> None:
                 f"{t.get('n_images', '?')} report melanomas whose melanoma logit rises when the `{t.get('layer', '?')}` "
                 f"activations move along the criterion's direction; {t.get('runs', '?')} concept directions per "
                 f"criterion against {t.get('random_concepts', '?')} random ones ({t.get('test', '?')}, "
-                f"α = {t.get('alpha', 0.05)}). Significant means the criterion's direction differs from a random one.")
+                f"α = {t.get('alpha', 0.05)}). Significant means the criterion's direction differs from a random one. "
+                "Every criterion is far commoner in melanomas, so each direction shares a part with melanoma itself: "
+                "a score near 1 says the output rises along the criterion, not that the criterion alone drives it.")
     st.dataframe(tcav_rows(rec), hide_index=True)
     cmp_ = rec.get("checklist_vs_classifier") or {}
     st.markdown(f"**The checklist against the classifier** on {cmp_.get('n', '?')} report images "

@@ -103,6 +103,8 @@ def test_analyzer_reads_the_checklist_and_each_map_is_the_probe_at_every_positio
         assert c.score == sum(WEIGHTS[n] for n, p in zip(NAMES, c.presence) if p >= PRESENT_AT)
         assert c.present == [bool(p >= PRESENT_AT) for p in c.presence]
         assert c.suggests_melanoma == (c.score >= 3)
+        headless = an.checklist.reading(np.zeros(probes.weight.shape[1], np.float32), np.zeros((3, 2, 2), np.float32))
+        assert headless.maps is None and headless.presence.shape == (7,)   # a map of other channels: no maps
         other = an.analyze(path.read_bytes(), cam_methods=("gradcam",), cam_layer=an.layers[0])  # the torch path
         assert np.allclose(other.checklist.maps, c.maps, atol=1e-4)
         direct = probes.presence(an.classifier.model.forward_head(an.classifier.model.forward_features(

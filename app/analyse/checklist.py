@@ -64,12 +64,18 @@ def checklist_panel(a: Analysis, key: str = "") -> str | None:
         st.info(a.checklist_error or "This classifier has no 7-point concept probes.", icon=":material/checklist:")
         return None
     st.caption(HOW_READ)
+    if a.gated:
+        st.warning("The image failed the quality checks: these criteria are read from the same features as the "
+                   "withheld probabilities and are no more reliable.", icon=":material/report:")
     left, right = st.columns([1.3, 1], gap="large")
     with left:
         for r in rows(c):
             st.markdown(row_markdown(r))
         st.markdown(score_line(c))
     with right:
+        if c.maps is None:
+            st.caption("No maps: this classifier's head cannot be followed from its last feature map.")
+            return None
         name = st.selectbox("Where the model sees", c.names, key=MAP_KEY + key,
                             format_func=lambda n: c.labels[c.names.index(n)])
         i = c.names.index(name)
@@ -91,7 +97,7 @@ def checklist_html(a: Analysis) -> str:
     figs = "".join(
         f"<figure><img alt='{e(lab)}' src='data:image/png;base64,"
         f"{base64.b64encode(png_bytes(fit_within(concept_overlay(a, i), 320))).decode()}'>"
-        f"<figcaption>{e(lab)}</figcaption></figure>" for i, lab in enumerate(c.labels))
+        f"<figcaption>{e(lab)}</figcaption></figure>" for i, lab in enumerate(c.labels)) if c.maps is not None else ""
     score = score_line(c).replace("**", "")
     return (f"<h2>7-point checklist (concept probes)</h2><p>{e(HOW_READ)}</p><table><tr><th>Criterion</th>"
             f"<th>Points</th><th>Estimated presence</th><th>AUROC on Derm7pt report</th></tr>{body}</table>"

@@ -46,7 +46,7 @@ class Checklist:
         dicts = [{n: round(float(v), 5) for n, v in zip(NAMES, row)} for row in p]
         return dicts, [seven_point_score(dict(zip(NAMES, row >= PRESENT_AT))) for row in p]
 
-    def reading(self, features: np.ndarray, head_map: np.ndarray) -> ChecklistReading | None:
+    def reading(self, features: np.ndarray, head_map: np.ndarray | None) -> ChecklistReading | None:
         """One image: presence from its pooled features (D,), maps from the head's last map (D, h, w), at
         that map's resolution (a view resizes them bilinearly, as it does a CAM)."""
         if self.probes is None:
@@ -54,7 +54,9 @@ class Checklist:
         presence = self.probes.presence(np.asarray(features)[None])[0]
         present = [bool(v >= PRESENT_AT) for v in presence]
         score = seven_point_score(dict(zip(NAMES, present)))
-        maps = sigmoid(self.probes.maps(head_map)).astype(np.float32)   # drawn resized (bilinear) over the image
+        maps = None   # a head this code cannot follow to a map of the pooled features' own channels: no maps
+        if head_map is not None and head_map.ndim == 3 and head_map.shape[0] == self.probes.weight.shape[1]:
+            maps = sigmoid(self.probes.maps(head_map)).astype(np.float32)   # drawn resized (bilinear) over the image
         auroc = [self.measured.get(n, {}).get("auroc") for n in NAMES]
         return ChecklistReading(
             names=list(NAMES), labels=[BY_NAME[n].label for n in NAMES], weights=[WEIGHTS[n] for n in NAMES],

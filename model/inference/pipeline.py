@@ -282,6 +282,8 @@ class Analyzer:
         last map (the last stage's map from this pass, or one forward-only pass when the CAM was elsewhere)."""
         if not self.checklist.available:
             return None
+        if not self.last_cam.supported:
+            return self.checklist.reading(fwd.features, None)
         a = fwd.last_stage
         if a is None:
             name = f"stage{len(self.layers) - 1}"

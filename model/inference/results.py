@@ -31,8 +31,9 @@ class ChecklistReading:
     reliable: list[bool]                     # AUROC at least model.data.checklist.RELIABLE_AUROC
     score: int                               # sum of the weights of the criteria present
     suggests_melanoma: bool                  # score >= 3
-    maps: np.ndarray                         # (7, h, w) float32 in [0, 1]: the probe's sigmoid at each position of the
-                                             # last feature map (views resize it bilinearly, as a CAM)
+    maps: np.ndarray | None                  # (7, h, w) float32 in [0, 1]: the probe's sigmoid at each position of the
+                                             # last feature map (views resize it bilinearly, as a CAM); None when
+                                             # the classifier's head cannot be followed from its last stage
 
     def as_dict(self) -> dict[str, float]:
         return {n: round(float(p), 5) for n, p in zip(self.names, self.presence)}

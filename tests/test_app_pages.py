@@ -222,3 +222,35 @@ def test_analyse_shows_a_cleaned_name_and_the_original_apart(make_app):
     shown = texts(at)
     assert "\u202e" not in shown
     assert "File name as uploaded: au202egpj." in shown   # the escape, its backslash dropped by texts()
+
+
+def test_about_says_what_each_page_keeps(make_app):
+    """Issue 26.5: About said uploads are never stored, while studies store thumbnails and names."""
+    from app.studies.cases import THUMB_SIDE
+    at = make_app(page="about/page.py")
+    shown = texts(at)
+    assert "are not stored on disk by the app" not in shown
+    assert f"thumbnail of at most {THUMB_SIDE}×{THUMB_SIDE} pixels" in shown and "the reader's name as typed" in shown
+
+
+def test_analyse_and_batch_write_nothing(make_app, tmp_path, monkeypatch):
+    """What About promises for Analyse and Batch review: nothing written, in HOME, the temporary
+    folder or the repository."""
+    import tempfile
+    from pathlib import Path
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    repo = Path(__file__).resolve().parents[1]
+    before = {p for p in repo.rglob("*") if ".venv" not in p.parts and "__pycache__" not in p.parts}
+    at = make_app()
+    name, data, mime = _images(1)[0]
+    at.file_uploader(key="upload").set_value((name, data, mime)).run()
+    no_exception(at)
+    at.switch_page("batch/page.py").run()
+    at.file_uploader(key="batch_files").set_value(_images(3)).run()
+    no_exception(at)
+    after = {p for p in repo.rglob("*") if ".venv" not in p.parts and "__pycache__" not in p.parts}
+    assert list(home.rglob("*")) == [] and list(tmp.rglob("*")) == [] and after - before == set()

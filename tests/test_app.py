@@ -7,7 +7,9 @@ import pytest
 from app_fixtures import (FULLRES, app_models_dir, fake_segmenter, make_app, no_exception, odd_files,  # noqa: F401
                           texts)
 
-SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked", "Lesion outline and measurements", "Feature maps", "Details and report"]
+SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked",
+            "7-point checklist: what the model sees, in dermoscopic criteria", "Lesion outline and measurements",
+            "Feature maps", "Details and report"]
 
 
 def _example(at, index: int = 0):

@@ -9,6 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
+from app.analyse.checklist import checklist_html
 from app.widgets.components import fit_within, heatmap_overlay, measurement_rows, outline_image, percent, png_bytes
 from model.labels import display_name, is_malignant
 from model.inference.results import Analysis
@@ -92,6 +93,7 @@ def build_case_report(a: Analysis, *, file_name: str, image_sha256: str, cams: M
         parts.append(_img(heatmap_overlay(a.image, heat, opacity), f"{method_labels.get(m, m)}{note}"))
     parts.append("<p>Heatmaps show which image regions most influenced the score of the chosen class "
                  "(red = strongest). They are not a segmentation and can highlight artefacts.</p>")
+    parts.append(checklist_html(a))
     if a.lesion_mask is not None and not lesion_found:
         parts.append("<p>The segmentation model found no clear lesion: no measurements.</p>")
     if a.measurements is not None and lesion_found:

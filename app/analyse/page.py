@@ -13,6 +13,7 @@ from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
 from app.widgets.components import md_escape
 from app.analyse.case_report import build_case_report
+from app.analyse.checklist import checklist_panel
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
 from app.widgets.sidebar import COVERAGE_KEY
@@ -67,6 +68,9 @@ has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
                        limits["attention_warning"])
 faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
+
+st.header("7-point checklist: what the model sees, in dermoscopic criteria", divider="gray")
+checklist_panel(base)
 
 st.header("Lesion outline and measurements", divider="gray")
 view.lesion_section(base, has_lesion)

@@ -23,6 +23,7 @@ from model.data.preprocess import model_rgb, normalize_hwc, resize_map
 from model.explain.cam_forward import LastStageCam
 from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
 from model.inference.batch_review import classify_many
+from model.inference.checklist import Checklist, head_map
 from model.inference.gate import QualityGate
 from model.explain.attention import attention_shares
 from model.inference.measurements import measure_lesion
@@ -103,6 +104,7 @@ class Analyzer:
         self.flag = flag_config(classifier.meta)
         self.gate = QualityGate(classifier)
         self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
+        self.checklist = Checklist.from_bundle(classifier)  # 7-point concept probes (may be absent: .error says why)
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
@@ -156,6 +158,8 @@ class Analyzer:
         reasons = uncertainty_reasons(probs, tta_agreement)
         sets = self.aids.sets(probs)
         clock.lap("similar_and_sets")
+        checklist = self._checklist(fwd, img)
+        clock.lap("checklist")
         mask, measures = self._segment_and_measure(img, req, helpers, runtime, clock)
         attention = attention_shares(cams, mask)
         warnings = self.gate.with_mask_checks(checks, mask)
@@ -172,7 +176,8 @@ class Analyzer:
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
             notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
-            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
+            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets,
+            checklist=checklist, checklist_error=self.checklist.error)
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
@@ -271,6 +276,19 @@ class Analyzer:
         probs = all_probs.mean(0)
         top = int(probs.argmax())
         return probs, float(all_probs[:, top].std()), float((all_probs.argmax(1) == top).mean())
+
+    def _checklist(self, fwd, img: _Image):
+        """The 7-point checklist from the probes: presence from the pooled features, maps from the head's
+        last map (the last stage's map from this pass, or one forward-only pass when the CAM was elsewhere)."""
+        if not self.checklist.available:
+            return None
+        if not self.last_cam.supported:
+            return self.checklist.reading(fwd.features, None)
+        a = fwd.last_stage
+        if a is None:
+            name = f"stage{len(self.layers) - 1}"
+            a = self.engine(img.x, [name])[name][0]
+        return self.checklist.reading(fwd.features, head_map(self.last_cam.tail, a, self.device))
 
     def _segment_and_measure(self, img: _Image, req: _Request, h: _Helpers, runtime: dict, clock: _Clock):
         if h.segment is not None:

@@ -24,7 +24,8 @@ from model.explain.cam_forward import LastStageCam
 from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
 from model.inference.batch_review import classify_many
 from model.inference.gate import QualityGate
-from model.explain.attention import attention_shares
+from model.explain.attention import heat_shares, off_lesion_limits
+from model.inference.artefacts import detect_artefacts, outline_touches
 from model.inference.measurements import measure_lesion
 from model.inference.results import Analysis, BatchPrediction, FeatureMaps
 from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
@@ -36,7 +37,6 @@ from model.nets.forward import pick_device
 from model.nets.lanes import lanes_pool, submit_or_run
 from model.nets.segmenter import postprocess_mask
 
-ATTENTION_WARNING = 0.5          # heat share on the lesion under this gets a warning
 
 
 class _Clock:
@@ -103,6 +103,7 @@ class Analyzer:
         self.flag = flag_config(classifier.meta)
         self.gate = QualityGate(classifier)
         self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
+        self.heat_limits = off_lesion_limits(classifier.meta)   # per CAM method; {} when not measured
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
@@ -157,7 +158,10 @@ class Analyzer:
         sets = self.aids.sets(probs)
         clock.lap("similar_and_sets")
         mask, measures = self._segment_and_measure(img, req, helpers, runtime, clock)
-        attention = attention_shares(cams, mask)
+        artefacts = detect_artefacts(img.rgb)
+        clock.lap("artefacts")
+        heat = heat_shares(cams, mask, artefacts.union)
+        attention = {m: None if h is None else h.lesion for m, h in heat.items()}
         warnings = self.gate.with_mask_checks(checks, mask)
         clock.lap("attention")
         return Analysis(
@@ -172,7 +176,8 @@ class Analyzer:
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
             notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
-            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
+            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets,
+            artefacts=artefacts, heat=heat, outline_touches=outline_touches(artefacts, mask))
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:

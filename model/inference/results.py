@@ -51,6 +51,9 @@ class Analysis:
     similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
     runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.nets.engine)
+    artefacts: Any = None                    # model.inference.artefacts.Artefacts: ink, ruler, vignette, hair masks
+    heat: dict[str, Any] = field(default_factory=dict)      # method -> model.explain.attention.HeatShares (or None)
+    outline_touches: list[str] = field(default_factory=list)  # artefact kinds the lesion outline runs into
 
     @property
     def top_index(self) -> int:

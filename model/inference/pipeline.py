@@ -157,10 +157,8 @@ class Analyzer:
         reasons = uncertainty_reasons(probs, tta_agreement)
         sets = self.aids.sets(probs)
         clock.lap("similar_and_sets")
-        mask, measures = self._segment_and_measure(img, req, helpers, runtime, clock)
-        artefacts = detect_artefacts(img.rgb)
-        clock.lap("artefacts")
-        heat = heat_shares(cams, mask, artefacts.union)
+        mask, measures, artefacts = self._segment_and_measure(img, req, helpers, runtime, clock)
+        heat = heat_shares(cams, mask, artefacts.union if artefacts is not None else None)
         attention = {m: None if h is None else h.lesion for m, h in heat.items()}
         warnings = self.gate.with_mask_checks(checks, mask)
         clock.lap("attention")
@@ -177,7 +175,8 @@ class Analyzer:
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
             notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
             runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets,
-            artefacts=artefacts, heat=heat, outline_touches=outline_touches(artefacts, mask))
+            artefacts=artefacts, heat=heat,
+            outline_touches=outline_touches(artefacts, mask) if artefacts is not None else [])
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
@@ -279,18 +278,20 @@ class Analyzer:
 
     def _segment_and_measure(self, img: _Image, req: _Request, h: _Helpers, runtime: dict, clock: _Clock):
         if h.segment is not None:
-            mask, measures = h.segment.result()
+            mask, measures, artefacts = h.segment.result()
             runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
             clock.lap("segment_and_measure_wait")
-            return mask, measures
+            return mask, measures, artefacts
         if not (req.segment and self.segmenter is not None):
-            return None, None
+            return None, None, None
         mask = self._segment(img.rgb)
         runtime["segmenter"] = self.seg_engine.label
         clock.lap("segment")
         measures = self._measure(mask, img.rgb, img.scale)
         clock.lap("measure")
-        return mask, measures
+        artefacts = detect_artefacts(img.rgb)
+        clock.lap("artefacts")
+        return mask, measures, artefacts
 
     # ------------------------------------------------------------------ internals
     def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
@@ -301,15 +302,18 @@ class Analyzer:
         return measures
 
     def _start_segment(self, rgb: np.ndarray, scale: float, timings: dict):
-        """Segmentation and measurements on a helper lane (model.nets.lanes) while the caller classifies;
-        returns a future of (mask, measurements). Its own durations go into `timings`."""
+        """Segmentation, measurements and the artefact masks on a helper lane (model.nets.lanes) while the
+        caller classifies; returns a future of (mask, measurements, artefacts). Its own durations go into `timings`."""
         def job():
             t0 = time.perf_counter()
             mask = self._segment(rgb)
             t1 = time.perf_counter()
             measures = self._measure(mask, rgb, scale)
-            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((time.perf_counter() - t1) * 1000, 2))
-            return mask, measures
+            t2 = time.perf_counter()
+            artefacts = detect_artefacts(rgb)
+            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((t2 - t1) * 1000, 2),
+                           artefacts=round((time.perf_counter() - t2) * 1000, 2))
+            return mask, measures, artefacts
         return submit_or_run(lanes_pool(self.engine.lanes), job)
 
     def _segment(self, rgb: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ and hair, found by image rules (OpenCV), per pixel, on the image at the working 
 - vignette: dark regions joined to the image border (the dermatoscope's round field of view);
 - ink: strongly saturated blue, violet or green strokes (surgical markers), which skin and
   pigment never are;
-- ruler: thin dark straight ticks, three or more of one length and direction in a row;
+- ruler: thin dark straight ticks, three or more of one direction with one end of each on a line;
 - hair: thin dark elongated curves (black-hat filter) that are not ruler ticks.
 
 The image is read at PROCESS_SIDE on its long side (the app's 200x150 uploads as they are), and the
@@ -91,7 +91,8 @@ def thin_dark(gray: np.ndarray) -> np.ndarray:
 
 
 def _segments(lines: np.ndarray, side: int):
-    """Components of a thin-line mask with their area, long side, thinness and angle."""
+    """Components of a thin-line mask with their area, long side, thinness, angle and the two ends
+    of their long axis (the lower projection first, so parallel segments list their ends alike)."""
     n, lab, stats, cents = cv2.connectedComponentsWithStats(lines.astype(np.uint8), connectivity=8)
     out = []
     for i in range(1, n):
@@ -99,29 +100,37 @@ def _segments(lines: np.ndarray, side: int):
         if area < 4:
             continue
         ys, xs = np.nonzero(lab[stats[i, 1]: stats[i, 1] + stats[i, 3], stats[i, 0]: stats[i, 0] + stats[i, 2]] == i)
-        (cx, cy), (a, b), angle = cv2.minAreaRect(np.column_stack([xs, ys]).astype(np.float32))
+        pts = np.column_stack([xs + stats[i, 0], ys + stats[i, 1]]).astype(np.float32)
+        (cx, cy), (a, b), angle = cv2.minAreaRect(pts)
         long, short = max(a, b, 1.0), min(a, b)
         if a < b:
             angle += 90.0
+        d = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))], np.float32)
+        proj = (pts - (cx, cy)) @ d
+        ends = (np.array([cx, cy]) + d * proj.min(), np.array([cx, cy]) + d * proj.max())
         out.append({"i": i, "area": int(area), "long": long / side, "width": area / long,
-                    "straight": short / long, "angle": angle % 180.0, "centre": cents[i]})
+                    "straight": short / long, "angle": angle % 180.0, "centre": cents[i], "ends": ends})
     return lab, out
 
 
 def _ruler_ticks(segs: list[dict], shape: tuple[int, int]) -> list[int]:
     """Labels of short straight segments that line up as ruler ticks: >= MIN_TICKS of one direction
-    (within 12 degrees) and of lengths within a factor 2, whose centres lie on a line across the
-    ticks. Hair is longer, bent or scattered."""
+    (within 10 degrees) within 30% of the side of one another, one end of each on a line across the
+    ticks (the ruler's edge: ticks of a scale alternate in length, so their centres do not line up,
+    their ends on the edge do). Hair is longer, bent or scattered."""
     side = max(shape)
-    ticks = [s for s in segs if 0.02 <= s["long"] <= 0.2 and s["straight"] <= 0.35]
+    ticks = [s for s in segs if 0.015 <= s["long"] <= 0.15 and s["straight"] <= 0.3]
     best: list[dict] = []
     for s in ticks:
-        group = [t for t in ticks if _angle_gap(t["angle"], s["angle"]) <= 12 and 0.5 <= t["long"] / s["long"] <= 2]
+        group = [t for t in ticks if _angle_gap(t["angle"], s["angle"]) <= 10
+                 and np.hypot(*(t["centre"] - s["centre"])) <= 0.3 * side]
         if len(group) < MIN_TICKS or len(group) <= len(best):
             continue
-        c = np.array([t["centre"] for t in group], np.float64)
-        if _line_residual(c) <= 0.02 * side and _across(c, s["angle"]):
-            best = group
+        for end in (0, 1):
+            e = np.array([t["ends"][end] for t in group], np.float64)
+            if _line_residual(e) <= 0.02 * side and _across(e, s["angle"]) and np.ptp(e, 0).max() >= 0.02 * side:
+                best = group
+                break
     return [t["i"] for t in best]
 
 

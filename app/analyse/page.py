@@ -11,6 +11,7 @@ import streamlit as st
 from app.analyse import sections as view
 from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
+from app.widgets.components import md_escape
 from app.analyse.case_report import build_case_report
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
@@ -44,6 +45,9 @@ except Exception as e:  # noqa: BLE001 - a bug must not show a traceback to a cl
 
 st.divider()
 view.summary(base, source.name)
+if source.original:
+    st.caption(f"File name as uploaded: {md_escape(source.original)} (invisible or direction-changing characters removed "
+               "from the name shown and written).")
 truth = None
 if source.example is not None:
     try:

@@ -66,7 +66,7 @@ labels = cam_method_labels()
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
-                       limits["attention_warning"])
+                       loaded.analyzer.heat_limits)
 faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
 
 st.header("7-point checklist: what the model sees, in dermoscopic criteria", divider="gray")

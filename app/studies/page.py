@@ -122,7 +122,7 @@ st.header("Where the model looked", divider="gray")
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(data, base, loaded.analyzer.layers, labels, sha256(data)[:12], has_lesion,
-                       limits["attention_warning"])
+                       loaded.analyzer.heat_limits)
 faith_slot = st.container()
 with st.expander("Lesion outline and measurements"):
     view.lesion_section(base, has_lesion)

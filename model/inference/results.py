@@ -74,6 +74,9 @@ class Analysis:
     runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.nets.engine)
     checklist: ChecklistReading | None = None                # the 7-point checklist from the concept probes
     checklist_error: str | None = None                       # why there is none (no or mismatched probes)
+    artefacts: Any = None                    # model.inference.artefacts.Artefacts: ink, ruler, vignette, hair masks
+    heat: dict[str, Any] = field(default_factory=dict)      # method -> model.explain.attention.HeatShares (or None)
+    outline_touches: list[str] = field(default_factory=list)  # artefact kinds the lesion outline runs into
 
     @property
     def top_index(self) -> int:

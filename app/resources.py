@@ -131,7 +131,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_data(max_entries=24, ttl=2 * 3600, show_spinner="Analysing…")  # ~10-25 MB each
+@st.cache_data(max_entries=8, ttl=2 * 3600, show_spinner="Analysing…")  # ~10-25 MB each: 8 keep the server
+# under 1.2 GB through the hostile replay (docs/hostile-input.md); a miss costs one analysis (~50-100 ms)
 def _analyse(digest: str, models: str, key: str, cam_class: str | None, cam_layer: str | None,
              cam_methods: tuple[str, ...], tta: bool, feature_layer: str | None, segment: bool,
              _data: bytes):

@@ -204,5 +204,21 @@ def load_examples(folder: str = str(EXAMPLES_DIR)) -> list[dict]:
     return ok
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def _weights_digest(key: str, models: str) -> str | None:
+    from model.nets.weights_hash import weights_sha256
+
+    try:
+        return weights_sha256(Path(models) / "classifier")[:16]
+    except OSError:
+        return None
+
+
+def classifier_digest() -> str | None:
+    """First 16 hex digits of the loaded classifier's weights sha256 (what derived files record)."""
+    models = models_dir()
+    return _weights_digest(model_key(models), str(models))
+
+
 def example_bytes(record: dict, folder: str = str(EXAMPLES_DIR)) -> bytes:
     return (Path(folder) / record["file"]).read_bytes()

@@ -182,11 +182,12 @@ def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
     upload = page.locator("input[type=file]").first
     t["upload → rendered, default view"] = timed(page, clock, lambda: upload.set_input_files(str(pics[0])),
                                                  "what counts is the gap")
-    t["switch CAM layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", 4))
-    t["switch method (add one)"] = timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", "HiResCAM"))
-    t["switch feature-map layer"] = timed(
+    t["switch CAM layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", 3), name="CAM layer")
+    t["switch method (add one)"] = timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", "HiResCAM"),
+                                         name="add a method")
+    t["switch feature-map layer"] = timed(  # the second "Layer" picker; option 2 = an earlier block
         page, clock, lambda: page.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").nth(1)
-        .locator("input").click() or page.get_by_role("option").nth(3).click())
+        .locator("input").click() or page.get_by_role("option").nth(2).click(), name="feature-map layer")
     for name in METHODS:  # the rest of the six (untimed)
         if name != "HiResCAM":
             timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", name))

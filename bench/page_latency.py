@@ -34,6 +34,7 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WAIT_MS = 300_000
+THINK_S = 10        # after the first page, before the upload: the time a clinician takes to pick a file
 QUIET_S = 0.35      # no new run for this long after a script_finished: the action's runs are over
 METHODS = ["Grad-CAM++", "HiResCAM", "XGrad-CAM", "LayerCAM", "EigenCAM"]  # besides the default Grad-CAM
 TARGETS = {  # step -> target in seconds (None: no target set, measured for the record)
@@ -168,11 +169,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ------------------------------------------------------------------------------------------ actions
-def pick(page, widget: str, label: str, option: int | str) -> None:
-    """Open the `widget` (stSelectbox / stMultiSelect) labelled `label` and click an option (index or name)."""
-    page.locator(f'[data-testid="{widget}"]').filter(has_text=label).first.locator("input").click()
-    options = page.get_by_role("option")
-    (options.nth(option) if isinstance(option, int) else options.filter(has_text=option).first).click()
+def pick(page, widget: str, label: str, option: str, nth: int = 0) -> None:
+    """Choose `option` in the `nth` `widget` (stSelectbox / stMultiSelect) labelled `label`, as a
+    keyboard user does: focus it, type the option's name, Enter."""
+    box = page.locator(f'[data-testid="{widget}"]').filter(has_text=label).nth(nth).locator("input")
+    box.click()
+    box.press_sequentially(option)
+    page.keyboard.press("Enter")
+    if widget == "stMultiSelect":  # its list stays open after a pick
+        page.keyboard.press("Escape")
 
 
 def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
@@ -182,12 +187,11 @@ def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
     upload = page.locator("input[type=file]").first
     t["upload → rendered, default view"] = timed(page, clock, lambda: upload.set_input_files(str(pics[0])),
                                                  "what counts is the gap")
-    t["switch CAM layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", 3), name="CAM layer")
+    t["switch CAM layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", "blocks.4"), name="CAM layer")
     t["switch method (add one)"] = timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", "HiResCAM"),
                                          name="add a method")
-    t["switch feature-map layer"] = timed(  # the second "Layer" picker; option 2 = an earlier block
-        page, clock, lambda: page.locator('[data-testid="stSelectbox"]').filter(has_text="Layer").nth(1)
-        .locator("input").click() or page.get_by_role("option").nth(2).click(), name="feature-map layer")
+    t["switch feature-map layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", "blocks.2", nth=1),
+                                          name="feature-map layer")
     for name in METHODS:  # the rest of the six (untimed)
         if name != "HiResCAM":
             timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", name))
@@ -244,6 +248,7 @@ def one_repeat(sync_api, url: str, tmp: Path, salt: int, batch_n: int) -> dict[s
             clock = Clock(page)
             out["first page (fresh server)"] = timed(page, clock, lambda: page.goto(url, timeout=WAIT_MS),
                                                      "Dermoscopic image (JPEG")
+            page.wait_for_timeout(THINK_S * 1000)  # a clinician choosing a file
             out.update(analyse_steps(page, clock, images(tmp, 3, salt)))
             out["model card"] = card_step(page, clock)
             out["batch review of 64 images"] = batch_step(page, clock, url, images(tmp, batch_n, salt + 100))

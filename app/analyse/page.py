@@ -13,7 +13,7 @@ from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
 from app.analyse.case_report import REPORT_KEY, Shown, build_case_report
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
-from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
+from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of, warm_up
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
@@ -21,13 +21,14 @@ from model.data.preprocess import ImageError
 st.title("Analyse a dermoscopic image")
 st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")
 
-loaded = get_loaded()  # stops the page with instructions when no model is available
+warm_up()  # the model loads in the background while the inputs are drawn; stops with instructions if none
 source = choose_source()
 tta = st.toggle("Test-time augmentation (average over 4 flipped views)", key="tta",
                 help="Slower; reports how much the answer changes when the image is flipped.")
 if source is None:
     st.info("Upload a dermoscopic image, or pick one of the bundled examples.")
     st.stop()
+loaded = get_loaded()  # stops the page with instructions when the model cannot be used
 
 try:
     # ask for the feature maps the page will show, so a new image costs one network pass

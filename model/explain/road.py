@@ -29,7 +29,7 @@ import torch
 from model.nets.bundle import Bundle
 from model.nets.classifier import feature_layers
 from model.explain.cams import method_cam, cam_at, forward_explain
-from model.explain.road_imputer import FastImputer
+from model.explain.road_imputer import FastImputer, MaskRecorder, add_noise, batched_fills
 from model.data.preprocess import normalize, to_uint8_batch
 
 PERCENTILES = (10, 30, 50, 70, 90)   # CAM percentile thresholds: 90% .. 10% of the pixels removed
@@ -37,20 +37,30 @@ SEED = 0
 _RNG_LOCK = threading.Lock()         # the imputer draws its noise from torch's global generator
 
 
-def _perturbed(x: torch.Tensor, cam: np.ndarray, percentiles: Sequence[int]) -> torch.Tensor:
-    """MoRF copies (one per percentile), then LeRF copies, of x (3xHxW), imputed as ROAD does."""
+def _perturbed_many(x: torch.Tensor, cams: list[np.ndarray], percentiles: Sequence[int]) -> torch.Tensor:
+    """For each CAM: its MoRF copies (one per percentile), then its LeRF copies, of x (3xHxW), imputed
+    as ROAD does and with the same noise draws as one FastImputer call per copy (the generator is
+    reseeded per CAM). The noise-free solves run first, shared by equal masks and on two threads."""
     from pytorch_grad_cam.metrics.perturbation_confidence import (RemoveLeastRelevantFirst,
                                                                   RemoveMostRelevantFirst)
 
-    cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
-    out = []
-    with _RNG_LOCK, torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    recorder = MaskRecorder()
+    with warnings.catch_warnings():
         # the library turns a torch comparison into numpy with np.float32(tensor): numpy 2 warns
         warnings.filterwarnings("ignore", message="__array_wrap__", category=DeprecationWarning)
-        torch.manual_seed(SEED)
-        for kind in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst):
-            for p in percentiles:
-                out.append(kind(p, FastImputer())(x, cam_t))
+        for cam in cams:
+            cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
+            for kind in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst):
+                for p in percentiles:
+                    kind(p, recorder)(x, cam_t)
+    fills = batched_fills(x.numpy(), recorder.masks)
+    per_cam = 2 * len(percentiles)
+    out = []
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
+        for i, (indices, values) in enumerate(fills):
+            if i % per_cam == 0:
+                torch.manual_seed(SEED)
+            out.append(add_noise(x, indices, values, FastImputer().noise))
     return torch.stack(out)
 
 
@@ -70,7 +80,7 @@ def road_many(model, x: torch.Tensor, cams: dict, cls: int, temperature: float =
     an engine (the perturbed copies need no gradient)."""
     x = x.detach().float().cpu()
     keys = list(cams)
-    batch = torch.cat([x] + [_perturbed(x[0], cams[k], percentiles) for k in keys])
+    batch = torch.cat([x, _perturbed_many(x[0], [cams[k] for k in keys], percentiles)])
     p = torch.softmax(_logits(model, batch) / temperature, 1)[:, cls].numpy()
     k = len(percentiles)
     out = {}

@@ -11,10 +11,26 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def clean_name(name: str) -> str:
+    """A file name as shown and written: formatting characters removed (the right-to-left override
+    and the other bidirectional controls, zero-width characters), control characters (newline, tab)
+    replaced by U+FFFD. The original goes in a field of its own wherever it differs."""
+    return "".join("\ufffd" if unicodedata.category(ch) == "Cc" else ch
+                   for ch in str(name) if unicodedata.category(ch) != "Cf")
+
+
+def printable(name: str) -> str:
+    """A name safe to print on one terminal line: control and formatting characters (newlines, the
+    right-to-left override) written as escapes, so a file name cannot forge or reverse a line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch
+                   for ch in str(name))
 
 
 def neutralise(value: Any) -> Any:

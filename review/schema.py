@@ -75,7 +75,14 @@ def _v2(dialect: str) -> list[str]:
             "ALTER TABLE reads ADD COLUMN aids_seen TEXT"]
 
 
-MIGRATIONS = {1: _v1, 2: _v2}  # version -> statements; add 3: _v3 ... and never edit an applied one
+def _v3(dialect: str) -> list[str]:
+    """The gate's decision at the reveal (issue 26.11): a read whose AI answer was withheld is not
+    an AI answer, and the export says so."""
+    return ["ALTER TABLE reads ADD COLUMN ai_gated INTEGER",
+            "ALTER TABLE reads ADD COLUMN ai_gate_reasons TEXT"]
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}  # version -> statements; add 3: _v3 ... and never edit an applied one
 LATEST = max(MIGRATIONS)
 
 

@@ -1,8 +1,9 @@
 """What a study found, from its read rows (plain dicts from Store.reads): no database, no UI.
 
 - `accuracy`: per reader and overall, on finished reads of cases with a known truth: reader
-  accuracy before and after the AI, the AI's own on the same cases, and how often the AI turned a
-  right read wrong or a wrong read right; `per_class` does the same by true class.
+  accuracy before and after the AI, the AI's own on the same cases (only where the gate showed its
+  answer: a withheld answer is no AI answer, and `ai_gated` counts those reads apart), and how often
+  the AI turned a right read wrong or a wrong read right; `per_class` does the same by true class.
 - `heatmap_ratings`: per CAM method, how many heatmaps were rated and the share rated "on an
   artefact", beside the mean automatic heat-in-lesion share and ROAD score of the same heatmaps.
 - `export_rows`: one flat row per read for CSV / JSON export.
@@ -21,11 +22,13 @@ def _finished_labelled(reads: Iterable[dict]) -> list[dict]:
 def _summary(rows: list[dict]) -> dict:
     n = len(rows)
     if not n:
-        return {"n": 0, "before": None, "after": None, "ai": None, "right_to_wrong": 0, "wrong_to_right": 0}
+        return {"n": 0, "before": None, "after": None, "ai": None, "ai_n": 0, "ai_gated": 0, "right_to_wrong": 0,
+                "wrong_to_right": 0}
     before = [r["blind_dx"] == r["truth"] for r in rows]
     after = [r["final_dx"] == r["truth"] for r in rows]
-    ai = [r["ai_top"] == r["truth"] for r in rows if r.get("ai_top")]
+    ai = [r["ai_top"] == r["truth"] for r in rows if r.get("ai_top") and not r.get("ai_gated")]
     return {"n": n, "before": sum(before) / n, "after": sum(after) / n, "ai": sum(ai) / len(ai) if ai else None,
+            "ai_n": len(ai), "ai_gated": sum(bool(r.get("ai_gated")) for r in rows),
             "right_to_wrong": sum(b and not a for b, a in zip(before, after)),
             "wrong_to_right": sum(a and not b for b, a in zip(before, after))}
 
@@ -72,7 +75,8 @@ def heatmap_ratings(reads: Iterable[dict]) -> list[dict]:
 
 
 EXPORT_COLUMNS = ["study", "reader", "case_position", "case_name", "image_sha256", "truth", "blind_dx",
-                  "blind_confidence", "blind_biopsy", "blind_at", "ai_top", "ai_probability", "final_dx",
+                  "blind_confidence", "blind_biopsy", "blind_at", "ai_top", "ai_probability", "ai_gated",
+                  "ai_gate_reasons", "final_dx",
                   "final_biopsy", "changed_by_ai", "heatmap_methods", "heatmap_ratings", "heatmap_artefacts",
                   "note", "final_at", "classifier_version", "segmenter_version", "aids_seen", "heatmaps_json"]
 
@@ -87,7 +91,9 @@ def export_rows(reads: Iterable[dict], study_name: str) -> list[dict]:
             "case_name": r["case_name"], "image_sha256": r["image_sha256"], "truth": r.get("truth"),
             "blind_dx": r["blind_dx"], "blind_confidence": r["blind_confidence"],
             "blind_biopsy": bool(r["blind_biopsy"]), "blind_at": r["blind_at"], "ai_top": r.get("ai_top"),
-            "ai_probability": r.get("ai_probability"), "final_dx": r.get("final_dx"),
+            "ai_probability": r.get("ai_probability"),
+            "ai_gated": None if r.get("ai_gated") is None else bool(r["ai_gated"]),
+            "ai_gate_reasons": ";".join(str(a) for a in r.get("ai_gate_reasons") or []), "final_dx": r.get("final_dx"),
             "final_biopsy": None if r.get("final_biopsy") is None else bool(r["final_biopsy"]),
             "changed_by_ai": None if r.get("changed_by_ai") is None else bool(r["changed_by_ai"]),
             "heatmap_methods": ";".join(str(h.get("method")) for h in hm),

@@ -238,8 +238,10 @@ class Store:
 
     def record_final(self, study_id: str, read_id: str, *, final_dx: str, biopsy: bool, changed_by_ai: bool,
                      heatmaps: Iterable[dict], note: str, ai_top: str | None, ai_probability: float | None,
-                     model_versions: dict[str, str] | None = None, aids_seen: Sequence[str] = ()) -> bool:
-        """Commit the after-AI part of a read once. False if it was already committed (another tab)."""
+                     model_versions: dict[str, str] | None = None, aids_seen: Sequence[str] = (),
+                     ai_gated: bool | None = None, ai_gate_reasons: Sequence[str] = ()) -> bool:
+        """Commit the after-AI part of a read once. False if it was already committed (another tab).
+        `ai_gated`: the gate withheld the AI's answer at the reveal (`ai_gate_reasons`: why)."""
         self._check_dx(study_id, final_dx)
         versions = model_versions or {}
         hm = [{k: h.get(k) for k in ("method", "layer", "cam_class", "rating", "artefact", "heat_in_lesion", "road")}
@@ -253,13 +255,16 @@ class Store:
             done = conn.execute(text(
                 "UPDATE reads SET final_dx = :final_dx, final_biopsy = :final_biopsy, changed_by_ai = :changed, "
                 "heatmaps = :heatmaps, note = :note, ai_top = :ai_top, ai_probability = :ai_probability, "
-                "classifier_version = :cv, segmenter_version = :sv, aids_seen = :aids, final_at = :at "
+                "classifier_version = :cv, segmenter_version = :sv, aids_seen = :aids, ai_gated = :gated, "
+                "ai_gate_reasons = :reasons, final_at = :at "
                 "WHERE id = :id AND study_id = :s AND final_at IS NULL"),
                 {"final_dx": final_dx, "final_biopsy": int(bool(biopsy)), "changed": int(bool(changed_by_ai)),
                  "heatmaps": json.dumps(hm), "note": str(note)[:4000], "ai_top": ai_top,
                  "ai_probability": None if ai_probability is None else float(ai_probability),
                  "cv": versions.get("classifier"), "sv": versions.get("segmenter"), "at": _now(),
                  "aids": json.dumps([str(a)[:100] for a in aids_seen]),
+                 "gated": None if ai_gated is None else int(bool(ai_gated)),
+                 "reasons": json.dumps([str(a)[:200] for a in ai_gate_reasons]),
                  "id": read_id, "s": study_id})
             return done.rowcount == 1
 
@@ -277,6 +282,7 @@ class Store:
         for r in rows:
             r["heatmaps"] = json.loads(r["heatmaps"]) if r.get("heatmaps") else []
             r["aids_seen"] = json.loads(r["aids_seen"]) if r.get("aids_seen") else []
+            r["ai_gate_reasons"] = json.loads(r["ai_gate_reasons"]) if r.get("ai_gate_reasons") else []
         return rows
 
     def next_case(self, study_id: str, reader_id: str) -> tuple[dict, dict | None] | None:

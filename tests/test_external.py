@@ -84,7 +84,7 @@ def test_grayscale_and_tiny_images_are_always_flagged():
 
 def test_the_gate_flags_images_that_are_not_dermoscopy():
     """The committed set (python -m tools.not_dermoscopy): at least 95% flagged by the shipped gate."""
-    from model.evaluation.external import gated
+    from model.inference.results import gated
     from model.inference.pipeline import Analyzer
     from model.nets.bundle import load_bundle
 

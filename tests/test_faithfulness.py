@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -286,3 +288,50 @@ def test_markdown_table_puts_methods_in_rows_and_layers_in_columns():
     assert lines[2] == "| Grad-CAM | +0.010 (0.25) | -0.050 ± 0.003 |"        # the offered order: Grad-CAM first
     assert lines[3] == "| HiResCAM | – | +0.123 ± 0.002 (0.40) |"
     assert len(lines) == 4
+
+
+def test_our_removal_is_the_librarys_and_needs_no_matplotlib():
+    """ROAD's pixel removal is ours (the library's package imports matplotlib, which wrote a font
+    cache under HOME on the first faithfulness click); it must remove exactly what the library does."""
+    import subprocess
+    import sys
+
+    import torch
+    from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+    from model.explain.road import remove
+    from model.explain.road_imputer import FastImputer
+
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x, cam = torch.rand(3, 24, 32, generator=gen), torch.rand(24, 32, generator=gen)
+        for p in (10, 50, 90):
+            for most, lib in ((True, RemoveMostRelevantFirst), (False, RemoveLeastRelevantFirst)):
+                torch.manual_seed(0)
+                ours = remove(x, cam, p, most, FastImputer())
+                torch.manual_seed(0)
+                theirs = lib(p, FastImputer())(x, cam)
+                assert torch.equal(ours, theirs)
+    code = ("import sys, numpy as np, torch; from model.explain.road import road_scores; "
+            "m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3*16*16, 3)); "
+            "road_scores(m, torch.rand(1, 3, 16, 16), np.random.rand(16, 16), 0); "
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('matplotlib', 'pytorch_grad_cam')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_several_heatmaps_at_once_score_as_each_alone():
+    """Issue 26.14: road_many solves the imputations of all heatmaps together (equal masks once, two
+    threads) and must give exactly what one heatmap at a time gives, equal heatmaps included."""
+    from model.explain.road import road_many
+
+    model = LeftHalf().eval()
+    x = torch.zeros(1, 3, 24, 32)
+    x[..., :16] = 1.0 + 0.1 * torch.rand(1, 3, 24, 16, generator=torch.Generator().manual_seed(0))
+    yy, xx = np.mgrid[:24, :32]
+    cams = {"right": (xx / 31.0).astype(np.float32), "left": (1 - xx / 31.0).astype(np.float32),
+            "rows": (yy / 23.0).astype(np.float32)}
+    cams["same"] = cams["left"].copy()
+    together = road_many(model, x, cams, 0)
+    assert all(together[k] == road_many(model, x, {k: c}, 0)[k] for k, c in cams.items())
+    assert together["same"] == together["left"]

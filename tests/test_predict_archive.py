@@ -79,7 +79,7 @@ def test_csv_format(tiny_classifier_dir, inputs, capsys):
     classes = json.loads((tiny_classifier_dir / "meta.json").read_text())["classes"]
     assert rows[0][:7] == ["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag", "flags",
                        "prediction_set"]
-    assert rows[0][7:] == classes and len(rows) == 2
+    assert rows[0][7:-1] == classes and rows[0][-1] == "original_name" and len(rows) == 2
 
 
 def test_isic_masks_at_each_images_own_size(tiny_models_dir, fullres, ham_small, tmp_path, capsys):

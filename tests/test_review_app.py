@@ -47,7 +47,7 @@ def test_create_read_resume_and_results(app_models_dir, tmp_path, monkeypatch):
     assert reads[0]["aids_seen"] == ["prediction_set@90%", "similar_cases"]  # what this reader was shown
     assert reads[0]["heatmaps"][0]["road"] is not None  # faithfulness measured and kept with the rating
 
-    at2.radio(key="review_tab").set_value("Progress and results").run()
+    next(r for r in at2.radio if r.label == "Show").set_value("Progress and results").run()
     no_exception(at2)
     assert len(at2.get("plotly_chart")) >= 3
     assert {d.label for d in at2.get("download_button")} >= {"Download every read (CSV)", "Download every read (JSON)"}
@@ -137,3 +137,41 @@ def test_a_second_tab_is_told_its_answer_was_not_kept(app_models_dir, tmp_path, 
     assert "after read was not saved" in texts(tab_b)
     reads = Store(url).reads(Store(url).open_study(code)["id"])
     assert [(r["blind_dx"], r["final_dx"]) for r in reads] == [("mel", "mel")]
+
+
+def test_wrong_codes_wait_longer_and_are_logged_without_the_code(app_models_dir, tmp_path, monkeypatch, caplog):
+    """Issue 27.8: 50 wrong codes in a row each got the same answer in half a second.
+    Issue 27.9: the database's location showed to every visitor before any code."""
+    url = f"sqlite:///{tmp_path / 'review.sqlite3'}"
+    at = review_app(app_models_dir, url, monkeypatch)
+    assert str(tmp_path) not in texts(at)            # a visitor: no location
+    create_from_examples(at, "Guarded")
+    assert str(tmp_path) in texts(at)                # the organiser, once, beside the new code
+    at.run()
+    with caplog.at_level("WARNING", logger="review.access"):
+        for k in range(4):
+            open_study(at, f"wrong-{k}", "Eve")
+    shown = texts(at)
+    assert "Too many wrong access codes: wait 1 s" in shown and "The code was not checked" in shown
+    logged = [r.getMessage() for r in caplog.records if r.name == "review.access"]
+    assert len(logged) == 3 and not any("wrong-" in m for m in logged)
+    assert str(tmp_path) not in shown
+
+
+def test_the_limiter_grows_per_session_and_over_the_server():
+    from app.studies.access import MAX_WAIT_S, SERVER_FREE, AccessLimiter
+    now = [0.0]
+    limiter = AccessLimiter(clock=lambda: now[0])
+    a: dict = {}
+    waits = []
+    for _ in range(10):
+        limiter.failed(a, "a")
+        waits.append(limiter.wait(a))
+    assert waits[:2] == [0, 0] and waits[2:6] == [1, 2, 4, 8] and max(waits) <= MAX_WAIT_S
+    limiter.succeeded(a)
+    b: dict = {}
+    for k in range(SERVER_FREE + 10):          # many fresh sessions, one wrong code each
+        limiter.failed({}, f"s{k}")
+    assert limiter.wait(b) > 0                 # a new session waits too
+    now[0] += 601
+    assert limiter.wait(b) == 0                # the window has passed

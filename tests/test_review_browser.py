@@ -116,6 +116,13 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
                 text = Path(download.value.path()).read_text(encoding="utf-8")
                 page.screenshot(path=str(shots / "review-results.png"), full_page=True)
                 assert page.locator("[data-testid=stException]").count() == 0
+                # issue 27.4: closed from the results and opened again, the radio said "Read cases"
+                # while the page drew the results, and clicking "Read cases" did nothing
+                page.get_by_role("button", name="Close study").click()
+                _open(page, url, code, "Ann")
+                page.get_by_text("2 of 8 cases finished").wait_for(timeout=WAIT_MS)
+                assert page.get_by_role("radio", name="Read cases").is_checked()
+                assert page.get_by_text("Download every read (CSV)").count() == 0
             finally:
                 browser.close()
     finally:

@@ -133,6 +133,29 @@ def test_images_are_kept_only_when_chosen(tmp_path):
     assert store.case_image(without["id"], c1["id"]) is None  # another study's case: nothing
 
 
+def test_a_withheld_ai_answer_is_not_an_ai_answer(tmp_path):
+    """Issue 26.11: "AI alone" counted gated cases as AI answers, and the export did not say."""
+    base = dict(final_at="t", heatmaps=[], note="", blind_at="t", blind_confidence=3, blind_biopsy=0,
+                final_biopsy=0, changed_by_ai=0, image_sha256="h", case_name="c", position=0, reader="A")
+    reads = [{**base, "truth": "mel", "blind_dx": "mel", "final_dx": "mel", "ai_top": "mel", "ai_gated": 0},
+             {**base, "truth": "nv", "blind_dx": "nv", "final_dx": "nv", "ai_top": "mel", "ai_gated": 1,
+              "ai_gate_reasons": ["blurred"]}]
+    acc = accuracy(reads)[-1]
+    assert acc["ai"] == 1.0 and acc["ai_n"] == 1 and acc["ai_gated"] == 1
+    rows = export_rows(reads, "S")
+    assert [r["ai_gated"] for r in rows] == [False, True] and rows[1]["ai_gate_reasons"] == "blurred"
+    # and the store keeps the decision
+    store = Store(_url(tmp_path))
+    study, _ = store.create_study("s", [CaseIn("a.jpg", "ab" * 32, "upload", "nv", None, None)], classes=CLASSES)
+    case = store.cases(study["id"])[0]
+    reader = store.reader(study["id"], "A")
+    read, _ = store.record_blind(study["id"], case["id"], reader["id"], "nv", 3, False)
+    assert store.record_final(study["id"], read["id"], final_dx="nv", biopsy=False, changed_by_ai=False, heatmaps=[],
+                              note="", ai_top="mel", ai_probability=0.4, ai_gated=True, ai_gate_reasons=["blurred"])
+    saved = store.reads(study["id"])[0]
+    assert saved["ai_gated"] == 1 and saved["ai_gate_reasons"] == ["blurred"]
+
+
 def test_statistics_and_export():
     base = dict(final_at="t", heatmaps=[], note="", blind_at="t", blind_confidence=3, blind_biopsy=0,
                 final_biopsy=0, changed_by_ai=0, image_sha256="h", case_name="c", position=0,
@@ -148,8 +171,8 @@ def test_statistics_and_export():
         {**base, "reader": "B", "truth": "mel", "blind_dx": "mel", "final_at": None, "final_dx": None},
     ]
     acc = {r["reader"]: r for r in accuracy(reads)}
-    assert acc["A"] == {"reader": "A", "n": 2, "before": 0.5, "after": 0.5, "ai": 0.5, "right_to_wrong": 1,
-                        "wrong_to_right": 1}
+    assert acc["A"] == {"reader": "A", "n": 2, "before": 0.5, "after": 0.5, "ai": 0.5, "ai_n": 2, "ai_gated": 0,
+                        "right_to_wrong": 1, "wrong_to_right": 1}
     assert acc["all readers"]["n"] == 3 and acc["all readers"]["after"] == pytest.approx(2 / 3)
     pc = {r["class"]: r for r in per_class(reads, CLASSES)}
     assert set(pc) == {"mel", "nv"} and pc["nv"]["before"] == 1.0 and pc["nv"]["right_to_wrong"] == 1

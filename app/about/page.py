@@ -5,6 +5,7 @@ import streamlit as st
 
 from app.resources import bundle_metas
 from app.meta import starting_weights
+from app.studies.cases import THUMB_SIDE
 
 cls_meta, seg_meta, _ = bundle_metas()
 
@@ -13,6 +14,20 @@ st.error("**Not a medical device.** This is a research and teaching tool. It has
          "validated or approved by any regulator, and its output must not be used to diagnose, triage or "
          "treat anyone.", icon=":material/gpp_bad:")
 
+PRIVACY = f"""
+- **Analyse and Batch review** write nothing to disk. An upload is processed in the server's memory;
+  its results are kept there, for your browser session only, so that changing a display setting is
+  fast, and are gone when the session ends or the server restarts. Batch review keeps the batch in
+  your session until you clear it or upload another.
+- **Review studies** are the one part that stores data, in the study database (`DERMO_REVIEW_DB`; by
+  default a SQLite file on the server). For each case: the file name, the image's SHA-256, a
+  thumbnail of at most {THUMB_SIDE}×{THUMB_SIDE} pixels (so readers can tell cases apart), the label
+  when one was given, and the image itself only when the study's organiser ticks "Store the images
+  themselves". For each read: the reader's name as typed, the answers, times, heatmap ratings and the
+  model's answer. Anyone with a study's access code can see and export its reads; delete a study's
+  database to remove it.
+- **The server log** records errors and wrong access codes (never the code itself), without images.
+"""
 st.markdown("""
 ### Purpose
 To let clinicians, students and researchers see **how** a dermoscopy classifier reaches its
@@ -22,10 +37,10 @@ outline with simple shape and colour measurements, and the model's measured perf
 images (see *Model card*). It is meant to build intuition about the strengths and failure modes of
 such models — for example attention on rulers, ink or hair — not to replace dermoscopic expertise.
 
-### Privacy
-Uploaded images are processed in memory and are not stored on disk by the app. Results are cached
-in the server's memory for a short time so that changing display settings is fast.
-
+### Privacy: what is kept, and where
+""")
+st.markdown(PRIVACY)
+st.markdown("""
 ### Data
 The models were trained on the **HAM10000** dataset (*"Human Against Machine with 10000 training
 images"*): dermatoscopic images of pigmented skin lesions from the Department of Dermatology at the

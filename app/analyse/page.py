@@ -11,6 +11,7 @@ import streamlit as st
 from app.analyse import sections as view
 from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
+from app.widgets.components import md_escape
 from app.analyse.case_report import REPORT_KEY, Shown, build_case_report
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of, warm_up
@@ -46,6 +47,9 @@ except Exception as e:  # noqa: BLE001 - a bug must not show a traceback to a cl
 st.divider()
 image_key = sha256(source.data)[:12]
 shown = view.summary(base, source.name, image_key)  # False: the gate hides the model's output (issue 26.1)
+if source.original:
+    st.caption(f"File name as uploaded: {md_escape(source.original)} (invisible or direction-changing characters removed "
+               "from the name shown and written).")
 truth = None
 if source.example is not None:
     try:

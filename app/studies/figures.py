@@ -17,15 +17,19 @@ def _layout(fig: go.Figure, title: str, y_title: str, pct: bool = True) -> go.Fi
 
 
 def accuracy_figure(rows: Sequence[dict], key: str, title: str) -> go.Figure:
-    """Grouped bars per row (`key`: reader or class): reader before the AI, after it, the AI's own."""
+    """Grouped bars per row (`key`: reader or class): reader before the AI, after it, the AI's own
+    (over the reads where the gate showed the AI's answer; withheld answers are counted apart)."""
     x = [str(r[key]) for r in rows]
     fig = go.Figure()
-    for name, field, colour in (("reader before AI", "before", BEFORE), ("reader after AI", "after", AFTER),
-                                ("AI alone", "ai", AI)):
+    for name, field, colour, n in (("reader before AI", "before", BEFORE, "n"), ("reader after AI", "after", AFTER, "n"),
+                                   ("AI alone (answers the gate showed)", "ai", AI, "ai_n")):
         fig.add_trace(go.Bar(x=x, y=[r[field] for r in rows], name=name, marker_color=colour,
                              text=[f"{r[field]:.0%}" if r[field] is not None else "" for r in rows],
-                             textposition="outside", customdata=[r["n"] for r in rows],
-                             hovertemplate="%{x}: %{y:.1%} of %{customdata} reads<extra></extra>"))
+                             textposition="outside",
+                             customdata=[[r.get(n, r["n"]), r.get("ai_gated", 0)] for r in rows],
+                             hovertemplate="%{x}: %{y:.1%} of %{customdata[0]} reads"
+                             + (" (%{customdata[1]} withheld by the gate, not counted)" if field == "ai" else "")
+                             + "<extra></extra>"))
     return _layout(fig, title, "accuracy")
 
 

@@ -14,7 +14,7 @@ from app.widgets.tables import gather
 from app.widgets.components import md_escape
 from app.resources import EXAMPLES_DIR, analyse, cam_method_labels, get_loaded, sha256, thresholds
 from app.studies.cases import case_bytes
-from app.studies.store import get_store
+from app.studies.store import get_limiter, get_store
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
@@ -28,7 +28,7 @@ st.caption("Reader studies and teaching: your read first, then the AI, then your
 loaded = get_loaded()
 store = get_store()
 classes, labels = loaded.analyzer.classes, cam_method_labels()
-rs.show_new_code()
+rs.show_new_code(store)
 if flash := st.session_state.pop(FLASH_KEY, None):
     st.warning(flash, icon=":material/tab_duplicate:")
 
@@ -39,10 +39,9 @@ if opened is None:
         if mode == "Create a study":
             rs.create_form(store, classes, loaded.analyzer.model_info())
         else:
-            rs.open_form(store)
+            rs.open_form(store, get_limiter())
     except Exception as e:  # noqa: BLE001 - shown as a message, logged
         rs.fail(e, "The study could not be created or opened")
-    st.caption(f"Studies are stored in {md_escape(store.where, 300)} (schema version {store.version}).")
     st.stop()
 
 try:
@@ -57,7 +56,8 @@ top.markdown(f"### {md_escape(study['name'])}\nReader: **{md_escape(reader['name
 if close.button("Close study", key="review_close"):
     st.session_state.pop(rs.OPEN_KEY, None)
     st.rerun()
-tab = st.radio("Show", ["Read cases", "Progress and results"], horizontal=True, key="review_tab")
+tab = st.radio("Show", ["Read cases", "Progress and results"], horizontal=True,
+               key=f"review_tab_{opened.get('opening', '')}")
 if tab == "Progress and results":
     rs.results(store, study, labels)
     st.stop()
@@ -145,7 +145,8 @@ if answer:
                                    ai_top=base.top_class, ai_probability=base.top_probability,
                                    model_versions=base.model_info,
                                    aids_seen=[f"prediction_set@{coverage}%" if a == "prediction_set" else a
-                                              for a in aids])
+                                              for a in aids],
+                                   ai_gated=base.gated, ai_gate_reasons=base.quality_warnings)
     except Exception as e:  # noqa: BLE001
         rs.fail(e, "The after read could not be saved")
     if not saved:

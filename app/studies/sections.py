@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import pandas as pd
 import streamlit as st
@@ -74,7 +75,9 @@ def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> N
     st.rerun()
 
 
-def show_new_code() -> None:
+def show_new_code(store: Store) -> None:
+    """Once, to the study's organiser who just created it: the access code, and where the study is
+    stored (shown to nobody else: visitors of the page never see the database's location)."""
     new = st.session_state.pop(NEW_CODE_KEY, None)
     if not new:
         return
@@ -83,13 +86,18 @@ def show_new_code() -> None:
                "copy it now, it is shown only once and cannot be recovered. Anyone with it can read the study "
                "and its results.", icon=":material/key:")
     st.code(new["code"], language=None)
+    st.caption(f"The study is stored in {md_escape(store.where, 300)} (schema version {store.version}).")
     if new.get("skipped"):
         with st.expander(f"{len(new['skipped'])} files skipped or changed"):
             st.dataframe([{"file": n, "reason": why} for n, why in new["skipped"]], hide_index=True)
 
 
-def open_form(store: Store) -> None:
-    """Access code + reader name -> the study opens for this session."""
+ACCESS_KEY = "review_access"   # this session's wrong-code count and when it may try again
+
+
+def open_form(store: Store, limiter) -> None:
+    """Access code + reader name -> the study opens for this session (after a growing wait when
+    codes were wrong: app.studies.access)."""
     with st.form("review_open_form"):
         code = st.text_input("Access code", type="password", key="ro_code")
         reader = st.text_input("Your name (as reader)", key="ro_reader", max_chars=100,
@@ -97,17 +105,35 @@ def open_form(store: Store) -> None:
         go = st.form_submit_button("Open study", type="primary")
     if not go:
         return
+    access = st.session_state.setdefault(ACCESS_KEY, {})
+    wait = limiter.wait(access)
+    if wait > 0:
+        st.error(f"Too many wrong access codes: wait {wait:.0f} s, then try again. The code was not checked.",
+                 icon=":material/timer:")
+        return
     study = store.open_study(code)
     if study is None:
-        st.error("No study has this access code. Check it (it is case-sensitive), or create a new study.")
+        limiter.failed(access, session_id())
+        st.error("No study has this access code. Check it (it is case-sensitive), or create a new study."
+                 + (" After several wrong codes each try waits longer." if access.get("failures", 0) >= 2 else ""))
         return
+    limiter.succeeded(access)
     try:
         r = store.reader(study["id"], reader)
     except StoreError as e:
         st.error(str(e))
         return
-    st.session_state[OPEN_KEY] = {"study_id": study["id"], "reader_id": r["id"]}
+    # a fresh `opening` for every opening: the page's widgets of an earlier opening (its "Show" radio)
+    # are new widgets then, so the browser cannot show one view while the server draws another
+    st.session_state[OPEN_KEY] = {"study_id": study["id"], "reader_id": r["id"], "opening": uuid.uuid4().hex[:8]}
     st.rerun()
+
+
+def session_id() -> str:
+    """A short, non-secret name of this browser session for the log."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    return ctx.session_id[:8] if ctx is not None else "?"
 
 
 LOST_CONFIRM = {"bok": "Your blind read was not saved: this case's blind read had already been confirmed in "
@@ -184,6 +210,10 @@ def results(store: Store, study: dict, labels: dict[str, str]) -> None:
         st.dataframe([{"reader": d["name"], "finished": sum(r["reader_id"] == d["id"] for r in finished),
                        "of": len(cases)} for d in readers], hide_index=True)
     acc = accuracy(reads)
+    if acc and acc[-1].get("ai_gated"):
+        st.caption(f"The gate withheld the AI's answer on {acc[-1]['ai_gated']} of {acc[-1]['n']} labelled reads: "
+                   "those are not counted as AI answers (the 'AI alone' bars use the other "
+                   f"{acc[-1]['ai_n']}); the export's ai_gated column marks them.")
     if acc:
         st.plotly_chart(accuracy_figure(acc, "reader", "Accuracy on labelled cases"), key="rv_acc", theme=None)
         st.plotly_chart(changes_figure(acc), key="rv_changes", theme=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.widgets.components import md_escape
+from app.studies.access import AccessLimiter
 from review import Store, StoreError, database_url
 
 
@@ -22,3 +23,9 @@ def get_store() -> Store:
         st.caption("Set DERMO_REVIEW_DB (e.g. sqlite:///data/review.sqlite3) or [connections.review] url in "
                    ".streamlit/secrets.toml; the README's 'Review studies' section explains both.")
         st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def get_limiter() -> AccessLimiter:
+    """The wrong-access-code counter over all sessions of this server."""
+    return AccessLimiter()

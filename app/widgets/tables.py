@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from model.data.archive import ArchiveError, read_image_archive
+from model.files import clean_name, printable
 from model.labels import display_name
 from model.metrics import classification_report
 from model.inference.results import BatchPrediction
@@ -17,9 +18,19 @@ from model.inference.results import BatchPrediction
 
 @dataclass
 class Items:
-    """Images to classify (unique display name, bytes) and what was skipped (name, reason)."""
+    """Images to classify (unique display name, bytes), what was skipped (name, reason), archives
+    refused as a whole (name, reason), and the original of every name that had to be cleaned
+    (bidirectional or control characters: model.files.clean_name)."""
     images: list[tuple[str, bytes]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    originals: dict[str, str] = field(default_factory=dict)
+
+    def add(self, raw: str, data: bytes, seen: set[str]) -> None:
+        shown = _unique(clean_name(raw), seen)
+        if shown != raw:
+            self.originals[shown] = printable(raw)   # escaped: "\u202e", never the override itself
+        self.images.append((shown, data))
 
 
 def _unique(name: str, seen: set[str]) -> str:
@@ -39,12 +50,13 @@ def gather(uploads: Sequence[tuple[str, bytes]]) -> Items:
             try:
                 images, skipped = read_image_archive(data)
             except ArchiveError as e:
-                items.skipped.append((name, str(e)))
+                items.refused.append((clean_name(name), str(e)))
                 continue
-            items.images += [(_unique(n, seen), b) for n, b in images]
-            items.skipped += [(f"{name}: {n}", why) for n, why in skipped]
+            for n, b in images:
+                items.add(n, b, seen)
+            items.skipped += [(clean_name(f"{name}: {n}"), why) for n, why in skipped]
         else:
-            items.images.append((_unique(name, seen), data))
+            items.add(name, data, seen)
     return items
 
 
@@ -77,12 +89,19 @@ def classify_items(analyzer: Any, images: Sequence[tuple[str, bytes]], tta: bool
     return preds
 
 
-def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> pd.DataFrame:
-    """One row per image: the sortable review table (probabilities per class at the end)."""
+GATED = "gated: answer withheld"
+
+
+def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str],
+                  originals: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per image: the sortable review table (probabilities per class at the end). An image
+    the gate stops shows as gated, without its top class; `gated` says which rows those are;
+    `original name` holds the file name as uploaded when it had to be cleaned."""
     rows = []
     for p in preds:
         row = {"file": p.name,
-               "top class": display_name(p.top_class) if p.top_class else "unreadable",
+               "top class": (GATED if p.gated else display_name(p.top_class)) if p.top_class else "unreadable",
+               "gated": "yes" if p.gated else "",
                "probability": p.top_probability,
                "malignant probability": p.malignant_probability,
                "melanoma flag": {True: "FLAG", False: ""}.get(p.melanoma_flag, "n/a"),
@@ -91,6 +110,8 @@ def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str]) -> p
                "notes": " ".join(p.notes)}
         for i, c in enumerate(classes):
             row[f"p_{c}"] = None if p.probabilities is None else float(p.probabilities[i])
+        if originals:
+            row["original name"] = originals.get(p.name, "")
         rows.append(row)
     return pd.DataFrame(rows)
 

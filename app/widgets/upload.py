@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.widgets.components import md_escape
 from app.resources import classifier_digest, example_bytes, load_examples
+from model.files import clean_name, printable
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"]
 UPLOAD, EXAMPLE, FROM_BATCH = "Upload an image", "Use an example", "From batch review"
@@ -16,9 +17,15 @@ HANDOFF_KEY = "analyse_handoff"  # {"name": str, "data": bytes}, set by the Batc
 
 @dataclass
 class Source:
-    name: str
+    name: str                     # as shown and written: bidirectional and control characters removed
     data: bytes
     example: dict | None = None   # examples.json record when it is a bundled example
+    original: str | None = None   # the file name as uploaded, escaped, when it had to be cleaned
+
+
+def uploaded(name: str, data: bytes) -> Source:
+    shown = clean_name(name)
+    return Source(shown, data, original=printable(name) if shown != name else None)
 
 
 def hand_over(name: str, data: bytes) -> None:
@@ -64,7 +71,7 @@ def choose_source() -> Source | None:
                     horizontal=True, key="source_mode" if not handoff else "source_mode_batch")
     if mode == FROM_BATCH and handoff:
         st.caption(f"Opened from Batch review: {md_escape(handoff['name'])}")
-        return Source(handoff["name"], handoff["data"])
+        return uploaded(handoff["name"], handoff["data"])
     if mode == EXAMPLE:
         examples = load_examples()
         if not examples:
@@ -82,4 +89,4 @@ def choose_source() -> Source | None:
         return Source("camera photo", shot.getvalue()) if shot is not None else None
     up = st.file_uploader("Dermoscopic image (JPEG, PNG, BMP, TIFF or WebP)", type=UPLOAD_TYPES, key="upload",
                           help="The image is analysed in memory and never stored.")
-    return Source(up.name, up.getvalue()) if up is not None else None
+    return uploaded(up.name, up.getvalue()) if up is not None else None

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import tempfile
-import unicodedata
 import itertools
 import json
 import sys
@@ -27,21 +27,25 @@ from typing import Iterable, Iterator, Sequence, TextIO
 import numpy as np
 from PIL import Image
 
-from model.files import safe_csv_writer
+from model.files import printable, safe_csv_writer
 from model.nets.bundle import Bundle, BundleError, load_bundle, read_meta
 from model.aids.case_aids import aids_json
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.isic import MASK_SUFFIX, IsicFormatError, isic2018_order, isic2018_row
 from model.inference.results import BatchPrediction
+from model.data.dataset import IMAGE_SUFFIXES
 from model.data.sources import Item, Sources
 from model.cli.common import fail
 
 FORMATS = ("jsonl", "csv", "isic2018")
 
 
-def json_record(pred: BatchPrediction, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE) -> dict:
-    """The one place a prediction becomes an output record (JSON line; CSV columns follow it)."""
-    return {"image": pred.name, "top_class": pred.top_class,
+def json_record(pred: BatchPrediction, classes: Sequence[str], coverage: int = DEFAULT_COVERAGE,
+                original: str | None = None) -> dict:
+    """The one place a prediction becomes an output record (JSON line; CSV columns follow it).
+    `original`: the file name as it came, when it differs from the cleaned one in `image`."""
+    return {"image": pred.name, **({"original_name": original} if original and original != pred.name else {}),
+            "top_class": pred.top_class,
             "top_probability": round(pred.top_probability, 5),
             "malignant_probability": round(pred.malignant_probability, 5),
             "melanoma_flag": pred.melanoma_flag,
@@ -60,19 +64,20 @@ class Writer:
             self.csv.writerow(["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
         elif fmt == "csv":
             self.csv.writerow(["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag",
-                               "flags", "prediction_set", *self.classes])
+                               "flags", "prediction_set", *self.classes, "original_name"])
 
     def write(self, item: Item, pred: BatchPrediction) -> None:
         if self.fmt == "isic2018":
             self.csv.writerow(isic2018_row(item.image_id, pred.probabilities, self.order))
             return
-        rec = json_record(pred, self.classes, self.coverage)
+        rec = json_record(pred, self.classes, self.coverage, original=item.name)
         if self.fmt == "jsonl":
             self.stream.write(json.dumps(rec) + "\n")
         else:
             self.csv.writerow([rec["image"], rec["top_class"], rec["top_probability"], rec["malignant_probability"],
                                rec["melanoma_flag"], ";".join(rec["flags"]),
-                               ";".join(rec["prediction_set"] or []), *rec["probabilities"].values()])
+                               ";".join(rec["prediction_set"] or []), *rec["probabilities"].values(),
+                               printable(rec.get("original_name", ""))])   # escaped: \u202e, not the override
 
 
 def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle | None, Bundle | None]:
@@ -90,8 +95,31 @@ def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle
     return classifier, (load_bundle(segmenter_path, device) if segmenter_path else None)
 
 
-def write_masks(segmenter: Bundle, items: Sequence[Item], out_dir: Path, report) -> None:
-    """ISIC Task 1 masks: the lesion at the image's own (upright) size, 0 or 255."""
+NAME_MAX = 255   # bytes in one file name on Linux and macOS file systems
+
+
+def mask_name(image_id: str, used: set[str]) -> str:
+    """A mask file name that can be written and is not yet taken: `<image>_segmentation.png`,
+    shortened with a hash of the full name when too long, `<image> (2)_segmentation.png` for a second
+    image with the same base name (as the app renames "dup.jpg (2)")."""
+    base = image_id.replace("/", "_").replace("\\", "_").lstrip(".") or "image"
+    room = NAME_MAX - len(MASK_SUFFIX.encode()) - len(" (99999)".encode())
+    if len(base.encode()) > room:
+        digest = hashlib.sha256(base.encode()).hexdigest()[:12]
+        base = base.encode()[:room - 13].decode(errors="ignore") + "~" + digest
+    name, k = f"{base}{MASK_SUFFIX}", 1
+    while name.lower() in used:
+        k += 1
+        name = f"{base} ({k}){MASK_SUFFIX}"
+    used.add(name.lower())
+    return name
+
+
+def write_masks(segmenter: Bundle, items: Sequence[Item], out_dir: Path, report, used: set[str],
+                decode_errors: bool = True) -> int:
+    """ISIC Task 1 masks: the lesion at the image's own (upright) size, 0 or 255. Returns how many
+    were written; a mask that cannot be written is reported and the run goes on. `decode_errors`:
+    report images that cannot be decoded (False when the classifier has reported them already)."""
     from model.nets.forward import segment_probs
     from model.inference.working import MAX_WORKING_SIDE
     from model.data.preprocess import ImageError, decode_with_size
@@ -102,27 +130,27 @@ def write_masks(segmenter: Bundle, items: Sequence[Item], out_dir: Path, report)
         try:
             decoded.append((it, *decode_with_size(it.data, max_side=MAX_WORKING_SIDE)))
         except ImageError as e:
-            report(it.name, str(e))
+            if decode_errors:
+                report(it.name, str(e))
     if not decoded:
-        return
+        return 0
     maps = segment_probs(segmenter, [d[1] for d in decoded], out_sizes=[d[2] for d in decoded])
     threshold = float(segmenter.meta.get("threshold", 0.5))
+    written = 0
     for (it, _, _), prob in zip(decoded, maps):
         mask = postprocess_mask(prob, threshold).astype(np.uint8) * 255
-        Image.fromarray(mask, mode="L").save(out_dir / f"{it.image_id}{MASK_SUFFIX}")
+        try:
+            Image.fromarray(mask, mode="L").save(out_dir / mask_name(it.image_id, used))
+            written += 1
+        except OSError as e:
+            report(it.name, f"mask not written ({e.strerror or e})")
+    return written
 
 
 def chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
-
-
-def printable(name: str) -> str:
-    """A name safe to print on one line: control and formatting characters (newlines, the
-    right-to-left override) written as escapes, so a file name cannot forge or reverse a line."""
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf") else ch
-                   for ch in name)
 
 
 class Output:
@@ -197,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.masks:
         args.masks.mkdir(parents=True, exist_ok=True)
     sources = Sources(args.images)
+    print(sources.summary(), file=sys.stderr)
     done = False
     try:
         predicted, failures = run(args, analyzer, segmenter, sources, out.stream, device)
@@ -210,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{failures} of {len(sources)} files could not be used (see the lines above)", file=sys.stderr)
     if not predicted:
         print(f"error: nothing was predicted: {len(sources)} image(s) found in the inputs"
-              + (", none of them usable" if len(sources) else " (empty folders or archives?)"), file=sys.stderr)
+              + (", none of them usable" if len(sources) else
+                 f" (image files end in {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}; zips inside zips "
+                 "are not opened)"), file=sys.stderr)
         return 1
     return 1 if failures else 0
 
@@ -231,6 +262,7 @@ def run(args, analyzer, segmenter, sources, out, device) -> tuple[int, int]:
     writer = Writer(args.format, out, analyzer.classes, args.coverage) if analyzer is not None else None
     if analyzer is not None and analyzer.aids.index_error:
         print(f"warning: {analyzer.aids.index_error}", file=sys.stderr)
+    used: set[str] = set()   # mask names written so far
     try:
         with amp:
             for chunk in chunks(sources, args.batch_size):
@@ -239,16 +271,16 @@ def run(args, analyzer, segmenter, sources, out, device) -> tuple[int, int]:
                     if it.error is not None:
                         report(it.name, it.error)
                 if analyzer is not None and good:
-                    for it, pred in zip(good, analyzer.classify_many([(it.name, it.data) for it in good], args.tta)):
+                    for it, pred in zip(good, analyzer.classify_many([(it.shown, it.data) for it in good], args.tta)):
                         if pred.error:
-                            report(pred.name, pred.error)
+                            report(it.name, pred.error)
                         else:
                             writer.write(it, pred)
                             counts["predicted"] += 1
                 if args.masks and good:
-                    write_masks(segmenter, good, args.masks, report if analyzer is None else lambda *_: None)
+                    written = write_masks(segmenter, good, args.masks, report, used, decode_errors=analyzer is None)
                     if analyzer is None:
-                        counts["predicted"] += len(good)
+                        counts["predicted"] += written
                 out.flush()
                 bar.update(len(chunk))
     finally:

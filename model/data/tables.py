@@ -55,8 +55,9 @@ def _delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
-def read_table(data: bytes | str, name: str = "The labels file") -> Table:
-    """Parse CSV bytes (UTF-8, optional BOM; UTF-16 with BOM) or text into a Table."""
+def read_table(data: bytes | str, name: str = "The labels file", keep=None) -> Table:
+    """Parse CSV bytes (UTF-8, optional BOM; UTF-16 with BOM) or text into a Table. `keep(columns)`:
+    the columns whose cells are kept (all when None), so a wide table costs only what is used."""
     text = _text(bytes(data), name) if isinstance(data, (bytes, bytearray)) else str(data).lstrip("\ufeff")
     if "\x00" in text:
         line = text[:text.index("\x00")].count("\n") + 1
@@ -72,9 +73,11 @@ def read_table(data: bytes | str, name: str = "The labels file") -> Table:
                 continue
             if columns is None:
                 columns = [c.lstrip("\ufeff").strip() for c in cells]
+                wanted = set(keep(columns)) if keep is not None else set(columns)
+                kept = [(k, c) for k, c in enumerate(columns) if c in wanted]
                 continue
             cells += [""] * (len(columns) - len(cells))
-            rows.append((reader.line_num, dict(zip(columns, cells))))
+            rows.append((reader.line_num, {c: cells[k] for k, c in kept}))
     except csv.Error as e:
         raise DatasetError(f"{name}, line {reader.line_num}: not valid CSV ({e}). Fix or remove that line and "
                            "try again.") from None
@@ -172,9 +175,33 @@ def lesion_groups(table: Table) -> dict[str, str]:
     return {row["image"]: row["lesion_id"] for _, row in table.rows if row["image"] and row["lesion_id"]}
 
 
-def parse_labels_table(data: bytes | str, name: str = "The labels file") -> dict[str, str]:
-    """image id -> class code from HAM10000 metadata (image_id, dx) or an ISIC one-hot GroundTruth."""
-    table = read_table(data, name)
+def label_columns(columns) -> tuple[str, ...]:
+    """The columns a labels table is read for: image and diagnosis, nothing else."""
+    if {"image_id", "dx"} <= set(columns):
+        return ("image_id", "dx")
+    return ("image",) + ONE_HOT_COLUMNS
+
+
+MIN_LABEL_ROWS = 50_000   # any labels table up to this many rows is read (ISIC 2019 has 25,331)
+ROWS_PER_IMAGE = 20       # beyond that, at most this many rows per image to label
+
+
+def check_label_rows(data: bytes, images: int, name: str = "The labels file") -> None:
+    """Refuse, before parsing, a table with far more rows than the images it is to label."""
+    rows = data.count(b"\n")
+    limit = max(MIN_LABEL_ROWS, ROWS_PER_IMAGE * images)
+    if rows > limit:
+        raise DatasetError(f"{name} has about {rows:,} rows for {images:,} image{'s' if images != 1 else ''}: "
+                           f"far more than a labels table for this upload needs (at most {limit:,} rows are "
+                           "read). Upload the labels of these images, or the dataset's own metadata.csv.")
+
+
+def parse_labels_table(data: bytes | str, name: str = "The labels file", images: int | None = None) -> dict[str, str]:
+    """image id -> class code from HAM10000 metadata (image_id, dx) or an ISIC one-hot GroundTruth.
+    `images`: how many images the labels are for; a table with far more rows is refused unread."""
+    if images is not None and isinstance(data, (bytes, bytearray)):
+        check_label_rows(bytes(data), images, name)
+    table = read_table(data, name, keep=label_columns)
     if {"image_id", "dx"} <= set(table.columns):
         return {image: dx for _, image, dx, _ in metadata_rows(table)}
     if {"image", *ONE_HOT_COLUMNS} <= set(table.columns):

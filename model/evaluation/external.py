@@ -14,14 +14,8 @@ import numpy as np
 
 from model.data.dataset import Record
 from model.metrics import classification_report, roc_auc
+from model.inference.results import gated
 
-# the gate's short words (model.inference.gate); "low confidence" is the uncertainty signal, not the gate
-GATE_FLAGS = ("tiny image", "blurred", "unlike training images", "colours unlike dermoscopy", "grayscale",
-              "no lesion found")
-
-
-def gated(flags: Sequence[str]) -> bool:
-    return any(f in GATE_FLAGS for f in flags)
 
 
 def predict_records(analyzer, records: Sequence[Record], batch_size: int = 32,

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from model.data.domain import DEFAULT_DOMAIN, LEGACY_DOMAIN
-from model.evaluation.external import gated
+from model.inference.results import gated
 from model.inference.pipeline import Analyzer
 
 CANDIDATES: dict[str, dict] = {

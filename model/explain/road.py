@@ -2,8 +2,10 @@
 
 pytorch-grad-cam's `pytorch_grad_cam.metrics.road` removes the pixels a CAM ranks most relevant
 (MoRF) or least relevant (LeRF) and fills them by noisy linear imputation from their neighbours
-(so the removal leaves no tell-tale shape). We take its perturbation classes as they are and run
-all perturbed copies of one image in one batched forward pass:
+(so the removal leaves no tell-tale shape). We remove pixels exactly as its RemoveMostRelevantFirst /
+RemoveLeastRelevantFirst do (`remove`; a test holds the two equal), without importing the library
+at run time (its package pulls in matplotlib, which writes a font cache under HOME), and run all
+perturbed copies of one image in one batched forward pass:
 
 - `morf`: mean change of the explained class's calibrated probability when the most relevant
   10-90% of pixels are removed (more negative = the heat is where the evidence is);
@@ -20,7 +22,6 @@ the analysis itself.
 from __future__ import annotations
 
 import threading
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -37,22 +38,25 @@ SEED = 0
 _RNG_LOCK = threading.Lock()         # the imputer draws its noise from torch's global generator
 
 
+def remove(x: torch.Tensor, cam: torch.Tensor, percentile: float, most_relevant: bool, imputer) -> torch.Tensor:
+    """x with the pixels above the CAM's `percentile` (MoRF; below it for LeRF, on 1 - cam) imputed:
+    the pixels kept are those strictly under the percentile of the map ranked."""
+    ranked = cam if most_relevant else 1 - cam
+    threshold = np.percentile(ranked.cpu().numpy(), percentile)
+    keep = torch.from_numpy(np.float32(ranked.cpu().numpy() < threshold))
+    return imputer(x, keep)
+
+
 def _perturbed_many(x: torch.Tensor, cams: list[np.ndarray], percentiles: Sequence[int]) -> torch.Tensor:
     """For each CAM: its MoRF copies (one per percentile), then its LeRF copies, of x (3xHxW), imputed
     as ROAD does and with the same noise draws as one FastImputer call per copy (the generator is
     reseeded per CAM). The noise-free solves run first, shared by equal masks and on two threads."""
-    from pytorch_grad_cam.metrics.perturbation_confidence import (RemoveLeastRelevantFirst,
-                                                                  RemoveMostRelevantFirst)
-
     recorder = MaskRecorder()
-    with warnings.catch_warnings():
-        # the library turns a torch comparison into numpy with np.float32(tensor): numpy 2 warns
-        warnings.filterwarnings("ignore", message="__array_wrap__", category=DeprecationWarning)
-        for cam in cams:
-            cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
-            for kind in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst):
-                for p in percentiles:
-                    kind(p, recorder)(x, cam_t)
+    for cam in cams:
+        cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
+        for most_relevant in (True, False):
+            for p in percentiles:
+                remove(x, cam_t, p, most_relevant, recorder)
     fills = batched_fills(x.numpy(), recorder.masks)
     per_cam = 2 * len(percentiles)
     out = []

@@ -40,10 +40,24 @@ def nested_dissection(rows: np.ndarray, cols: np.ndarray, leaf: int = LEAF) -> n
     return np.concatenate(out) if out else np.zeros(0, dtype=int)
 
 
+# ROAD's neighbour weights (Rong et al. 2022, as pytorch_grad_cam.metrics.road.neighbors_weights):
+# (row offset, column offset) -> weight; diagonal neighbours 1/12, the four others 1/6
+NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
+              ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
+
+
+def offset_indices(indices: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]):
+    """(inside, shifted): whether each flat pixel index moved by `offset` stays in the image, and
+    the moved flat indices (the library's NoisyLinearImputer.add_offset_to_indices)."""
+    rows, cols = indices // shape[1] + offset[0], indices % shape[1] + offset[1]
+    inside = (rows >= 0) & (cols >= 0) & (rows < shape[0]) & (cols < shape[1])
+    return inside, indices + offset[0] * shape[1] + offset[1]
+
+
 def system(mask: np.ndarray, img: np.ndarray):
     """The imputation's sparse system A x = b over the removed pixels (mask == 0), as the library
-    builds it; returns (A as CSC, b, flat indices of the removed pixels)."""
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, neighbors_weights
+    builds it; returns (A as CSC, b, flat indices of the removed pixels). The library itself is not
+    imported: its package pulls in matplotlib, which writes a font cache under HOME."""
     from scipy.sparse import coo_matrix
 
     maskflt = mask.flatten()
@@ -55,8 +69,8 @@ def system(mask: np.ndarray, img: np.ndarray):
     b = np.zeros((n, img.shape[0]))
     sum_neighbors = np.ones(n)
     rows, cols, vals = [], [], []
-    for offset, weight in neighbors_weights:
-        valid, coords = NoisyLinearImputer.add_offset_to_indices(indices, offset, mask.shape)
+    for offset, weight in NEIGHBOURS:
+        valid, coords = offset_indices(indices, offset, mask.shape)
         vc, vid = coords[valid], np.argwhere(valid == 1).flatten()
         known = maskflt[vc] > 0.5
         b[vid[known], :] -= weight * imgflat[:, vc[known]].T
@@ -116,7 +130,7 @@ class FastImputer:
 
 
 class MaskRecorder:
-    """Stands in for the imputer inside pytorch-grad-cam's perturbation classes: keeps the binary
+    """Stands in for the imputer in `model.explain.road.remove`: keeps the binary
     mask each one asks to fill (so the fills can be solved together, `batched_fills`)."""
 
     def __init__(self):

@@ -70,6 +70,16 @@ class Analysis:
         return bool(self.quality_warnings)
 
 
+# the gate's short words (model.inference.gate); "low confidence" is the uncertainty signal, not the gate
+GATE_FLAGS = ("tiny image", "blurred", "unlike training images", "colours unlike dermoscopy", "grayscale",
+              "no lesion found")
+
+
+def gated(flags) -> bool:
+    """True when the gate withholds the answer: a flag of the gate, not only low confidence."""
+    return any(f in GATE_FLAGS for f in flags)
+
+
 @dataclass
 class BatchPrediction:
     name: str
@@ -84,3 +94,8 @@ class BatchPrediction:
     notes: list[str] = field(default_factory=list)   # conversions made while decoding
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
     similar: Any = None                               # model.aids.similar.SimilarCases (no thumbnails)
+
+    @property
+    def gated(self) -> bool:
+        """The gate withholds this answer (the Analyse page would hide it)."""
+        return gated(self.flags)

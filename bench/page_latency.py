@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -197,7 +198,8 @@ def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
             timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", name))
     timed(page, clock, lambda: page.get_by_text("Measure faithfulness of each heatmap (ROAD)").click())  # off
     t["upload → rendered, all six methods"] = timed(page, clock, lambda: upload.set_input_files(str(pics[1])),
-                                                    "EigenCAM")
+                                                    "EigenCAM ·")
+    assert page.get_by_text(re.compile(r"^(Grad-CAM|Grad-CAM\+\+|HiResCAM|XGrad-CAM|LayerCAM|EigenCAM) · ")).count() == 6
     t["faithfulness of six methods"] = timed(
         page, clock, lambda: page.get_by_text("Measure faithfulness of each heatmap (ROAD)").click(),
         "what counts is the gap")

@@ -249,3 +249,4 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
         assert m.value in report, m.label
     road = [v for df in at.dataframe for v in df.value.get("ROAD (higher = more faithful)", [])]
     assert len(road) == 2 and all(v in report for v in road)
+

@@ -22,6 +22,7 @@ from model.data.preprocess import ImageError
 st.title("Analyse a dermoscopic image")
 st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")
 
+view.keep_choices()
 warm_up()  # the model loads in the background while the inputs are drawn; stops with instructions if none
 source = choose_source()
 tta = st.toggle("Test-time augmentation (average over 4 flipped views)", key="tta",

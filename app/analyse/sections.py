@@ -23,6 +23,18 @@ PRIOR_NOTE = ("The probabilities assume the seven classes are equally common (th
               "malignant is lower than the malignant sum says.")
 
 
+CHOICES = ("cam_methods", "cam_layer", "opacity", "fmap_layer", "mask_view", "faith_on")
+
+
+def keep_choices() -> None:
+    """Keep the display choices (methods, layers, opacity, faithfulness on/off) across a new upload:
+    replacing the file runs the page once without an image, which stops before these widgets, and
+    Streamlit drops the state of widgets a run did not draw (the six methods fell back to Grad-CAM)."""
+    for key in CHOICES:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 REVEAL_LABEL = "Show the model's output anyway (not reliable)"
 
 

@@ -110,7 +110,13 @@ def timed(page, clock: Clock, action, ready: str | None = None, name: str = "") 
     mark = clock.mark()
     t0 = time.perf_counter()
     action()
-    seconds = wait_done(page, clock, mark, t0, ready)
+    try:
+        seconds = wait_done(page, clock, mark, t0, ready)
+    except TimeoutError:
+        shot = Path(tempfile.gettempdir()) / "page-latency-timeout.png"
+        page.screenshot(path=str(shot), full_page=True)
+        log(f"  timed out; the page as it was: {shot}")
+        raise
     log(f"  {name or ready or 'step'}: {seconds:.2f} s ({len(clock.finished) - mark[1]} runs)")
     return seconds
 

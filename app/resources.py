@@ -151,11 +151,11 @@ def cam_method_labels() -> dict[str, str]:
 
 def thresholds() -> dict[str, float]:
     """The pipeline's own limits, so the pages never retype them: 'min_lesion_pct' (mask share under
-    which no lesion counts as found) and 'attention_warning' (heat share on the lesion to warn under)."""
+    which no lesion counts as found). The heat warning's limits are per CAM method and measured:
+    `Analyzer.heat_limits`."""
     from model.inference.gate import MIN_LESION_PCT
-    from model.inference.pipeline import ATTENTION_WARNING
 
-    return {"min_lesion_pct": float(MIN_LESION_PCT), "attention_warning": float(ATTENTION_WARNING)}
+    return {"min_lesion_pct": float(MIN_LESION_PCT)}
 
 
 def sha256(data: bytes) -> str:

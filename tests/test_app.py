@@ -7,7 +7,9 @@ import pytest
 from app_fixtures import (FULLRES, app_models_dir, fake_segmenter, make_app, no_exception, odd_files, page_text,  # noqa: F401
                           texts)
 
-SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked", "Lesion outline and measurements", "Feature maps", "Details and report"]
+SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked",
+            "7-point checklist: what the model sees, in dermoscopic criteria", "Lesion outline and measurements",
+            "Feature maps", "Details and report"]
 
 
 def _example(at, index: int = 0):
@@ -214,7 +216,7 @@ def _lines(text: str) -> list[str]:
     return [x.strip().removeprefix("- ").replace("**", "").strip() for x in text.split("\n") if x.strip()]
 
 
-def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmenter, monkeypatch):
+def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmenter, monkeypatch, app_models_dir):
     """Issue 26.10: every section heading of the page is a heading of the report (so a panel added later
     must be added to the report too), and every warning and note, metric, the prediction set, the similar
     cases and their vote, the melanoma flag, the ROAD scores and the heat warning are in it."""
@@ -222,11 +224,13 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     import re
 
     from app.analyse.case_report import REPORT_KEY
-    from model.inference import pipeline
+    from app import resources
 
-    monkeypatch.setattr(pipeline, "ATTENTION_WARNING", 1.01)  # the heat warning always shows
     fake_segmenter("ellipse")
-    at = _example(make_app(), 7)
+    at = make_app()
+    loaded = resources._load(str(app_models_dir), resources.model_key(app_models_dir))
+    monkeypatch.setattr(loaded.analyzer, "heat_limits", {"gradcam": -1.0, "eigencam": -1.0})  # the warning shows
+    at = _example(at, 7)
     at.multiselect(key="cam_methods").set_value(["gradcam", "eigencam"]).run()
     no_exception(at)
     report = html.unescape(re.sub(r"<[^>]+>", " ", at.session_state[REPORT_KEY]()))
@@ -243,7 +247,7 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     said += [line for c in at.caption for line in _lines(c.value) if "Melanoma flag" in line]
     said = [re.sub(r":[a-z]+-badge\[(?::material/[a-z_]+: )?([^\]]*)\]", r"\1", s) for s in said]
     said = [re.sub(r"\s+", " ", s) for s in said if s != "Ground truth:"]
-    assert any("the heat falls on the lesion" in s for s in said) and any("kNN vote" in s for s in said)
+    assert any("More of the heat lies off the lesion" in s for s in said) and any("kNN vote" in s for s in said)
     assert [s for s in said if s.replace("Ground truth: ", "") not in report] == []
     for m in at.metric:
         assert m.value in report, m.label

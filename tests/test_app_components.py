@@ -114,7 +114,7 @@ def test_gather_expands_zips_and_makes_names_unique():
     items = gather([("x.jpg", b"0"), ("set.zip", buf.getvalue()), ("bad.zip", b"not a zip")])
     assert [n for n, _ in items.images] == ["x.jpg", "x.jpg (2)", "x.jpg (3)"]
     assert ("set.zip: notes.txt", "not an image file") in items.skipped
-    assert items.skipped[-1][0] == "bad.zip"
+    assert items.refused == [("bad.zip", items.refused[0][1])] and "Not a readable .zip" in items.refused[0][1]
     assert stem("x.jpg (2)") == "x" and stem("dir/ISIC_1.png") == "ISIC_1"
 
 
@@ -126,7 +126,8 @@ def test_results_frame_and_score():
              BatchPrediction("c.jpg", None, None, None, None, None, ["unreadable"], "The file is empty."),
              BatchPrediction("d.jpg", p2, "nv", 0.8, 0.2, 0.3, [])]
     df = results_frame(preds, CLASSES)
-    assert list(df["top class"]) == ["Melanoma", "Melanocytic nevus", "unreadable", "Melanocytic nevus"]
+    assert list(df["top class"]) == ["Melanoma", "gated: answer withheld", "unreadable", "Melanocytic nevus"]
+    assert list(df["gated"]) == ["", "yes", "", ""]   # "blurred" is the gate's
     assert df.loc[2, "flags"] == "unreadable: The file is empty."
     assert list(df["melanoma flag"]) == ["FLAG", "", "n/a", "n/a"]  # n/a: unreadable, or a bundle without a flag
     s = score(preds, {"a": "mel", "b": "mel", "d": "seb"}, CLASSES)

@@ -158,3 +158,48 @@ def test_a_gated_image_hides_the_answer_in_the_browser(server, tmp_path):
             assert page.locator("[data-testid=stException]").count() == 0
         finally:
             browser.close()
+
+
+@pytest.fixture
+def concept_server(concept_models_dir, tmp_path):
+    """A streamlit server whose classifier has 7-point concept probes (conftest.concept_models_dir)."""
+    port = _free_port()
+    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(concept_models_dir)}, tmp_path / "streamlit.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_checklist_panel_switches_the_criterion_whose_map_is_shown(concept_server, tmp_path):
+    """Issue 24: the 7-point checklist panel opens with a map of the first criterion; choosing another
+    criterion in its widget redraws the map for that one."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            page.goto(concept_server, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("7-point checklist: what the model sees").wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("7-point score from the probes", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            first = page.get_by_text(re.compile(r"^Atypical pigment network: \d+%$"))
+            first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            pick = page.get_by_label("Where the model sees")
+            pick.click()
+            page.get_by_role("option", name="Blue-whitish veil").click()
+            page.get_by_text(re.compile(r"^Blue-whitish veil: \d+%$")).wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert first.count() == 0
+            assert page.locator("[data-testid=stException]").count() == 0
+            page.screenshot(path=str(shots / "analyse-checklist.png"), full_page=True)
+        finally:
+            browser.close()

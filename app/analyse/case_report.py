@@ -10,6 +10,8 @@ from typing import Mapping
 
 import numpy as np
 
+from app.analyse.checklist import checklist_html
+from app.analyse.heat_notes import HEAT_WARNING_MEANING, heat_caption
 from app.widgets.components import (MAP_COLOURS, feature_tiles, fit_within, heatmap_overlay, measurement_rows,
                                     outline_image, percent, png_bytes, runtime_line)
 from model.labels import display_name, is_malignant
@@ -61,6 +63,10 @@ REPORT_KEY = "case_report"  # session state: the page's report builder (a callab
 HIDDEN = ("The image failed the quality checks, so the model's output stayed hidden on the page and is left out "
           "of this report: no probabilities, prediction set, similar cases' vote or explained class.")
 # the page's section headings, each a <h2> here (tests/test_app.py checks every heading the page shows)
+CHECKLIST = "7-point checklist: what the model sees, in dermoscopic criteria"
+NO_PROBES = "This classifier has no 7-point concept probes."
+CHECKLIST_GATED = ("The image failed the quality checks: these criteria are read from the same features as the "
+                   "withheld probabilities and are no more reliable.")
 SETS, HEAT, LESION, FMAPS, DETAILS = ("Prediction set and similar confirmed cases", "Where the model looked",
                                       "Lesion outline and measurements", "Feature maps", "Details and report")
 
@@ -75,6 +81,8 @@ class Shown:
     method_labels: Mapping[str, str] = field(default_factory=dict)
     opacity: float = 0.5
     heat_warning: str | None = None
+    heat: Mapping[str, object] = field(default_factory=dict)        # method -> heat shares (lesion, artefacts)
+    heat_notes: Mapping[str, str] = field(default_factory=dict)     # what the page said beside the heatmaps
     road: Mapping[str, dict] = field(default_factory=dict)          # method -> {"road", "morf", "lerf"}
     coverage: int | None = None                                     # prediction-set coverage, %
     ground_truth: str | None = None
@@ -152,17 +160,35 @@ def _heat(a: Analysis, v: Shown) -> list[str]:
     parts = [f"<h2>{HEAT}</h2><p>Heatmaps for “{e(display_name(v.cam_class))}” at layer {e(str(v.cam_layer))}.</p>"]
     for m, heat in v.cams.items():
         share = v.attention.get(m)
-        note = f" · {percent(share, 0)} of heat on lesion" if share is not None else ""
+        note = (heat_caption(v.heat.get(m), v.lesion_found) if v.heat else
+                f" · {percent(share, 0)} of heat on lesion" if share is not None else "")
         parts.append(_img(heatmap_overlay(a.image, heat, v.opacity), f"{v.method_labels.get(m, m)}{note}"))
     parts.append("<p>Heatmaps show which image regions most influenced the score of the chosen class "
                  f"({MAP_COLOURS}). They are not a segmentation and can highlight artefacts.</p>")
-    if v.heat_warning:
-        parts.append(f"<div class='warn'>{e(v.heat_warning)}</div>")
+    notes = dict(v.heat_notes) or ({"warning": v.heat_warning} if v.heat_warning else {})
+    for kind in ("touching", "warning"):
+        if notes.get(kind):
+            parts.append(f"<div class='warn'>{e(notes[kind])}</div>")
+    if notes.get("warning"):
+        parts.append(f"<p>{e(HEAT_WARNING_MEANING)}</p>")
+    if notes.get("unset"):
+        parts.append(f"<p>{e(notes['unset'])}</p>")
     if v.road:
         rows = [{"heatmap": v.method_labels.get(m, m), "ROAD (higher = more faithful)": f"{s['road']:+.3f}",
                  "MoRF Δp": f"{s['morf']:+.3f}", "LeRF Δp": f"{s['lerf']:+.3f}"} for m, s in v.road.items()]
         parts.append("<h3>Faithfulness (ROAD)</h3>" + _table(rows) + f"<p>{e(EXPLAIN)}</p>")
     return parts
+
+
+def _checklist(a: Analysis) -> list[str]:
+    """The 7-point checklist panel (app/analyse/checklist.py), under the page's heading."""
+    e = html.escape
+    parts = [f"<h2>{CHECKLIST}</h2>"]
+    if a.checklist is None:
+        return parts + [f"<p>{e(a.checklist_error or NO_PROBES)}</p>"]
+    if a.gated:
+        parts.append(f"<div class='warn'>{e(CHECKLIST_GATED)}</div>")
+    return parts + [checklist_html(a)]
 
 
 def _lesion(a: Analysis, v: Shown) -> list[str]:
@@ -225,6 +251,6 @@ def build_case_report(a: Analysis, *, file_name: str, image_sha256: str, cams: M
     if v.ground_truth:
         parts.append(f"<p><b>Ground truth (example image):</b> {e(v.ground_truth)}</p>")
     parts.append(_img(a.image, "Image as analysed"))
-    parts += _aids(a, v) + _heat(a, v) + _lesion(a, v) + _feature_maps(a) + _details(a, v)
+    parts += _aids(a, v) + _heat(a, v) + _checklist(a) + _lesion(a, v) + _feature_maps(a) + _details(a, v)
     parts.append(f"<p class='disc'>{e(DISCLAIMER)}</p></body></html>")
     return "\n".join(parts)

@@ -13,6 +13,7 @@ from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
 from app.widgets.components import md_escape
 from app.analyse.case_report import REPORT_KEY, Shown, build_case_report
+from app.analyse.checklist import checklist_panel
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of, warm_up
 from app.widgets.sidebar import COVERAGE_KEY
@@ -67,8 +68,11 @@ labels = cam_method_labels()
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
-                       limits["attention_warning"], hidden=not shown)
+                       loaded.analyzer.heat_limits, hidden=not shown)
 faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
+
+st.header("7-point checklist: what the model sees, in dermoscopic criteria", divider="gray")
+checklist_panel(base)
 
 st.header("Lesion outline and measurements", divider="gray")
 view.lesion_section(base, has_lesion)
@@ -93,6 +97,7 @@ def _report() -> str:  # everything above, under the page's headings (tests/test
     return build_case_report(base, file_name=source.name, image_sha256=sha256(source.data), shown=Shown(
         cams=cam["cams"], cam_class=cam["cam_class"], cam_layer=cam["cam_layer"], attention=cam["attention"],
         method_labels=labels, opacity=cam["opacity"], heat_warning=cam.get("warning"), road=road,
+        heat=cam.get("heat", {}), heat_notes=cam.get("notes", {}),
         coverage=coverage, ground_truth=truth,
         lesion_found=has_lesion, output_shown=shown))
 

@@ -7,7 +7,8 @@ from app.widgets.components import (MAP_COLOURS, colorize, runtime_line, feature
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import GT_SOURCES, display_name
-from model.explain.attention import attention_on_lesion
+from app.analyse.heat_notes import HEAT_WARNING_MEANING, heat_caption, heat_warning, heat_warning_unset, outline_warning
+from model.explain.attention import heat_shares
 from model.inference.results import Analysis
 
 
@@ -123,9 +124,11 @@ def lesion_found(a: Analysis, min_pct: float) -> bool:
 
 
 def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, str], image_key: str,
-                has_lesion: bool, warn_under: float, hidden: bool = False) -> dict:
-    """Class, method, layer and opacity pickers; heatmaps beside the image; attention on lesion.
-    `hidden`: the model's output is hidden, so no class is preselected (it would be the top class)."""
+                has_lesion: bool, heat_limits: dict[str, float], hidden: bool = False) -> dict:
+    """Class, method, layer and opacity pickers; heatmaps beside the image; the share of heat on the
+    lesion and on artefacts; the heat warning against each method's test-split 90th percentile
+    (`heat_limits`, model.evaluation.heat_warning). `hidden`: the model's output is hidden, so no
+    class is preselected (it would be the top class)."""
     c1, c2, c3, c4 = st.columns([1.2, 2.0, 0.8, 0.9])
     cls = c1.selectbox("Explain the score of", a.classes, index=None if hidden else a.top_index,
                        format_func=display_name, key=f"cam_class_{image_key}{'_hidden' if hidden else ''}",
@@ -138,30 +141,50 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
     if not methods or cls is None:
         st.info("Pick at least one method." if cls else "The model's output is hidden, so no class is chosen for "
                 "you: choose the class whose score the heatmaps should explain.")
-        return {"cams": {}, "attention": {}, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
+        return {"cams": {}, "attention": {}, "heat": {}, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
     if (cls, layer, tuple(methods)) == (a.cam_class, a.cam_layer, tuple(a.cams)):
         cams = a.cams
     else:
         cams = analyse(data, cam_class=cls, cam_layer=layer, cam_methods=methods, segment=False).cams
-    attention = {m: attention_on_lesion(c, a.lesion_mask) if has_lesion else None for m, c in cams.items()}
+    artefacts = a.artefacts.union if a.artefacts is not None else None
+    heat = heat_shares(cams, a.lesion_mask if has_lesion else None, artefacts)
+    attention = {m: None if h is None else h.lesion for m, h in heat.items()}
     st.caption(f"Red = regions that most raised the score of **{display_name(cls)}**, blue = little or none. "
                "A heatmap is not a segmentation and can point at artefacts.")
     tiles = [("Image", a.image, None)] + [(labels[m], heatmap_overlay(a.image, cams[m], opacity), m) for m in cams]
     for row in range(0, len(tiles), 3):
         cols = st.columns(3)
         for col, (title, img, m) in zip(cols, tiles[row:row + 3]):
-            share = attention.get(m) if m else None
-            note = (f" · {percent(share, 0)} of heat on lesion" if share is not None
-                    else (" · no lesion to compare with" if m and not has_lesion else ""))
-            col.image(img, caption=title + note, width="stretch")
-    low = [labels[m] for m, share in attention.items() if share is not None and share < warn_under]
-    warning = (f"Less than {percent(warn_under, 0)} of the heat falls on the lesion for {', '.join(low)}: the model "
-               "looks mostly outside it — at rulers, ink, hair, the vignette or surrounding skin. Treat its answer "
-               "with extra caution.") if low else None
+            col.image(img, caption=title + (heat_caption(heat.get(m), has_lesion) if m else ""), width="stretch")
+    notes = _heat_notes(a, heat, heat_limits, labels, has_lesion, layer == layers[-1])
+    return {"cams": cams, "attention": attention, "heat": heat, "cam_class": cls, "cam_layer": layer,
+            "opacity": opacity, "warning": notes.get("warning"), "notes": notes}
+
+
+def _heat_notes(a: Analysis, heat: dict, limits: dict[str, float], labels: dict[str, str], has_lesion: bool,
+                default_layer: bool) -> dict[str, str]:
+    """The outline-on-artefact note and the heat warning (its thresholds hold at the default layer);
+    returns what was shown ({"touching", "warning", "unset"}) for the case report."""
+    shown: dict[str, str] = {}
+    touching = outline_warning(a.outline_touches) if has_lesion else None
+    if touching:
+        st.warning(touching, icon=":material/straighten:")
+        shown["touching"] = touching
+    if not has_lesion:
+        return shown
+    if not default_layer:
+        st.caption("The heat warning is set at the last layer only; at this layer the shares are shown without it.")
+        return shown
+    warning = heat_warning(heat, limits, labels)
     if warning:
         st.warning(warning, icon=":material/visibility_off:")
-    return {"cams": cams, "attention": attention, "cam_class": cls, "cam_layer": layer, "opacity": opacity,
-            "warning": warning}
+        st.caption(HEAT_WARNING_MEANING)
+        shown["warning"] = warning
+    unset = heat_warning_unset(limits, list(heat), labels)
+    if unset:
+        st.caption(unset)
+        shown["unset"] = unset
+    return shown
 
 
 def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key: str) -> None:

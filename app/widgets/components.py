@@ -153,7 +153,10 @@ MEASURE_NOTES = {
     "asym_minor": "Same about the short axis.",
     "compactness": "Perimeter² / (4π·area): 1 for a circle, higher for an irregular border.",
     "solidity": "Area / convex-hull area: 1 smooth and convex, lower for notches.",
-    "colours": "Dermoscopic colours covering ≥ 5% of the lesion (nearest reference colour).",
+    "colours": ("The six colours of the ABCD rule (white, red, light brown, dark brown, blue-gray, black): each lesion "
+                "pixel, white-balanced on the skin around it and with specular highlights left out, counts for the "
+                "nearest CIELAB reference colour within a distance; a colour is listed when it covers its minimum "
+                "share of the lesion. Agreement with labels set by eye: model card."),
     "colour_std": "Mean RGB standard deviation inside the lesion (0–1): colour variegation.",
 }
 
@@ -167,7 +170,7 @@ def measurement_rows(m: Measurements) -> list[dict[str, str]]:
         ("Asymmetry, short axis", f"{m.asymmetry_minor:.2f}", "asym_minor"),
         ("Border compactness", f"{m.compactness:.2f}", "compactness"),
         ("Solidity", f"{m.solidity:.2f}", "solidity"),
-        ("Colours present", ", ".join(m.colours) or "none ≥ 5%", "colours"),
+        ("Colours present", ", ".join(m.colours) or "none found", "colours"),
         ("Colour variation (std)", f"{m.colour_std:.3f}", "colour_std"),
     ]
     return [{"Measure": a, "Value": b, "Meaning": MEASURE_NOTES[k]} for a, b, k in rows]

@@ -91,8 +91,9 @@ def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
             page.goto(server, timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
             page.get_by_text("Where the model looked").wait_for(timeout=RESULT_TIMEOUT_MS)
-            gated = page.get_by_text("Probabilities (not reliable", exact=False)
-            if gated.count():  # the quality gate collapses the chart: open it
+            page.get_by_text("Download case report (HTML)").wait_for(timeout=RESULT_TIMEOUT_MS)  # the run is over
+            gated = page.get_by_text("Show the model's output anyway", exact=False)
+            if gated.count():  # the quality gate hides the output (issue 26.1): open it
                 gated.first.click()
             page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
             page.get_by_text(re.compile(r"^Grad-CAM")).first.wait_for(timeout=RESULT_TIMEOUT_MS)

@@ -48,7 +48,7 @@ def test_vm_hwm_reads_this_process():
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_a_mixed_hostile_sequence_in_the_browser_stays_under_the_memory_limit(tmp_path):
+def test_a_mixed_hostile_sequence_in_the_browser_stays_under_the_memory_limit(tmp_path, capsys):
     """Zip bomb, a 3,000-file zip, a near-limit zip, a 1M-row labels table and the image bombs in one
     server session, with the shipped models: no traceback anywhere, peak RSS at most 1.2 GB."""
     pytest.importorskip("playwright.sync_api")
@@ -58,4 +58,6 @@ def test_a_mixed_hostile_sequence_in_the_browser_stays_under_the_memory_limit(tm
     rows, peak = replay_browser(tmp_path / "c", REPO / "assets" / "models", kinds=set(MIXED))
     assert {r["kind"] for r in rows} == set(MIXED)
     assert [r for r in rows if not r["ok"]] == [], json.dumps(rows, indent=1)
+    with capsys.disabled():
+        print(f"\n[hostile replay] {len(rows)} uploads in one server session; server peak memory {peak:.0f} MB")
     assert peak <= PEAK_LIMIT_MB, f"server peak memory {peak:.0f} MB"

@@ -97,10 +97,10 @@ def test_case_report_is_self_contained():
     assert "<script" not in html and "&lt;script&gt;" in html
     assert not re.search(r"(src|href)=['\"]https?:", html)
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
-    assert len(images) == 3  # image, outline, one heatmap
+    assert len(images) == 3 + (len(a.feature_maps.channels) if a.feature_maps else 0)  # image, outline, heatmap, maps
     assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (80, 60)
-    for text in ("Melanocytic nevus", "40.0%", "Quality check failed", "&lt;b&gt;blurred", "Low confidence",
-                 "attention on lesion 30%", "Longest diameter", "CMYK image converted", "test_resnet",
+    for text in ("Melanocytic nevus", "40.0%", "quality check failed", "&lt;b&gt;blurred", "Low confidence",
+                 "30% of heat on lesion", "Longest diameter", "CMYK image converted", "test_resnet",
                  "Ground truth", "UTC"):
         assert text in html, text
 

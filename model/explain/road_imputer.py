@@ -100,6 +100,23 @@ def solve(a, b: np.ndarray, indices: np.ndarray, width: int) -> np.ndarray:
     return x
 
 
+def fill(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The noise-free part of an imputation of a CxHxW image: (removed pixels' flat indices, their
+    values as (n, C)). Deterministic, so it can run on any thread and be shared by equal masks."""
+    a, b, indices = system(mask, img)
+    return indices, solve(a, b, indices, mask.shape[-1])
+
+
+def add_noise(img: torch.Tensor, indices: np.ndarray, values: np.ndarray, noise: float) -> torch.Tensor:
+    """`img` with the removed pixels set to `values` plus noise drawn from torch's global generator,
+    exactly as FastImputer does it (same draws in the same order)."""
+    imgflt = img.reshape(img.shape[0], -1)
+    res = torch.tensor(values, dtype=torch.float).reshape(len(indices), -1)
+    filled = imgflt.clone()
+    filled[:, indices] = res.t() + noise * torch.randn_like(res.t())
+    return filled.reshape_as(img)
+
+
 class FastImputer:
     """Drop-in for pytorch-grad-cam's `NoisyLinearImputer`: fills the pixels where mask == 0 of a
     CxHxW image; tests check it against the library's own."""
@@ -108,9 +125,30 @@ class FastImputer:
         self.noise = noise
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        imgflt = img.reshape(img.shape[0], -1)
-        a, b, indices = system(mask.numpy(), img.numpy())
-        res = torch.tensor(solve(a, b, indices, mask.shape[-1]), dtype=torch.float).reshape(len(indices), -1)
-        filled = imgflt.clone()
-        filled[:, indices] = res.t() + self.noise * torch.randn_like(res.t())
-        return filled.reshape_as(img)
+        indices, values = fill(img.numpy(), mask.numpy())
+        return add_noise(img, indices, values, self.noise)
+
+
+class MaskRecorder:
+    """Stands in for the imputer in `model.explain.road.remove`: keeps the binary
+    mask each one asks to fill (so the fills can be solved together, `batched_fills`)."""
+
+    def __init__(self):
+        self.masks: list[np.ndarray] = []
+
+    def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.masks.append(np.ascontiguousarray(mask.numpy()))
+        return img
+
+
+def batched_fills(img: np.ndarray, masks: list[np.ndarray], workers: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`fill` for many masks of one image: equal masks solved once, the rest on `workers` threads
+    (SciPy's sparse LU runs without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [m.tobytes() for m in masks]
+    unique = list(dict.fromkeys(keys))
+    first = {k: masks[keys.index(k)] for k in unique}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        solved = dict(zip(unique, pool.map(lambda k: fill(img, first[k]), unique)))
+    return [solved[k] for k in keys]

@@ -232,6 +232,7 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     monkeypatch.setattr(loaded.analyzer, "heat_limits", {"gradcam": -1.0, "eigencam": -1.0})  # the warning shows
     at = _example(at, 7)
     at.multiselect(key="cam_methods").set_value(["gradcam", "eigencam"]).run()
+    at.toggle(key="faith_on").set_value(True).run()   # ROAD is measured on request
     no_exception(at)
     report = html.unescape(re.sub(r"<[^>]+>", " ", at.session_state[REPORT_KEY]()))
     report = re.sub(r"\s+", " ", report)

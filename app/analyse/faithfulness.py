@@ -51,10 +51,15 @@ def road_scores(data: bytes, cam: dict) -> dict[str, dict]:
 
 def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:
     """Fill `slot` (a container placed under the heatmaps) with a table: method, heat on the lesion,
-    ROAD, MoRF, LeRF. Returns the scores ({} when switched off)."""
+    ROAD, MoRF, LeRF. Returns the scores ({} when switched off).
+
+    Off until the clinician asks: ROAD perturbs the image 10 times per heatmap and costs about a
+    second per heatmap on 2 cores, far more than the analysis, so measuring it on every switch of
+    method or layer made each switch wait for it (docs/page-latency.md). Once on, it stays on for
+    the session, and scores already measured are reused."""
     with slot:
-        on = st.toggle("Measure faithfulness of each heatmap (ROAD)", value=True, key=f"{key}_on",
-                       help=EXPLAIN)
+        on = st.toggle("Measure faithfulness of each heatmap (ROAD, about a second per heatmap)", value=False,
+                       key=f"{key}_on", help=EXPLAIN)
         if not on or not cam["cams"]:
             return {}
         with st.spinner(f"Measuring the faithfulness of {len(cam['cams'])} heatmap(s)…"):

@@ -138,6 +138,9 @@ checklist_shown = checklist_panel(base, key=f"_review_{key}") if "checklist" in 
 answer = rs.after_form(read, classes, list(cam["cams"]), labels, key)
 scores = faith.after_paint(faith_slot, data, cam, labels, key="review_faith")  # after the rest is drawn
 if answer:
+    if not scores and cam["cams"]:   # not shown at the reveal: measured now, kept with the ratings
+        with st.spinner("Saving (measuring the heatmaps' faithfulness)…"):
+            scores = faith.road_scores(data, cam)
     heatmaps = [{**h, "layer": cam["cam_layer"], "cam_class": cam["cam_class"],
                  "heat_in_lesion": cam["attention"].get(h["method"]),
                  "road": scores.get(h["method"], {}).get("road")} for h in answer["heatmaps"]]

@@ -105,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--val-frac", type=float, default=0.15)
     ap.add_argument("--test-frac", type=float, default=0.15)
     ap.add_argument("--limit", type=int, help="use only this many images (smoke tests)")
+    ap.add_argument("--derm7pt", type=Path, help="Derm7pt folder: after training, fit and measure the 7-point concept "
+                    "probes on it (what `python -m model.cli.concepts OUT --data DIR` does)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/.train/last.pt")
     ap.add_argument("--half", action="store_true", help="store weights as float16")
     ap.add_argument("--device", default="auto")
@@ -429,6 +431,17 @@ def measure_and_build_aids(args, setup: Setup, state, meta: dict, val_logits, de
     except (DatasetError, ValueError) as e:  # the bundle itself is fine: say how to add them later
         print(f"warning: similar cases and prediction sets not built ({e}); add them with "
               f"`python -m model.cli.references {args.out} --data DIR`", file=sys.stderr)
+    if args.derm7pt:
+        fit_concepts(args.out, args.derm7pt)
+
+
+def fit_concepts(out: Path, derm7pt: Path) -> None:
+    """The 7-point concept probes for the new classifier (model.cli.concepts; its failure leaves the bundle usable)."""
+    from model.cli.concepts import main as concepts_main
+
+    if concepts_main([str(out), "--data", str(derm7pt)]) != 0:
+        print(f"warning: 7-point concept probes not fitted; add them with "
+              f"`python -m model.cli.concepts {out} --data {derm7pt}`", file=sys.stderr)
 
 
 if __name__ == "__main__":

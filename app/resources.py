@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,9 @@ def has_classifier(models: Path | None = None) -> bool:
     return ((models or models_dir()) / "classifier" / "meta.json").is_file()
 
 
+_READY: dict[tuple[str, str], LoadedModel] = {}   # what _load has finished, for pages that must not wait
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading the model (once per server)…")
 def _load(models: str, key: str) -> LoadedModel:
     sleep_while_waiting()  # before torch's first import: see app/threads.py
@@ -66,19 +71,45 @@ def _load(models: str, key: str) -> LoadedModel:
 
     start = time.perf_counter()
     analyzer = Analyzer.from_dir(models)  # the GPU when CUDA is available, else the CPU
-    return LoadedModel(analyzer, time.perf_counter() - start, str(analyzer.device), hardware_summary(analyzer.device))
+    loaded = LoadedModel(analyzer, time.perf_counter() - start, str(analyzer.device),
+                         hardware_summary(analyzer.device))
+    _READY[(models, key)] = loaded
+    return loaded
+
+
+def _load_quietly(models: str, key: str) -> None:
+    try:
+        _load(models, key)
+    except Exception:  # noqa: BLE001 - the page that needs the model loads it again and says what failed
+        logging.getLogger(__name__).exception("loading the model in the background failed")
+
+
+def warm_up() -> None:
+    """Start loading the model in the background, so a page can draw its inputs first (issue 26.14:
+    the first page of a fresh server waited for torch and the bundles). Shows how to get a model and
+    stops the page when there is none."""
+    models = models_dir()
+    if not has_classifier(models):
+        show_no_model(models)
+        st.stop()
+    job = (str(models), model_key(models))
+    with _WARMING_LOCK:
+        if job in _READY or job in _WARMING:
+            return
+        _WARMING.add(job)
+    threading.Thread(target=_load_quietly, args=job, name="model-warm-up", daemon=True).start()
+
+
+_WARMING: set[tuple[str, str]] = set()
+_WARMING_LOCK = threading.Lock()
 
 
 def device_label() -> str | None:
-    """Where the models run ("GPU: NVIDIA T4 (CUDA 12.8)" / "CPU: ..."), or None without a usable model."""
+    """Where the models run ("GPU: NVIDIA T4 (CUDA 12.8)" / "CPU: ..."), or None while no model is
+    loaded yet (the sidebar never waits for it)."""
     models = models_dir()
-    if not has_classifier(models):
-        return None
-    from model.nets.bundle import BundleError
-
-    try:
-        loaded = _load(str(models), model_key(models))
-    except BundleError:
+    loaded = _READY.get((str(models), model_key(models))) if has_classifier(models) else None
+    if loaded is None:
         return None
     return ("GPU: " if loaded.device.startswith("cuda") else "") + (loaded.device_name or loaded.device)
 
@@ -120,18 +151,19 @@ def cam_method_labels() -> dict[str, str]:
 
 def thresholds() -> dict[str, float]:
     """The pipeline's own limits, so the pages never retype them: 'min_lesion_pct' (mask share under
-    which no lesion counts as found) and 'attention_warning' (heat share on the lesion to warn under)."""
+    which no lesion counts as found). The heat warning's limits are per CAM method and measured:
+    `Analyzer.heat_limits`."""
     from model.inference.gate import MIN_LESION_PCT
-    from model.inference.pipeline import ATTENTION_WARNING
 
-    return {"min_lesion_pct": float(MIN_LESION_PCT), "attention_warning": float(ATTENTION_WARNING)}
+    return {"min_lesion_pct": float(MIN_LESION_PCT)}
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_data(max_entries=24, ttl=2 * 3600, show_spinner="Analysing…")  # ~10-25 MB each
+@st.cache_data(max_entries=8, ttl=2 * 3600, show_spinner="Analysing…")  # ~10-25 MB each: 8 keep the server
+# under 1.2 GB through the hostile replay (docs/hostile-input.md); a miss costs one analysis (~50-100 ms)
 def _analyse(digest: str, models: str, key: str, cam_class: str | None, cam_layer: str | None,
              cam_methods: tuple[str, ...], tta: bool, feature_layer: str | None, segment: bool,
              _data: bytes):
@@ -220,6 +252,22 @@ def load_examples(folder: str = str(EXAMPLES_DIR)) -> list[dict]:
             if f.parent == root and f.is_file():
                 ok.append(r)
     return ok
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _weights_digest(key: str, models: str) -> str | None:
+    from model.nets.weights_hash import weights_sha256
+
+    try:
+        return weights_sha256(Path(models) / "classifier")[:16]
+    except OSError:
+        return None
+
+
+def classifier_digest() -> str | None:
+    """First 16 hex digits of the loaded classifier's weights sha256 (what derived files record)."""
+    models = models_dir()
+    return _weights_digest(model_key(models), str(models))
 
 
 def example_bytes(record: dict, folder: str = str(EXAMPLES_DIR)) -> bytes:

@@ -30,7 +30,8 @@ DIAGNOSES_EXTRA = ("unsure",)
 RATINGS = ("on the lesion", "partly on the lesion", "on an artefact", "uninformative")
 ARTEFACTS = ("ruler", "ink", "hair", "vignette", "bubble")
 # Decision aids a study may add at the reveal, beside probabilities, heatmaps, outline and feature maps.
-AIDS = ("prediction_set", "similar_cases")
+AIDS = ("prediction_set", "similar_cases", "checklist")
+DEFAULT_AIDS = ("prediction_set", "similar_cases")   # the 7-point checklist panel (issue 24) is chosen explicitly
 BUSY_TIMEOUT_S = 30
 
 
@@ -133,7 +134,7 @@ class Store:
     # ------------------------------------------------------------------ studies
     def create_study(self, name: str, cases: Sequence[CaseIn], *, classes: Sequence[str], store_images: bool = False,
                      teaching: bool = False, model_versions: dict[str, str] | None = None,
-                     aids: Sequence[str] = AIDS) -> tuple[dict, str]:
+                     aids: Sequence[str] = DEFAULT_AIDS) -> tuple[dict, str]:
         """A new study with its cases, in one transaction. Returns (study row, access code); the code
         is not stored (only its hash), so it can be shown once only."""
         if not cases:

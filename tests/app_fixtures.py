@@ -105,3 +105,30 @@ def fake_segmenter(monkeypatch):
     st.cache_data.clear()
     yield use
     st.cache_data.clear()
+
+
+def page_text(at) -> str:
+    """Every string the rendered page holds, read from the whole element tree (sidebar included):
+    each element's full message (markdown, captions, image captions, chart specs, tables, help
+    texts), but for choice widgets only their label and current value, not the options they offer."""
+    from google.protobuf.text_format import MessageToString
+    from streamlit.testing.v1.element_tree import Block
+
+    def message(node) -> str:
+        proto = getattr(node, "proto", None)
+        return MessageToString(proto, as_utf8=True) if hasattr(proto, "ListFields") else str(proto or "")
+
+    choice = {"selectbox", "multiselect", "radio", "select_slider"}
+    out = []
+
+    def walk(node):
+        if isinstance(node, Block):
+            out.append(message(node))
+            for child in node.children.values():
+                walk(child)
+        elif getattr(node, "type", "") in choice:
+            out.append(f"{node.label} {node.value}")
+        else:
+            out.append(message(node))
+    walk(at._tree)
+    return "\n".join(out).replace("\\", "")

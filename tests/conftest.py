@@ -87,3 +87,50 @@ def tiny_models_dir(tmp_path_factory, tiny_classifier_dir, tiny_segmenter_dir) -
     shutil.copytree(tiny_classifier_dir, root / "classifier", ignore=ignore)
     shutil.copytree(tiny_segmenter_dir, root / "segmenter", ignore=ignore)
     return root
+
+
+# 7-point criteria for the Derm7pt-like copy of ham_small (tests/test_concepts.py): each criterion's raw
+# Derm7pt value by class, present for some classes and absent for others, in both parts
+D7_VALUES = {
+    "pigment_network": {"mel": "atypical", "bkl": "atypical", "nv": "typical"},
+    "streaks": {"mel": "irregular", "df": "irregular", "nv": "regular"},
+    "pigmentation": {"mel": "diffuse irregular", "akiec": "localized irregular", "bkl": "localized regular"},
+    "regression_structures": {"mel": "blue areas", "bcc": "white areas", "vasc": "combinations"},
+    "dots_and_globules": {"mel": "irregular", "nv": "regular", "bcc": "irregular"},
+    "blue_whitish_veil": {"mel": "present", "vasc": "present"},
+    "vascular_structures": {"vasc": "dotted", "bcc": "arborizing", "mel": "within regression", "akiec": "linear irregular"},
+}
+
+
+def derm7pt_copy(out: Path, data: Path = HAM_SMALL) -> Path:
+    """ham_small in Derm7pt's layout with the seven criteria columns (D7_VALUES; `absent` elsewhere),
+    images alternating between the select and report parts."""
+    import csv
+
+    (out / "images").mkdir(parents=True)
+    rows = list(csv.DictReader((data / "metadata.csv").open()))
+    with (out / "metadata.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "dx", "part", "diagnosis", *D7_VALUES])
+        for i, r in enumerate(rows):
+            shutil.copy(data / "images" / f"{r['image_id']}.jpg", out / "images")
+            w.writerow([r["image_id"], r["dx"], "report" if i % 2 else "select", r["dx"],
+                        *(v.get(r["dx"], "absent") for v in D7_VALUES.values())])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_derm7pt(tmp_path_factory) -> Path:
+    return derm7pt_copy(tmp_path_factory.mktemp("derm7pt") / "d7")
+
+
+@pytest.fixture(scope="session")
+def concept_models_dir(tmp_path_factory, tiny_models_dir, tiny_derm7pt) -> Path:
+    """tiny_models_dir's copy whose classifier has 7-point concept probes (model.cli.concepts, 3 runs, 10 random)."""
+    from model.cli.concepts import main as concepts_main
+
+    root = tmp_path_factory.mktemp("concept-models")
+    shutil.copytree(tiny_models_dir / "classifier", root / "classifier")
+    shutil.copytree(tiny_models_dir / "segmenter", root / "segmenter")
+    assert concepts_main([str(root / "classifier"), "--data", str(tiny_derm7pt), "--runs", "3", "--random", "10"]) == 0
+    return root

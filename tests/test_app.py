@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from app_fixtures import (FULLRES, app_models_dir, fake_segmenter, make_app, no_exception, odd_files,  # noqa: F401
+from app_fixtures import (FULLRES, app_models_dir, fake_segmenter, make_app, no_exception, odd_files, page_text,  # noqa: F401
                           texts)
 
-SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked", "What if…? Known confounders",
-            "Lesion outline and measurements", "Feature maps", "Details and report"]
+SECTIONS = ["Prediction set and similar confirmed cases", "Where the model looked",
+            "What if…? Known confounders", "7-point checklist: what the model sees, in dermoscopic criteria",
+            "Lesion outline and measurements",
+            "Feature maps", "Details and report"]
 
 
 def _example(at, index: int = 0):
     at.radio[0].set_value("Use an example").run()
     if index:
         at.selectbox(key="example").set_value(index).run()
+    return at
+
+
+def _reveal(at):
+    """Open the model's output when the quality gate hid it (the tiny test model fails many images)."""
+    for t in at.toggle:
+        if t.label.startswith("Show the model's output anyway") and not t.value:
+            t.set_value(True).run()
     return at
 
 
@@ -35,7 +45,9 @@ def test_example_renders_every_section(make_app, fake_segmenter):
     assert "Malignant (sum)" in shown and "Uncertainty (entropy)" in shown
     assert "assume the seven classes are equally common" in shown  # beside the malignant sum, not only on the card
     captions = " ".join(str(img.proto) for img in at.image)
-    assert "yellow = strong, dark blue = weak" in captions and "red = strong" in captions  # each map's own colours
+    # one colour map for heatmaps and feature maps, and the tiles say so (issue 26.12: they said "yellow")
+    assert "yellow" not in captions + shown and captions.count("red = strong, blue = weak") >= 2
+    assert "red = strong, blue = weak, the colours of the heatmaps above" in shown
     assert at.selectbox(key="fmap_layer").options
     assert at.expander and any(e.label == "Timings per stage" for e in at.expander)
     assert "Ran on: classification — ONNX Runtime" in shown and "CAMs — forward-only" in shown  # small print
@@ -46,6 +58,7 @@ def test_full_resolution_upload(make_app):
     at = make_app()
     path = FULLRES[0]
     at.file_uploader(key="upload").set_value((path.name, path.read_bytes(), "image/jpeg")).run()
+    _reveal(at)
     no_exception(at)
     assert not at.error
     assert at.get("plotly_chart")
@@ -106,8 +119,8 @@ def test_quality_gate_hides_probabilities(make_app):
     at = make_app()
     at.file_uploader(key="upload").set_value((name, data, "image/png")).run()
     assert any("quality check failed" in w.value for w in at.warning)
-    assert any(e.label.startswith("Probabilities (not reliable") for e in at.expander)
-    assert "No reliable answer for this image" in texts(at)
+    assert any(t.label.startswith("Show the model's output anyway") and not t.value for t in at.toggle)
+    assert "No reliable answer for this image" in texts(at) and not at.get("plotly_chart")
 
 
 def test_options_tta_methods_layer(make_app):
@@ -148,7 +161,7 @@ def test_display_settings_do_not_rerun_the_network(make_app, app_models_dir, mon
 
 def test_no_lesion_found_withholds_measurements(make_app, fake_segmenter):
     fake_segmenter("empty")
-    at = _example(make_app(), 1)
+    at = _reveal(_example(make_app(), 1))
     no_exception(at)
     assert "found no clear lesion" in texts(at)
     assert not at.table
@@ -163,3 +176,83 @@ def test_no_model_explains_how_to_train(make_app, tmp_path):
     at.switch_page("card/page.py").run()
     no_exception(at)
     assert any("No trained model found" in e.value for e in at.error)
+
+
+def _gated_upload(make_app):
+    name, data = odd_files()["one_pixel"]  # too small: the quality gate always fails it
+    at = make_app()
+    at.file_uploader(key="upload").set_value((name, data, "image/png")).run()
+    no_exception(at)
+    return at
+
+
+def test_a_hidden_answer_is_named_nowhere_until_opened(make_app):
+    """Issue 26.1: with the gate failed, no part of the page (sets, kNN vote, CAM target, case report,
+    the benign/malignant sentence, softmax, probability chart) names the top class until the clinician
+    opens the output on purpose."""
+    from app.analyse.case_report import REPORT_KEY
+    from app.analyse.sections import REVEAL_LABEL
+    from model.labels import display_name
+
+    at = _gated_upload(make_app)
+    hidden, report = page_text(at), at.session_state[REPORT_KEY]()
+    reveal = next(t for t in at.toggle if t.label == REVEAL_LABEL)
+    reveal.set_value(True).run()
+    no_exception(at)
+    top = next(m.value for m in at.markdown if m.value.startswith("### Top class (not reliable): "))
+    top = top.removeprefix("### Top class (not reliable): ").split(" — ")[0]
+    assert top in [display_name(c) for c in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")]
+    for text in (hidden, report):
+        assert top.lower() not in text.lower()
+        for word in ("softmax", "Top class", "kNN vote", "Prediction set at", "Explain the score of " + top,
+                     "although the top class", "plotly"):
+            assert word.lower() not in text.lower(), word
+    assert next(s for s in at.selectbox if s.label == "Explain the score of").value == next(
+        c for c in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc") if display_name(c) == top)
+    opened = page_text(at)
+    assert "Prediction set at" in opened and "kNN vote" in opened and top in at.session_state[REPORT_KEY]()
+
+
+def _lines(text: str) -> list[str]:
+    return [x.strip().removeprefix("- ").replace("**", "").strip() for x in text.split("\n") if x.strip()]
+
+
+def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmenter, monkeypatch, app_models_dir):
+    """Issue 26.10: every section heading of the page is a heading of the report (so a panel added later
+    must be added to the report too), and every warning and note, metric, the prediction set, the similar
+    cases and their vote, the melanoma flag, the ROAD scores and the heat warning are in it."""
+    import html
+    import re
+
+    from app.analyse.case_report import REPORT_KEY
+    from app import resources
+
+    fake_segmenter("ellipse")
+    at = make_app()
+    loaded = resources._load(str(app_models_dir), resources.model_key(app_models_dir))
+    monkeypatch.setattr(loaded.analyzer, "heat_limits", {"gradcam": -1.0, "eigencam": -1.0})  # the warning shows
+    at = _example(at, 7)
+    at.multiselect(key="cam_methods").set_value(["gradcam", "eigencam"]).run()
+    at.toggle(key="faith_on").set_value(True).run()   # ROAD is measured on request
+    no_exception(at)
+    report = html.unescape(re.sub(r"<[^>]+>", " ", at.session_state[REPORT_KEY]()))
+    report = re.sub(r"\s+", " ", report)
+    missing = [h.value for h in list(at.header) + list(at.subheader) if h.value not in report]
+    assert not missing, f"sections on the page but not in the case report: {missing}"
+    main = at.main  # the sidebar (model summary, disclaimer) is not part of the case
+    said = [line for box in list(main.warning) + list(main.info) + list(main.error) for line in _lines(box.value)]
+    said += [line for m in at.markdown for line in _lines(m.value) if line.startswith("kNN vote")]
+    shown_set = next(m.value for m in at.markdown if m.value.startswith("**Prediction set at"))
+    in_set = re.findall(r"-badge\[([^\]]+)\]", shown_set)
+    assert in_set and re.search("Prediction set at 90%: " + ", ".join(f"{re.escape(c)} \\([a-z]+\\)" for c in in_set),
+                                report)
+    said += [line for c in at.caption for line in _lines(c.value) if "Melanoma flag" in line]
+    said = [re.sub(r":[a-z]+-badge\[(?::material/[a-z_]+: )?([^\]]*)\]", r"\1", s) for s in said]
+    said = [re.sub(r"\s+", " ", s) for s in said if s != "Ground truth:"]
+    assert any("More of the heat lies off the lesion" in s for s in said) and any("kNN vote" in s for s in said)
+    assert [s for s in said if s.replace("Ground truth: ", "") not in report] == []
+    for m in at.metric:
+        assert m.value in report, m.label
+    road = [v for df in at.dataframe for v in df.value.get("ROAD (higher = more faithful)", [])]
+    assert len(road) == 2 and all(v in report for v in road)
+

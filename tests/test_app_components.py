@@ -97,10 +97,10 @@ def test_case_report_is_self_contained():
     assert "<script" not in html and "&lt;script&gt;" in html
     assert not re.search(r"(src|href)=['\"]https?:", html)
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
-    assert len(images) == 3  # image, outline, one heatmap
+    assert len(images) == 3 + (len(a.feature_maps.channels) if a.feature_maps else 0)  # image, outline, heatmap, maps
     assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (80, 60)
-    for text in ("Melanocytic nevus", "40.0%", "Quality check failed", "&lt;b&gt;blurred", "Low confidence",
-                 "attention on lesion 30%", "Longest diameter", "CMYK image converted", "test_resnet",
+    for text in ("Melanocytic nevus", "40.0%", "quality check failed", "&lt;b&gt;blurred", "Low confidence",
+                 "30% of heat on lesion", "Longest diameter", "CMYK image converted", "test_resnet",
                  "Ground truth", "UTC"):
         assert text in html, text
 
@@ -114,7 +114,7 @@ def test_gather_expands_zips_and_makes_names_unique():
     items = gather([("x.jpg", b"0"), ("set.zip", buf.getvalue()), ("bad.zip", b"not a zip")])
     assert [n for n, _ in items.images] == ["x.jpg", "x.jpg (2)", "x.jpg (3)"]
     assert ("set.zip: notes.txt", "not an image file") in items.skipped
-    assert items.skipped[-1][0] == "bad.zip"
+    assert items.refused == [("bad.zip", items.refused[0][1])] and "Not a readable .zip" in items.refused[0][1]
     assert stem("x.jpg (2)") == "x" and stem("dir/ISIC_1.png") == "ISIC_1"
 
 
@@ -126,7 +126,8 @@ def test_results_frame_and_score():
              BatchPrediction("c.jpg", None, None, None, None, None, ["unreadable"], "The file is empty."),
              BatchPrediction("d.jpg", p2, "nv", 0.8, 0.2, 0.3, [])]
     df = results_frame(preds, CLASSES)
-    assert list(df["top class"]) == ["Melanoma", "Melanocytic nevus", "unreadable", "Melanocytic nevus"]
+    assert list(df["top class"]) == ["Melanoma", "gated: answer withheld", "unreadable", "Melanocytic nevus"]
+    assert list(df["gated"]) == ["", "yes", "", ""]   # "blurred" is the gate's
     assert df.loc[2, "flags"] == "unreadable: The file is empty."
     assert list(df["melanoma flag"]) == ["FLAG", "", "n/a", "n/a"]  # n/a: unreadable, or a bundle without a flag
     s = score(preds, {"a": "mel", "b": "mel", "d": "seb"}, CLASSES)

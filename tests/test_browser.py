@@ -91,8 +91,9 @@ def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
             page.goto(server, timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
             page.get_by_text("Where the model looked").wait_for(timeout=RESULT_TIMEOUT_MS)
-            gated = page.get_by_text("Probabilities (not reliable", exact=False)
-            if gated.count():  # the quality gate collapses the chart: open it
+            page.get_by_text("Download case report (HTML)").wait_for(timeout=RESULT_TIMEOUT_MS)  # the run is over
+            gated = page.get_by_text("Show the model's output anyway", exact=False)
+            if gated.count():  # the quality gate hides the output (issue 26.1): open it
                 gated.first.click()
             page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=RESULT_TIMEOUT_MS)
             page.get_by_text(re.compile(r"^Grad-CAM")).first.wait_for(timeout=RESULT_TIMEOUT_MS)
@@ -121,3 +122,85 @@ def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_a_gated_image_hides_the_answer_in_the_browser(server, tmp_path):
+    """Issue 26.1, where it was seen: with the gate failed, the page's whole text (what Chromium
+    renders, expanders included) names no class as the model's answer until the clinician turns on
+    'Show the model's output anyway'."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from PIL import Image
+
+    tiny = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (120, 80, 60)).save(tiny)  # too small: the gate always fails it
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            page.goto(server, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(tiny), timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("No reliable answer for this image").wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("Download case report (HTML)").wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.wait_for_timeout(1000)
+            for summary in page.locator("summary").all():  # open every expander: nothing hides in them
+                summary.click()
+            page.wait_for_timeout(500)
+            hidden = page.locator("section.stMain, [data-testid=stMain]").first.inner_text()
+            page.get_by_text("Show the model's output anyway").click()
+            top = page.get_by_text(re.compile(r"^Top class \(not reliable\): ")).first
+            top.wait_for(timeout=RESULT_TIMEOUT_MS)
+            name = top.inner_text().removeprefix("Top class (not reliable): ").split(" — ")[0].strip()
+            assert name and name.lower() not in hidden.lower(), name
+            for word in ("softmax", "kNN vote", "Prediction set at", "although the top class"):
+                assert word.lower() not in hidden.lower(), word
+            page.get_by_text("Prediction set at", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert page.locator("[data-testid=stException]").count() == 0
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def concept_server(concept_models_dir, tmp_path):
+    """A streamlit server whose classifier has 7-point concept probes (conftest.concept_models_dir)."""
+    port = _free_port()
+    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(concept_models_dir)}, tmp_path / "streamlit.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_checklist_panel_switches_the_criterion_whose_map_is_shown(concept_server, tmp_path):
+    """Issue 24: the 7-point checklist panel opens with a map of the first criterion; choosing another
+    criterion in its widget redraws the map for that one."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            page.goto(concept_server, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(FULLRES[0]), timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("7-point checklist: what the model sees").wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("7-point score from the probes", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            first = page.get_by_text(re.compile(r"^Atypical pigment network: \d+%$"))
+            first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            pick = page.get_by_label("Where the model sees")
+            pick.click()
+            page.get_by_role("option", name="Blue-whitish veil").click()
+            page.get_by_text(re.compile(r"^Blue-whitish veil: \d+%$")).wait_for(timeout=RESULT_TIMEOUT_MS)
+            assert first.count() == 0
+            assert page.locator("[data-testid=stException]").count() == 0
+            page.screenshot(path=str(shots / "analyse-checklist.png"), full_page=True)
+        finally:
+            browser.close()

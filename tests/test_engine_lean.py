@@ -10,19 +10,27 @@ import numpy as np
 import torch
 
 from model.explain.cams import method_cam
-from model.inference.measurements import COLOUR_MIN_SHARE, DERMOSCOPIC_COLOURS, colour_variegation
+from model.inference.colours import COLOUR_NAMES, RULES, lesion_lab
+from model.inference.measurements import colour_variegation
 from model.data.preprocess import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _reference_colours(rgb, mask):
+    """The colour rule written out plainly: nearest reference (or the skin reference) per pixel, kept
+    within its colour's distance, shares against the minimum shares."""
     pixels = rgb[mask].astype(np.float32)
-    refs = np.array(list(DERMOSCOPIC_COLOURS.values()), np.float32)
-    nearest = np.argmin(((pixels[:, None, :] - refs[None]) ** 2).sum(-1), axis=1)
-    shares = np.bincount(nearest, minlength=len(refs)) / len(pixels)
-    return [n for n, s in zip(DERMOSCOPIC_COLOURS, shares) if s >= COLOUR_MIN_SHARE], \
-        float((pixels.astype(np.float64) / 255.0).std(axis=0).mean())
+    lab = lesion_lab(rgb, mask).astype(np.float64)
+    refs = np.array([RULES.references[n] for n in COLOUR_NAMES] + [RULES.skin_reference], np.float64)
+    d = np.sqrt(((lab[:, None, :] - refs[None]) ** 2).sum(-1))
+    nearest = d.argmin(1)
+    names = []
+    for k, n in enumerate(COLOUR_NAMES):
+        share = ((nearest == k) & (d[:, k] <= RULES.max_distance[n])).sum() / len(lab)
+        if share >= RULES.min_share[n]:
+            names.append(n)
+    return names, float((pixels.astype(np.float64) / 255.0).std(axis=0).mean())
 
 
 def test_colours_match_the_plain_formula_on_real_lesions():

@@ -318,3 +318,20 @@ def test_our_removal_is_the_librarys_and_needs_no_matplotlib():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_several_heatmaps_at_once_score_as_each_alone():
+    """Issue 26.14: road_many solves the imputations of all heatmaps together (equal masks once, two
+    threads) and must give exactly what one heatmap at a time gives, equal heatmaps included."""
+    from model.explain.road import road_many
+
+    model = LeftHalf().eval()
+    x = torch.zeros(1, 3, 24, 32)
+    x[..., :16] = 1.0 + 0.1 * torch.rand(1, 3, 24, 16, generator=torch.Generator().manual_seed(0))
+    yy, xx = np.mgrid[:24, :32]
+    cams = {"right": (xx / 31.0).astype(np.float32), "left": (1 - xx / 31.0).astype(np.float32),
+            "rows": (yy / 23.0).astype(np.float32)}
+    cams["same"] = cams["left"].copy()
+    together = road_many(model, x, cams, 0)
+    assert all(together[k] == road_many(model, x, {k: c}, 0)[k] for k, c in cams.items())
+    assert together["same"] == together["left"]

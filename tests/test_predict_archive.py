@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from model.data.checklist import NAMES
 from model.data.isic import ISIC2018_COLUMNS, HAM_TO_ISIC2018
 from model.cli.predict import main
 from model.data.sources import Sources
@@ -79,7 +80,10 @@ def test_csv_format(tiny_classifier_dir, inputs, capsys):
     classes = json.loads((tiny_classifier_dir / "meta.json").read_text())["classes"]
     assert rows[0][:7] == ["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag", "flags",
                        "prediction_set"]
-    assert rows[0][7:-1] == classes and rows[0][-1] == "original_name" and len(rows) == 2
+    n = 7 + len(classes)
+    assert rows[0][7:n] == classes and rows[0][n] == "original_name" and len(rows) == 2
+    assert rows[0][n + 1:] == ["seven_point_score", *(f"concept_{c}" for c in NAMES)]   # issue 24
+    assert rows[1][n + 1:] == [""] * 8                       # this bundle has no concept probes
 
 
 def test_isic_masks_at_each_images_own_size(tiny_models_dir, fullres, ham_small, tmp_path, capsys):

@@ -120,3 +120,26 @@ def test_readme_quotes_the_shipped_figures():
     focus = read_meta(MODELS / "classifier")["interpretability"]["gradcam_in_lesion"]
     assert _readme_cell(readme, "mean share of Grad-CAM heat inside the lesion (shipped / previous)") == (
         f"{focus['shipped']['mean_share']:.3f} / {focus['previous']['mean_share']:.3f}")
+
+
+def test_the_default_example_is_a_typical_case_the_gate_passes():
+    """Issue 26.13: the Analyse page opens on the first example of `example_order`, chosen by the gate
+    run of tools/examples.py on these weights; running the gate now agrees (rerun the command after a
+    change of weights or gate), and every example says what it shows without naming its diagnosis."""
+    from app.widgets.upload import example_label, example_order, measured, typical
+    from model.inference.pipeline import Analyzer
+    from model.labels import display_name
+    from model.nets.weights_hash import weights_sha256
+
+    entries = json.loads((EXAMPLES / "examples.json").read_text())
+    digest = weights_sha256(MODELS / "classifier")[:16]
+    assert all(measured(e, digest) for e in entries), "run python -m tools.examples for these weights"
+    first = entries[example_order(entries, digest)[0]]
+    assert typical(first, digest)
+    analyzer = Analyzer.from_dir(MODELS)
+    for e in entries:
+        a = analyzer.analyze((EXAMPLES / e["file"]).read_bytes(), cam_methods=())
+        assert (not a.gated, a.top_class) == (e["gate"]["passed"], e["gate"]["top_class"]), e["file"]
+        label = example_label(e, digest)
+        assert e["shows"] in label and display_name(e["dx"]).lower() not in label.lower()
+    assert any(not e["gate"]["passed"] for e in entries)  # the picker also shows what a rejection looks like

@@ -69,8 +69,8 @@ def text_chunk_bomb(good_png: bytes) -> bytes:
 def zip_bytes(members: list[tuple[str, bytes]], compress: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compress) as zf:
-        for name, data in members:
-            zf.writestr(name, data)
+        for name, data in members:   # a fixed time stamp: the same corpus byte for byte
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), data, compress_type=compress)
     return buf.getvalue()
 
 

@@ -18,30 +18,52 @@ EXPLAIN = ("ROAD (Rong et al. 2022, pytorch-grad-cam). Δp is the change in the 
            "means it does not.")
 
 
-@st.cache_data(max_entries=256, ttl=6 * 3600, show_spinner=False)
-def _road(digest: str, key: str, method: str, cam_class: str | None, cam_layer: str | None, _data: bytes) -> dict:
+@st.cache_data(max_entries=64, ttl=6 * 3600, show_spinner=False)
+def _road(digest: str, key: str, methods: tuple[str, ...], cam_class: str | None, cam_layer: str | None,
+          _data: bytes) -> dict:
+    """ROAD of several methods at once: one CAM pass, the imputations solved together, one batch."""
     from model.explain.road import faithfulness
     from model.data.preprocess import decode_image
 
     bundle = get_loaded().analyzer.classifier
-    return faithfulness(bundle, decode_image(_data, max_side=1024), (method,), cam_class, cam_layer)[method]
+    return faithfulness(bundle, decode_image(_data, max_side=1024), methods, cam_class, cam_layer)
+
+
+@st.cache_resource(show_spinner=False)
+def _seen() -> dict:
+    """(image, model, class, layer, method) -> scores already measured, shared by sessions (bounded)."""
+    return {}
 
 
 def road_scores(data: bytes, cam: dict) -> dict[str, dict]:
-    """method -> ROAD scores for the heatmaps of `cam` (the dict app.analyse.sections.cam_section returns)."""
+    """method -> ROAD scores for the heatmaps of `cam` (the dict app.analyse.sections.cam_section returns).
+    Methods measured before for this image, class and layer are reused; the rest are measured together."""
     digest, key = sha256(data), model_key()
-    return {m: _road(digest, key, m, cam["cam_class"], cam["cam_layer"], data) for m in cam["cams"]}
+    seen = _seen()
+    where = (digest, key, cam["cam_class"], cam["cam_layer"])
+    missing = tuple(m for m in cam["cams"] if where + (m,) not in seen)
+    if missing:
+        if len(seen) > 4096:
+            seen.clear()
+        for m, s in _road(digest, key, missing, cam["cam_class"], cam["cam_layer"], data).items():
+            seen[where + (m,)] = s
+    return {m: seen[where + (m,)] for m in cam["cams"]}
 
 
 def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "faith") -> dict[str, dict]:
     """Fill `slot` (a container placed under the heatmaps) with a table: method, heat on the lesion,
-    ROAD, MoRF, LeRF. Returns the scores ({} when switched off)."""
+    ROAD, MoRF, LeRF. Returns the scores ({} when switched off).
+
+    Off until the clinician asks: ROAD perturbs the image 10 times per heatmap and costs about a
+    second per heatmap on 2 cores, far more than the analysis, so measuring it on every switch of
+    method or layer made each switch wait for it (docs/page-latency.md). Once on, it stays on for
+    the session, and scores already measured are reused."""
     with slot:
-        on = st.toggle("Measure faithfulness of each heatmap (ROAD)", value=True, key=f"{key}_on",
-                       help=EXPLAIN)
+        on = st.toggle("Measure faithfulness of each heatmap (ROAD, about a second per heatmap)", value=False,
+                       key=f"{key}_on", help=EXPLAIN)
         if not on or not cam["cams"]:
             return {}
-        with st.spinner("Measuring faithfulness (under a second per heatmap)…"):
+        with st.spinner(f"Measuring the faithfulness of {len(cam['cams'])} heatmap(s)…"):
             scores = road_scores(data, cam)
         verdicts = baseline_verdicts(get_loaded().analyzer.classifier.meta.get("interpretability"))
         rows = [{"heatmap": labels.get(m, m),

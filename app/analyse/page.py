@@ -12,10 +12,11 @@ from app.analyse import sections as view
 from app.widgets.aids import aids_section
 from app.widgets.upload import choose_source
 from app.widgets.components import md_escape
-from app.analyse.case_report import build_case_report
+from app.analyse.case_report import REPORT_KEY, WHAT_IF, Shown, build_case_report
+from app.analyse.checklist import checklist_panel
 from app.analyse.faithfulness import after_paint as faithfulness_after_paint
 from app.analyse.whatif import panel as whatif_panel
-from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of
+from app.resources import analyse, cam_method_labels, get_loaded, sha256, thresholds, training_split_of, warm_up
 from app.widgets.sidebar import COVERAGE_KEY
 from model.aids.conformal import DEFAULT_COVERAGE
 from model.data.preprocess import ImageError
@@ -24,13 +25,15 @@ from model.explain.verdicts import randomisation_failures
 st.title("Analyse a dermoscopic image")
 st.caption("Research and teaching tool — not a medical device. Do not use for diagnosis.")
 
-loaded = get_loaded()  # stops the page with instructions when no model is available
+view.keep_choices()
+warm_up()  # the model loads in the background while the inputs are drawn; stops with instructions if none
 source = choose_source()
 tta = st.toggle("Test-time augmentation (average over 4 flipped views)", key="tta",
                 help="Slower; reports how much the answer changes when the image is flipped.")
 if source is None:
     st.info("Upload a dermoscopic image, or pick one of the bundled examples.")
     st.stop()
+loaded = get_loaded()  # stops the page with instructions when the model cannot be used
 
 try:
     # ask for the feature maps the page will show, so a new image costs one network pass
@@ -46,7 +49,8 @@ except Exception as e:  # noqa: BLE001 - a bug must not show a traceback to a cl
     st.stop()
 
 st.divider()
-view.summary(base, source.name)
+image_key = sha256(source.data)[:12]
+shown = view.summary(base, source.name, image_key)  # False: the gate hides the model's output (issue 26.1)
 if source.original:
     st.caption(f"File name as uploaded: {md_escape(source.original)} (invisible or direction-changing characters removed "
                "from the name shown and written).")
@@ -56,22 +60,26 @@ if source.example is not None:
         split, known = training_split_of(str(source.example.get("image_id"))), True
     except LookupError:
         split, known = None, False
-    truth = view.ground_truth(source.example, split, known, base.top_class)
+    truth = view.ground_truth(source.example, split, known, base.top_class if shown else None)
 
-image_key = sha256(source.data)[:12]
 st.header("Prediction set and similar confirmed cases", divider="gray")
-aids_section(base, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), image_key)
+aids_section(base, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), image_key, hidden=not shown)
 
 st.header("Where the model looked", divider="gray")
 labels = cam_method_labels()
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(source.data, base, loaded.analyzer.layers, labels, image_key, has_lesion,
-                       limits["attention_warning"], randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
+                       loaded.analyzer.heat_limits, hidden=not shown,
+                       failing=randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
 faith_slot = st.container()  # filled at the end of the page, after everything else is drawn
 
-st.header("What if…? Known confounders", divider="gray")
-whatif_panel(source.data, base, cam, labels, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), has_lesion)
+st.header(WHAT_IF, divider="gray")
+what_ifs = whatif_panel(source.data, base, cam, labels, int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE)), has_lesion,
+             hidden=not shown)
+
+st.header("7-point checklist: what the model sees, in dermoscopic criteria", divider="gray")
+checklist_panel(base)
 
 st.header("Lesion outline and measurements", divider="gray")
 view.lesion_section(base, has_lesion)
@@ -85,14 +93,22 @@ st.header("Details and report", divider="gray")
 view.details(base, loaded.load_seconds, loaded.device)
 
 
-def _report() -> str:
-    return build_case_report(base, file_name=source.name, image_sha256=sha256(source.data), cams=cam["cams"],
-                             cam_class=cam["cam_class"], cam_layer=cam["cam_layer"], attention=cam["attention"],
-                             method_labels=labels, opacity=cam["opacity"], ground_truth=truth,
-                             lesion_found=has_lesion)
-
-
 stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source.name).stem)[:60] or "image"
-faithfulness_after_paint(faith_slot, source.data, cam, labels)
+road = faithfulness_after_paint(faith_slot, source.data, cam, labels)
+
+
+coverage = int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE))
+
+
+def _report() -> str:  # everything above, under the page's headings (tests/test_app.py compares the two)
+    return build_case_report(base, file_name=source.name, image_sha256=sha256(source.data), shown=Shown(
+        cams=cam["cams"], cam_class=cam["cam_class"], cam_layer=cam["cam_layer"], attention=cam["attention"],
+        method_labels=labels, opacity=cam["opacity"], heat_warning=cam.get("warning"), road=road,
+        heat=cam.get("heat", {}), heat_notes=cam.get("notes", {}),
+        coverage=coverage, ground_truth=truth,
+        lesion_found=has_lesion, output_shown=shown, what_ifs=what_ifs))
+
+
+st.session_state[REPORT_KEY] = _report
 st.download_button("Download case report (HTML)", data=_report, file_name=f"case-report-{stem}.html",
                    mime="text/html", on_click="ignore", icon=":material/download:", key="report", type="primary")

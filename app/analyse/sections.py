@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.widgets.components import (colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
+from app.widgets.components import (MAP_COLOURS, colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import GT_SOURCES, display_name
-from model.explain.attention import attention_on_lesion
+from app.analyse.heat_notes import HEAT_WARNING_MEANING, heat_caption, heat_warning, heat_warning_unset, outline_warning
+from model.explain.attention import heat_shares
 from model.explain.verdicts import FAILS
 from model.inference.results import Analysis
 
@@ -24,8 +25,25 @@ PRIOR_NOTE = ("The probabilities assume the seven classes are equally common (th
               "malignant is lower than the malignant sum says.")
 
 
-def summary(a: Analysis, name: str) -> None:
-    """Quality gate, the image and the class probabilities with uncertainty."""
+CHOICES = ("cam_methods", "cam_layer", "opacity", "fmap_layer", "mask_view", "faith_on")
+
+
+def keep_choices() -> None:
+    """Keep the display choices (methods, layers, opacity, faithfulness on/off) across a new upload:
+    replacing the file runs the page once without an image, which stops before these widgets, and
+    Streamlit drops the state of widgets a run did not draw (the six methods fell back to Grad-CAM)."""
+    for key in CHOICES:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+REVEAL_LABEL = "Show the model's output anyway (not reliable)"
+
+
+def summary(a: Analysis, name: str, key: str = "") -> bool:
+    """Quality gate, the image and the class probabilities with uncertainty. Returns whether the
+    model's output may be shown: always when the gate passes; when it fails, only after the
+    clinician turns on REVEAL_LABEL (per image, `key`). Until then no section may name the top class."""
     if a.gated:
         st.warning("**Image quality check failed — the probabilities below are not reliable.**\n\n"
                    + "\n".join(f"- {w}" for w in a.quality_warnings), icon=":material/report:")
@@ -36,16 +54,20 @@ def summary(a: Analysis, name: str) -> None:
         size = f"{w}×{h} px" if s == 1 else f"analysed at {w}×{h} px (uploaded ≈ {round(w * s)}×{round(h * s)})"
         st.image(a.image, caption=f"{name} · {size}", width="stretch")
     with right:
-        if a.gated:
-            st.markdown("### No reliable answer for this image")
-            st.markdown("The image did not pass the quality checks above, so the model's output is "
-                        "hidden by default. Open it only to study how the model behaves on such images.")
-            st.markdown(GATE_MEANING)
-            with st.expander("Probabilities (not reliable: the image failed the quality checks)"):
-                _probabilities(a)
-        else:
+        if not a.gated:
             st.markdown(f"### Top class: {display_name(a.top_class)} — {percent(a.top_probability)}")
             _probabilities(a)
+            return True
+        st.markdown("### No reliable answer for this image")
+        st.markdown("The image did not pass the quality checks above, so the model's output is hidden: its "
+                    "probabilities, prediction set, similar cases' vote, the class its heatmaps explain and the "
+                    "case report's answer. Show it only to study how the model behaves on such images.")
+        st.markdown(GATE_MEANING)
+        shown = st.toggle(REVEAL_LABEL, key=f"reveal_{key}", value=False)
+        if shown:
+            st.markdown(f"### Top class (not reliable): {display_name(a.top_class)} — {percent(a.top_probability)}")
+            _probabilities(a)
+        return shown
 
 
 def _probabilities(a: Analysis) -> None:
@@ -64,8 +86,8 @@ def _probabilities(a: Analysis) -> None:
     cols = st.columns(3 if a.tta_agreement is not None else 2)
     cols[0].metric("Malignant (sum)", percent(a.malignant_probability),
                    help="Sum of the probabilities of melanoma, basal cell carcinoma and actinic "
-                        "keratosis / intraepithelial carcinoma.")
-    st.caption(PRIOR_NOTE)
+                        "keratosis / intraepithelial carcinoma. " + PRIOR_NOTE)
+    cols[0].caption(PRIOR_NOTE)  # beside the sum it qualifies
     cols[1].metric("Uncertainty (entropy)", f"{a.entropy:.2f}",
                    help="Normalised entropy of the probabilities: 0 = all on one class, 1 = spread evenly.")
     if a.tta_agreement is not None:
@@ -74,8 +96,9 @@ def _probabilities(a: Analysis) -> None:
                             f"probability varies by ±{percent(a.tta_spread)} (std) across them.")
 
 
-def ground_truth(example: dict, split: str | None, split_known: bool, top_class: str) -> str:
-    """Show a bundled example's recorded diagnosis after the analysis; returns it as one line."""
+def ground_truth(example: dict, split: str | None, split_known: bool, top_class: str | None) -> str:
+    """Show a bundled example's recorded diagnosis after the analysis; returns it as one line.
+    `top_class` None: the model's output is hidden, so the line does not compare with it."""
     dx = str(example.get("dx", "?")).lower()
     how = GT_SOURCES.get(str(example.get("dx_type")), str(example.get("dx_type") or "unknown method"))
     if not split_known:
@@ -89,8 +112,9 @@ def ground_truth(example: dict, split: str | None, split_known: bool, top_class:
         where = "validation split: not trained on, but used for early stopping and calibration"
     else:
         where = "in the TRAINING split: the model has seen this image, so its answer says little"
-    agree = "matches" if dx == top_class else "differs from"
-    line = f"{display_name(dx)} ({dx}), confirmed by {how}; {where}. The model's top class {agree} it."
+    agree = ("The model's output is hidden (quality check failed)." if top_class is None else
+             f"The model's top class {'matches' if dx == top_class else 'differs from'} it.")
+    line = f"{display_name(dx)} ({dx}), confirmed by {how}; {where}. {agree}"
     st.info(f"**Ground truth:** {line}", icon=":material/assignment:")
     return line
 
@@ -101,12 +125,17 @@ def lesion_found(a: Analysis, min_pct: float) -> bool:
 
 
 def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, str], image_key: str,
-                has_lesion: bool, warn_under: float, failing: set | frozenset = frozenset()) -> dict:
-    """Class, method, layer and opacity pickers; heatmaps beside the image; attention on lesion.
-    `failing`: (method, layer) pairs that fail the randomisation check (labelled where offered)."""
+                has_lesion: bool, heat_limits: dict[str, float], hidden: bool = False,
+                failing: set | frozenset = frozenset()) -> dict:
+    """Class, method, layer and opacity pickers; heatmaps beside the image; the share of heat on the
+    lesion and on artefacts; the heat warning against each method's test-split 90th percentile
+    (`heat_limits`, model.evaluation.heat_warning). `hidden`: the model's output is hidden, so no
+    class is preselected (it would be the top class). `failing`: (method, layer) pairs that fail the
+    randomisation check (model.explain.verdicts), labelled where they are offered."""
     c1, c2, c3, c4 = st.columns([1.2, 2.0, 0.8, 0.9])
-    cls = c1.selectbox("Explain the score of", a.classes, index=a.top_index, format_func=display_name,
-                       key=f"cam_class_{image_key}")  # per image: the default follows its top class
+    cls = c1.selectbox("Explain the score of", a.classes, index=None if hidden else a.top_index,
+                       format_func=display_name, key=f"cam_class_{image_key}{'_hidden' if hidden else ''}",
+                       placeholder="Choose a class")  # per image: the default follows its top class
     chosen = st.session_state.get("cam_layer", layers[-1])
     methods = c2.multiselect("Methods", list(labels), default=["gradcam"], key="cam_methods",
                              format_func=lambda m: labels[m] + (f" ({FAILS} at {chosen})" if (m, chosen) in failing else ""))
@@ -114,14 +143,17 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
                          help="Deeper layers are coarser but more class-specific.",
                          format_func=lambda l: l + (f" ({FAILS} for some methods)" if any(k[1] == l for k in failing) else ""))
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
-    if not methods:
-        st.info("Pick at least one method.")
-        return {"cams": {}, "attention": {}, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
+    if not methods or cls is None:
+        st.info("Pick at least one method." if cls else "The model's output is hidden, so no class is chosen for "
+                "you: choose the class whose score the heatmaps should explain.")
+        return {"cams": {}, "attention": {}, "heat": {}, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
     if (cls, layer, tuple(methods)) == (a.cam_class, a.cam_layer, tuple(a.cams)):
         cams = a.cams
     else:
         cams = analyse(data, cam_class=cls, cam_layer=layer, cam_methods=methods, segment=False).cams
-    attention = {m: attention_on_lesion(c, a.lesion_mask) if has_lesion else None for m, c in cams.items()}
+    artefacts = a.artefacts.union if a.artefacts is not None else None
+    heat = heat_shares(cams, a.lesion_mask if has_lesion else None, artefacts)
+    attention = {m: None if h is None else h.lesion for m, h in heat.items()}
     st.caption(f"Red = regions that most raised the score of **{display_name(cls)}**, blue = little or none. "
                "A heatmap is not a segmentation and can point at artefacts.")
     tiles = [("Image", a.image, None)] + [(labels[m] + (f" — {FAILS} at {layer}" if (m, layer) in failing else ""),
@@ -129,21 +161,41 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
     for row in range(0, len(tiles), 3):
         cols = st.columns(3)
         for col, (title, img, m) in zip(cols, tiles[row:row + 3]):
-            share = attention.get(m) if m else None
-            note = (f" · {percent(share, 0)} of heat on lesion" if share is not None
-                    else (" · no lesion to compare with" if m and not has_lesion else ""))
-            col.image(img, caption=title + note, width="stretch")
+            col.image(img, caption=title + (heat_caption(heat.get(m), has_lesion) if m else ""), width="stretch")
     bad = [labels[m] for m in cams if (m, layer) in failing]
     if bad:
         st.warning(f"{', '.join(bad)} at `{layer}` {FAILS} (Model card): its map barely changes when the model's "
                    "weights are randomised, so it shows the image more than what the model learned.",
                    icon=":material/warning:")
-    low = [labels[m] for m, share in attention.items() if share is not None and share < warn_under]
-    if low:
-        st.warning(f"Less than {percent(warn_under, 0)} of the heat falls on the lesion for "
-                   f"{', '.join(low)}: the model looks mostly outside it — at rulers, ink, hair, the vignette "
-                   "or surrounding skin. Treat its answer with extra caution.", icon=":material/visibility_off:")
-    return {"cams": cams, "attention": attention, "cam_class": cls, "cam_layer": layer, "opacity": opacity}
+    notes = _heat_notes(a, heat, heat_limits, labels, has_lesion, layer == layers[-1])
+    return {"cams": cams, "attention": attention, "heat": heat, "cam_class": cls, "cam_layer": layer,
+            "opacity": opacity, "warning": notes.get("warning"), "notes": notes}
+
+
+def _heat_notes(a: Analysis, heat: dict, limits: dict[str, float], labels: dict[str, str], has_lesion: bool,
+                default_layer: bool) -> dict[str, str]:
+    """The outline-on-artefact note and the heat warning (its thresholds hold at the default layer);
+    returns what was shown ({"touching", "warning", "unset"}) for the case report."""
+    shown: dict[str, str] = {}
+    touching = outline_warning(a.outline_touches) if has_lesion else None
+    if touching:
+        st.warning(touching, icon=":material/straighten:")
+        shown["touching"] = touching
+    if not has_lesion:
+        return shown
+    if not default_layer:
+        st.caption("The heat warning is set at the last layer only; at this layer the shares are shown without it.")
+        return shown
+    warning = heat_warning(heat, limits, labels)
+    if warning:
+        st.warning(warning, icon=":material/visibility_off:")
+        st.caption(HEAT_WARNING_MEANING)
+        shown["warning"] = warning
+    unset = heat_warning_unset(limits, list(heat), labels)
+    if unset:
+        st.caption(unset)
+        shown["unset"] = unset
+    return shown
 
 
 def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key: str) -> None:
@@ -160,13 +212,14 @@ def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key:
                            format_func=lambda ch: f"channel {ch} (mean activation {means[ch]:.2f})")
     pick = fm.channels.index(channel)
     tiles, captions = feature_tiles(fm.maps, fm.channels, fm.mean_activation)
+    st.caption(f"Each map scaled on its own; {MAP_COLOURS}, the colours of the heatmaps above.")
     st.image(tiles, caption=captions, width=120)
     big1, big2, _ = st.columns(3)
     big1.image(colorize(fm.maps[pick], a.image.shape[:2]), width="stretch",
                caption=f"{layer}, channel {fm.channels[pick]}: {fm.maps[pick].shape[1]}×{fm.maps[pick].shape[0]} "
-                       "grid (viridis: yellow = strong, dark blue = weak)")
+                       f"grid ({MAP_COLOURS})")
     big2.image(heatmap_overlay(a.image, fm.maps[pick], 0.5), width="stretch",
-               caption="Same map over the image (jet: red = strong, blue = weak)")
+               caption=f"Same map over the image ({MAP_COLOURS})")
 
 
 def lesion_section(a: Analysis, has_lesion: bool) -> None:

@@ -8,10 +8,13 @@ import streamlit as st
 
 from app.widgets.components import md_escape
 from app.widgets.tables import score
+from model.data.checklist import CRITERIA
 from model.data.tables import DatasetError, parse_labels_table
 from model.evaluation.report import confusion_figure, per_class_table
 
-HIDDEN_COLUMNS = ("probability", "malignant probability", "melanoma flag", "prediction set", "kNN vote", "entropy")
+CRITERIA_COLUMNS = tuple(c.label for c in CRITERIA)   # each criterion's estimated presence (concept probes)
+HIDDEN_COLUMNS = ("probability", "malignant probability", "melanoma flag", "prediction set", "kNN vote", "entropy",
+                  "7-point score", *CRITERIA_COLUMNS)
 
 
 def labels_of(labels_file, images: int, before: dict | None) -> dict:
@@ -36,18 +39,22 @@ def review_table(df, coverage: int) -> str | None:
                 f"judge) · {n_flagged} with quality or confidence flags · {n_mel} with the melanoma flag (P(melanoma) "
                 "over the threshold chosen on validation for 90% sensitivity). Click a column header to sort; select "
                 "a row to open it in the Analyse page.")
-    shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability")})
+    shown = df.assign(**{c: df[c] * 100 for c in ("probability", "malignant probability", *CRITERIA_COLUMNS)})
     if n_gated and not st.toggle(f"Show the withheld answers of the {n_gated} gated images", key="batch_show_gated"):
         gated = shown["gated"] == "yes"
         for c in HIDDEN_COLUMNS:
             shown[c] = shown[c].astype(object).where(~gated, None)
     pct = st.column_config.NumberColumn(format="%.1f %%")
     order = ["file", "top class", "probability", "prediction set", "malignant probability", "melanoma flag",
-             "entropy", "flags", "kNN vote", "label", "label in set", "notes", "original name"]
+             "7-point score", "entropy", "flags", "kNN vote", "label", "label in set", "notes", "original name",
+             *CRITERIA_COLUMNS]
     event = st.dataframe(
         shown, hide_index=True, on_select="rerun", selection_mode="single-row", key="batch_table",
         column_order=[c for c in order if c in shown.columns],
-        column_config={"probability": pct, "malignant probability": pct,
+        column_config={"probability": pct, "malignant probability": pct, **{c: pct for c in CRITERIA_COLUMNS},
+                       "7-point score": st.column_config.NumberColumn(
+                           format="%d", help="From the concept probes: major criteria 2 points, minor 1; 3 or more "
+                                             "suggests melanoma (the Model card gives how well each is read)"),
                        "entropy": st.column_config.NumberColumn(format="%.2f", help="0 certain, 1 uniform"),
                        "flags": st.column_config.TextColumn(width="medium"),
                        "prediction set": st.column_config.TextColumn(

@@ -6,8 +6,10 @@ import streamlit as st
 
 from app.card.external import external_section, gate_section, input_path_section
 from app.card.aids import aids_card
+from app.card.checklist import checklist_card
 from app.card.checks import baselines_block, sanity_section, stress_section
 from app.card.faithfulness import faithfulness_section
+from app.card.rules import heat_warning_section, rule_agreement_section
 from app.meta import NOT_RECORDED, dig, num, pct, starting_weights
 from app.resources import bundle_metas, models_dir, show_no_model
 from model.labels import display_name, is_malignant
@@ -189,6 +191,7 @@ gate_section(cls)
 
 st.header("Where the classifier looks", divider="gray")
 attention_section(cls)
+heat_warning_section(cls)
 st.subheader("Faithfulness of the heatmaps, per method and layer")
 faithfulness_section(cls)
 baselines_block(cls)
@@ -196,6 +199,12 @@ st.subheader("Do the heatmaps depend on what the model learned? (randomisation c
 sanity_section(cls)
 st.subheader("What-if stress test on known confounders")
 stress_section(cls)
+
+st.header("The 7-point checklist in the classifier's features", divider="gray")
+checklist_card(cls)
+
+st.header("Artefacts and dermoscopic colours", divider="gray")
+rule_agreement_section(cls)
 
 st.header("Data and split", divider="gray")
 counts = dig(cls, "data", "counts", default={})

@@ -9,6 +9,7 @@ from app.analyse import sections as view
 from app.analyse import faithfulness as faith
 from app.studies import sections as rs
 from app.widgets.aids import aids_section
+from app.analyse.checklist import checklist_panel, checklist_seen
 from app.widgets.upload import UPLOAD_TYPES
 from app.widgets.tables import gather
 from app.widgets.components import md_escape
@@ -122,7 +123,8 @@ st.header("Where the model looked", divider="gray")
 limits = thresholds()
 has_lesion = view.lesion_found(base, limits["min_lesion_pct"])
 cam = view.cam_section(data, base, loaded.analyzer.layers, labels, sha256(data)[:12], has_lesion,
-                       limits["attention_warning"], randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
+                       loaded.analyzer.heat_limits,
+                       failing=randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
 faith_slot = st.container()
 with st.expander("Lesion outline and measurements"):
     view.lesion_section(base, has_lesion)
@@ -134,9 +136,13 @@ if aids:
     st.header("Decision aids", divider="gray")
     aids_section(base, coverage, f"review_{key}", show_set="prediction_set" in aids,
                  show_similar="similar_cases" in aids)
+checklist_shown = checklist_panel(base, key=f"_review_{key}") if "checklist" in aids else None
 answer = rs.after_form(read, classes, list(cam["cams"]), labels, key)
 scores = faith.after_paint(faith_slot, data, cam, labels, key="review_faith")  # after the rest is drawn
 if answer:
+    if not scores and cam["cams"]:   # not shown at the reveal: measured now, kept with the ratings
+        with st.spinner("Saving (measuring the heatmaps' faithfulness)…"):
+            scores = faith.road_scores(data, cam)
     heatmaps = [{**h, "layer": cam["cam_layer"], "cam_class": cam["cam_class"],
                  "heat_in_lesion": cam["attention"].get(h["method"]),
                  "road": scores.get(h["method"], {}).get("road")} for h in answer["heatmaps"]]
@@ -145,7 +151,8 @@ if answer:
                                    changed_by_ai=answer["changed"], heatmaps=heatmaps, note=answer["note"],
                                    ai_top=base.top_class, ai_probability=base.top_probability,
                                    model_versions=base.model_info,
-                                   aids_seen=[f"prediction_set@{coverage}%" if a == "prediction_set" else a
+                                   aids_seen=[f"prediction_set@{coverage}%" if a == "prediction_set" else
+                                              checklist_seen(base, checklist_shown) if a == "checklist" else a
                                               for a in aids],
                                    ai_gated=base.gated, ai_gate_reasons=base.quality_warnings)
     except Exception as e:  # noqa: BLE001

@@ -18,9 +18,10 @@ from app.studies.figures import accuracy_figure, changes_figure, heatmap_figure
 from model.labels import display_name
 from review import Store, StoreError
 from review.stats import EXPORT_COLUMNS, accuracy, export_rows, heatmap_ratings, per_class
-from review.store import AIDS, ARTEFACTS, RATINGS
+from review.store import AIDS, ARTEFACTS, DEFAULT_AIDS, RATINGS
 
-AID_LABELS = {"prediction_set": "Prediction set (conformal)", "similar_cases": "Similar confirmed cases"}
+AID_LABELS = {"prediction_set": "Prediction set (conformal)", "similar_cases": "Similar confirmed cases",
+              "checklist": "7-point checklist (concept probes)"}
 
 OPEN_KEY = "review_open"        # {"study_id", "reader_id"} once a code and a name were accepted
 NEW_CODE_KEY = "review_new_code"  # the code of a study this session just created, shown once
@@ -49,7 +50,7 @@ def create_form(store: Store, classes: list[str], versions: dict[str, str]) -> N
         teaching = st.checkbox("Teaching mode: show the true diagnosis after each blind read", key="rc_teaching")
         aids = st.multiselect("Decision aids shown at the reveal (beside probabilities, heatmaps, outline and "
                               "feature maps); each read records which ones its reader saw",
-                              list(AIDS), default=list(AIDS), format_func=AID_LABELS.get, key="rc_aids")
+                              list(AIDS), default=list(DEFAULT_AIDS), format_func=AID_LABELS.get, key="rc_aids")
         keep = st.checkbox("Store the images themselves in the database (default: only their hashes and "
                            "thumbnails; readers then need the bundled examples or the same files)", key="rc_keep")
         submitted = st.form_submit_button("Create study", type="primary")

@@ -84,10 +84,19 @@ def _similar_block(a: Analysis, image_key: str) -> None:
                "a dermatologist.")
 
 
+HIDDEN_AIDS = ("The prediction set and the similar cases are hidden with the model's output: the set and the "
+               "cases' vote would name its answer.")
+
+
 def aids_section(a: Analysis, coverage: int, image_key: str, show_set: bool = True,
-                 show_similar: bool = True) -> None:
+                 show_similar: bool = True, hidden: bool = False) -> None:
     """Prediction set (with its plain-language notes) and the k most similar confirmed cases (a review
-    study may show only one of them)."""
+    study may show only one of them). `hidden`: the model's output is hidden (failed quality gate)."""
+    if hidden:
+        if a.similar is not None and a.similar.in_reference:
+            st.warning(a.similar.in_reference, icon=":material/content_copy:")
+        st.info(HIDDEN_AIDS, icon=":material/visibility_off:")
+        return
     if a.gated:
         st.caption("The image failed the quality checks above: the set and the similar cases are not reliable.")
     if show_set:

@@ -100,17 +100,21 @@ def mask_image(rgb: np.ndarray, mask: np.ndarray | None, opacity: float = 0.4) -
     return outline_image(np.uint8(out), mask, MASK_COLOUR)
 
 
+MAP_COLOURS = "red = strong, blue = weak"  # jet, the one colour map of every heatmap and feature map shown
+
+
 def colorize(values: np.ndarray, size_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """A [0, 1] map as a viridis RGB image, optionally resized (nearest: shows the real grid)."""
+    """A [0, 1] map as a jet RGB image (MAP_COLOURS, as the overlays), optionally resized (nearest:
+    shows the real grid)."""
     v = np.uint8(255 * unit_map(values))
     if size_hw is not None:
         v = cv2.resize(v, (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_NEAREST)
-    return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
 def feature_tiles(maps: np.ndarray, channels: Sequence[int], means: Sequence[float],
                   tile: int = 120) -> tuple[list[np.ndarray], list[str]]:
-    """One viridis tile per feature map (most active first) and its caption: each map is
+    """One jet tile per feature map (most active first) and its caption: each map is
     `colorize(m, tile size)`, the colour map applied to all tiles in one call."""
     maps = np.asarray(maps, np.float32)
     captions = [f"ch {ch} · {mean:.2f}" for _, ch, mean in zip(maps, channels, means)]
@@ -122,7 +126,7 @@ def feature_tiles(maps: np.ndarray, channels: Sequence[int], means: Sequence[flo
     th, tw = max(1, round(h * s)), max(1, round(w * s))
     v = np.uint8(255 * unit_map(maps[:k]))
     strip = np.concatenate([cv2.resize(m, (tw, th), interpolation=cv2.INTER_NEAREST).reshape(th, tw) for m in v])
-    rgb = cv2.cvtColor(cv2.applyColorMap(strip, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.applyColorMap(strip, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return list(rgb.reshape(k, th, tw, 3)), captions
 
 
@@ -149,7 +153,10 @@ MEASURE_NOTES = {
     "asym_minor": "Same about the short axis.",
     "compactness": "Perimeter² / (4π·area): 1 for a circle, higher for an irregular border.",
     "solidity": "Area / convex-hull area: 1 smooth and convex, lower for notches.",
-    "colours": "Dermoscopic colours covering ≥ 5% of the lesion (nearest reference colour).",
+    "colours": ("The six colours of the ABCD rule (white, red, light brown, dark brown, blue-gray, black): each lesion "
+                "pixel, white-balanced on the skin around it and with specular highlights left out, counts for the "
+                "nearest CIELAB reference colour within a distance; a colour is listed when it covers its minimum "
+                "share of the lesion. Agreement with labels set by eye: model card."),
     "colour_std": "Mean RGB standard deviation inside the lesion (0–1): colour variegation.",
 }
 
@@ -163,7 +170,7 @@ def measurement_rows(m: Measurements) -> list[dict[str, str]]:
         ("Asymmetry, short axis", f"{m.asymmetry_minor:.2f}", "asym_minor"),
         ("Border compactness", f"{m.compactness:.2f}", "compactness"),
         ("Solidity", f"{m.solidity:.2f}", "solidity"),
-        ("Colours present", ", ".join(m.colours) or "none ≥ 5%", "colours"),
+        ("Colours present", ", ".join(m.colours) or "none found", "colours"),
         ("Colour variation (std)", f"{m.colour_std:.3f}", "colour_std"),
     ]
     return [{"Measure": a, "Value": b, "Meaning": MEASURE_NOTES[k]} for a, b, k in rows]

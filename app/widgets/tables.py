@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from model.data.archive import ArchiveError, read_image_archive
+from model.data.checklist import CRITERIA
 from model.files import clean_name, printable
 from model.labels import display_name
 from model.metrics import classification_report
@@ -94,7 +95,8 @@ GATED = "gated: answer withheld"
 
 def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str],
                   originals: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per image: the sortable review table (probabilities per class at the end). An image
+    """One row per image: the sortable review table (the 7-point score and each criterion's estimated
+    presence from the concept probes, then probabilities per class at the end). An image
     the gate stops shows as gated, without its top class; `gated` says which rows those are;
     `original name` holds the file name as uploaded when it had to be cleaned."""
     rows = []
@@ -108,6 +110,9 @@ def results_frame(preds: Sequence[BatchPrediction], classes: Sequence[str],
                "entropy": p.entropy,
                "flags": ", ".join(p.flags) + (f": {p.error}" if p.error else ""),
                "notes": " ".join(p.notes)}
+        row["7-point score"] = p.seven_point_score
+        for c in CRITERIA:   # estimated presence of each criterion (concept probes; None without them)
+            row[c.label] = None if p.concepts is None else p.concepts.get(c.name)
         for i, c in enumerate(classes):
             row[f"p_{c}"] = None if p.probabilities is None else float(p.probabilities[i])
         if originals:

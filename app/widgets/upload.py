@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from app.widgets.components import md_escape
-from app.resources import example_bytes, load_examples
+from app.resources import classifier_digest, example_bytes, load_examples
 from model.files import clean_name, printable
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"]
@@ -33,11 +33,34 @@ def hand_over(name: str, data: bytes) -> None:
     st.session_state[HANDOFF_KEY] = {"name": name, "data": data}
 
 
-def _example_label(r: dict) -> str:
-    bits = [str(r.get("image_id", r["file"]))]
+def measured(r: dict, digest: str | None) -> dict | None:
+    """The example's gate result from `python -m tools.examples`, if measured on these weights."""
+    gate = r.get("gate")
+    return gate if isinstance(gate, dict) and digest and gate.get("weights_sha256") == digest else None
+
+
+def typical(r: dict, digest: str | None) -> bool:
+    """The gate passes, the model answers correctly and confidently, and it never trained on the image."""
+    gate = measured(r, digest)
+    return bool(gate and gate.get("passed") and gate.get("correct") and not gate.get("low_confidence")
+                and r.get("split") != "train")
+
+
+def example_order(examples: list[dict], digest: str | None) -> list[int]:
+    """Indices of `examples`, typical cases first (most confident first), as measured by the gate run
+    of tools/examples.py on these weights; otherwise the file's order. The first is the default."""
+    def key(i: int):
+        gate = measured(examples[i], digest) or {}
+        return (not typical(examples[i], digest), -float(gate.get("top_probability") or 0), i)
+    return sorted(range(len(examples)), key=key)
+
+
+def example_label(r: dict, digest: str | None) -> str:
+    """Image id, what the example shows (from the gate run; not its diagnosis), and the patient facts."""
     who = ", ".join(str(v) for v in (r.get("localization"), r.get("sex"),
                                      f"{r['age']:.0f} y" if isinstance(r.get("age"), (int, float)) else None) if v)
-    return f"{bits[0]} · {who}" if who else bits[0]
+    what = r.get("shows") if measured(r, digest) else "not yet run through this model's quality gate"
+    return " · ".join(str(x) for x in (r.get("image_id", r["file"]), what, who) if x)
 
 
 def choose_source() -> Source | None:
@@ -54,8 +77,11 @@ def choose_source() -> Source | None:
         if not examples:
             st.info("No example images are bundled (assets/examples/examples.json is missing).")
             return None
-        i = st.selectbox("Example image (diagnosis shown after the analysis)", range(len(examples)),
-                         format_func=lambda k: _example_label(examples[k]), key="example")
+        digest = classifier_digest()
+        i = st.selectbox("Example image (diagnosis shown after the analysis)", example_order(examples, digest),
+                         format_func=lambda k: example_label(examples[k], digest), key="example",
+                         help="Each example says what it shows, as measured by running the model and its quality "
+                              "gate on it (`python -m tools.examples`). The first is a typical case.")
         return Source(examples[i]["file"], example_bytes(examples[i]), examples[i])
     if st.toggle("Use the camera instead", key="camera_on",
                  help="Take a photo with this device's camera (e.g. a phone with a dermatoscope adapter)."):

@@ -50,7 +50,8 @@ def json_record(pred: BatchPrediction, classes: Sequence[str], coverage: int = D
             "malignant_probability": round(pred.malignant_probability, 5),
             "melanoma_flag": pred.melanoma_flag,
             "probabilities": {c: round(float(p), 5) for c, p in zip(classes, pred.probabilities)},
-            "flags": pred.flags, **aids_json(pred, coverage)}
+            "flags": pred.flags, **aids_json(pred, coverage),
+            "concepts": pred.concepts, "seven_point_score": pred.seven_point_score}
 
 
 class Writer:
@@ -63,8 +64,12 @@ class Writer:
             self.order = isic2018_order(self.classes)
             self.csv.writerow(["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"])
         elif fmt == "csv":
+            from model.data.checklist import NAMES   # the 7-point criteria, one column each (empty without probes)
+
+            self.criteria = NAMES
             self.csv.writerow(["image", "top_class", "top_probability", "malignant_probability", "melanoma_flag",
-                               "flags", "prediction_set", *self.classes, "original_name"])
+                               "flags", "prediction_set", *self.classes, "original_name", "seven_point_score",
+                               *(f"concept_{n}" for n in NAMES)])
 
     def write(self, item: Item, pred: BatchPrediction) -> None:
         if self.fmt == "isic2018":
@@ -77,7 +82,8 @@ class Writer:
             self.csv.writerow([rec["image"], rec["top_class"], rec["top_probability"], rec["malignant_probability"],
                                rec["melanoma_flag"], ";".join(rec["flags"]),
                                ";".join(rec["prediction_set"] or []), *rec["probabilities"].values(),
-                               printable(rec.get("original_name", ""))])   # escaped: \u202e, not the override
+                               printable(rec.get("original_name", "")),   # escaped: \u202e, not the override
+                               rec["seven_point_score"], *((rec["concepts"] or {}).get(n, "") for n in self.criteria)])
 
 
 def load_models(path: Path, segmenter_path: Path | None, device) -> tuple[Bundle | None, Bundle | None]:

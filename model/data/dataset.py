@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from model.labels import HAM10000_CLASSES
+from model.data.checklist import CRITERIA_COLUMNS
 from model.data.domain import to_training_domain
 from model.data.preprocess import ImageError, decode_image, read_mask, resize_mask, resize_rgb
 from model.data.tables import DatasetError, lesion_groups, metadata_rows, one_hot_rows, read_table_file
@@ -36,6 +37,7 @@ class Record:
     image_path: Path | None
     mask_path: Path | None = None
     part: str = ""                   # an external set's own split (Derm7pt: "select" or "report")
+    criteria: tuple[tuple[str, str], ...] = ()   # Derm7pt's 7-point criteria as scored: (column, value)
 
 
 @dataclass
@@ -86,8 +88,9 @@ def _records_from_metadata(root: Path, meta_csv: Path, image_dirs: Sequence[Path
 
 
 def _records_with_parts(root: Path, table) -> Dataset:
-    """An external set split into parts (Derm7pt's metadata.csv: image_id, dx, part): a row with no
-    HAM10000 class (empty dx) is skipped and reported."""
+    """An external set split into parts (Derm7pt's metadata.csv: image_id, dx, part, and any of the
+    7-point criteria columns, kept on each record): a row with no HAM10000 class (empty dx) is
+    skipped and reported."""
     images = _index_files([root / "images"])
     masks = _index_files([root / "masks"], "_segmentation")
     records, problems = [], []
@@ -98,7 +101,8 @@ def _records_with_parts(root: Path, table) -> Dataset:
         elif image_id not in images:
             problems.append((image_id, "image file missing"))
         else:
-            records.append(Record(image_id, dx, image_id, images[image_id], masks.get(image_id), part))
+            criteria = tuple((c, row.get(c, "").strip().lower()) for c in CRITERIA_COLUMNS if c in table.columns)
+            records.append(Record(image_id, dx, image_id, images[image_id], masks.get(image_id), part, criteria))
     return Dataset(root, "images+metadata with parts", records, problems)
 
 

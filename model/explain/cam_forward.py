@@ -108,4 +108,4 @@ class LastStageCam:
             order = torch.argsort(mean_act, descending=True)[:n_feature_maps]
             fmaps, channels, means = f[order].numpy(), order.tolist(), mean_act[order].tolist()
         return ForwardResult(np.asarray(logits, np.float32), np.asarray(out["features"][0], np.float32), cams,
-                             cls, stage, fmaps, channels, means)
+                             cls, stage, fmaps, channels, means, a.cpu().numpy())

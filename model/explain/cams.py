@@ -33,6 +33,7 @@ class ForwardResult:
     feature_maps: np.ndarray | None       # (k, h, w) most active channels of the chosen layer
     feature_channels: list[int]
     feature_means: list[float]
+    last_stage: np.ndarray | None = None  # (C, h, w) the last stage's map, when the pass computed it
 
 
 def method_cam(method: str, a: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
@@ -131,7 +132,8 @@ def forward_explain(model: torch.nn.Module, x: torch.Tensor, cam_class: int | No
         channels = order.tolist()
         means = mean_act[order].tolist()
     return ForwardResult(logits[0].detach().float().cpu().numpy(), feats[0].detach().float().cpu().numpy(),
-                         cams, cls, cam_layer, fmaps, channels, means)
+                         cams, cls, cam_layer, fmaps, channels, means,
+                         a.cpu().numpy() if cam_layer == n_layers - 1 else None)
 
 
 def _to_nchw(model: torch.nn.Module, input_hw):

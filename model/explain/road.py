@@ -30,7 +30,7 @@ import torch
 from model.nets.bundle import Bundle
 from model.nets.classifier import feature_layers
 from model.explain.cams import method_cam, cam_at, forward_explain
-from model.explain.road_imputer import FastImputer
+from model.explain.road_imputer import FastImputer, MaskRecorder, add_noise, batched_fills
 from model.data.preprocess import normalize, to_uint8_batch
 
 PERCENTILES = (10, 30, 50, 70, 90)   # CAM percentile thresholds: 90% .. 10% of the pixels removed
@@ -47,15 +47,24 @@ def remove(x: torch.Tensor, cam: torch.Tensor, percentile: float, most_relevant:
     return imputer(x, keep)
 
 
-def _perturbed(x: torch.Tensor, cam: np.ndarray, percentiles: Sequence[int]) -> torch.Tensor:
-    """MoRF copies (one per percentile), then LeRF copies, of x (3xHxW), imputed as ROAD does."""
-    cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
-    out = []
-    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+def _perturbed_many(x: torch.Tensor, cams: list[np.ndarray], percentiles: Sequence[int]) -> torch.Tensor:
+    """For each CAM: its MoRF copies (one per percentile), then its LeRF copies, of x (3xHxW), imputed
+    as ROAD does and with the same noise draws as one FastImputer call per copy (the generator is
+    reseeded per CAM). The noise-free solves run first, shared by equal masks and on two threads."""
+    recorder = MaskRecorder()
+    for cam in cams:
+        cam_t = torch.from_numpy(np.ascontiguousarray(cam, np.float32))
         for most_relevant in (True, False):
             for p in percentiles:
-                out.append(remove(x, cam_t, p, most_relevant, FastImputer()))
+                remove(x, cam_t, p, most_relevant, recorder)
+    fills = batched_fills(x.numpy(), recorder.masks)
+    per_cam = 2 * len(percentiles)
+    out = []
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
+        for i, (indices, values) in enumerate(fills):
+            if i % per_cam == 0:
+                torch.manual_seed(SEED)
+            out.append(add_noise(x, indices, values, FastImputer().noise))
     return torch.stack(out)
 
 
@@ -75,7 +84,7 @@ def road_many(model, x: torch.Tensor, cams: dict, cls: int, temperature: float =
     an engine (the perturbed copies need no gradient)."""
     x = x.detach().float().cpu()
     keys = list(cams)
-    batch = torch.cat([x] + [_perturbed(x[0], cams[k], percentiles) for k in keys])
+    batch = torch.cat([x, _perturbed_many(x[0], [cams[k] for k in keys], percentiles)])
     p = torch.softmax(_logits(model, batch) / temperature, 1)[:, cls].numpy()
     k = len(percentiles)
     out = {}

@@ -117,21 +117,40 @@ def _factor(a, indices: np.ndarray, shape: tuple[int, int]):
     lu = splu(a[perm][:, perm].tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0,
               options=dict(SymmetricMode=True))
     with _FACTORS_LOCK:
-        _FACTORS[key] = (perm, lu)
+        if _KEEP["n"]:
+            _FACTORS[key] = (perm, lu)
         while len(_FACTORS) > _KEEP["n"]:
             _FACTORS.popitem(last=False)
     return perm, lu
 
 
-def solve(a, b: np.ndarray, indices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def solve(a, b: np.ndarray, indices: np.ndarray, width: int, height: int = 0) -> np.ndarray:
     """x with A x = b: nested-dissection order, then SuperLU in symmetric mode (no pivot search).
-    A depends only on the removed pixels (`indices`), so its factorisation is kept for reuse."""
+    A depends only on the removed pixels (`indices`, of a `height` x `width` map), so its
+    factorisation can be kept for reuse (`keep_factors`)."""
     if len(indices) == 0:
         return np.zeros(b.shape, order="F")
-    perm, lu = _factor(a, indices, tuple(shape))
+    perm, lu = _factor(a, indices, (height, width))
     x = np.empty(b.shape, order="F")  # Fortran order, as spsolve returns it: the noise is drawn in
     x[perm] = lu.solve(np.ascontiguousarray(b[perm]))  # memory order, so the layout picks who gets which draw
     return x
+
+
+def fill(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The noise-free part of an imputation of a CxHxW image: (removed pixels' flat indices, their
+    values as (n, C)). Deterministic, so it can run on any thread and be shared by equal masks."""
+    a, b, indices = system(mask, img)
+    return indices, solve(a, b, indices, mask.shape[-1], mask.shape[-2])
+
+
+def add_noise(img: torch.Tensor, indices: np.ndarray, values: np.ndarray, noise: float) -> torch.Tensor:
+    """`img` with the removed pixels set to `values` plus noise drawn from torch's global generator,
+    exactly as FastImputer does it (same draws in the same order)."""
+    imgflt = img.reshape(img.shape[0], -1)
+    res = torch.tensor(values, dtype=torch.float).reshape(len(indices), -1)
+    filled = imgflt.clone()
+    filled[:, indices] = res.t() + noise * torch.randn_like(res.t())
+    return filled.reshape_as(img)
 
 
 class FastImputer:
@@ -142,9 +161,30 @@ class FastImputer:
         self.noise = noise
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        imgflt = img.reshape(img.shape[0], -1)
-        a, b, indices = system(mask.numpy(), img.numpy())
-        res = torch.tensor(solve(a, b, indices, tuple(mask.shape[-2:])), dtype=torch.float).reshape(len(indices), -1)
-        filled = imgflt.clone()
-        filled[:, indices] = res.t() + self.noise * torch.randn_like(res.t())
-        return filled.reshape_as(img)
+        indices, values = fill(img.numpy(), mask.numpy())
+        return add_noise(img, indices, values, self.noise)
+
+
+class MaskRecorder:
+    """Stands in for the imputer in `model.explain.road.remove`: keeps the binary
+    mask each one asks to fill (so the fills can be solved together, `batched_fills`)."""
+
+    def __init__(self):
+        self.masks: list[np.ndarray] = []
+
+    def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.masks.append(np.ascontiguousarray(mask.numpy()))
+        return img
+
+
+def batched_fills(img: np.ndarray, masks: list[np.ndarray], workers: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`fill` for many masks of one image: equal masks solved once, the rest on `workers` threads
+    (SciPy's sparse LU runs without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [m.tobytes() for m in masks]
+    unique = list(dict.fromkeys(keys))
+    first = {k: masks[keys.index(k)] for k in unique}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        solved = dict(zip(unique, pool.map(lambda k: fill(img, first[k]), unique)))
+    return [solved[k] for k in keys]

@@ -82,7 +82,8 @@ def classify_chunk(analyzer, items, chunk: list[tuple[int, Prepared]], tta: bool
     sets = analyzer.aids.sets_many(probs)
     similar = analyzer.aids.similar_many(feats, [p.sha for _, p in chunk], [p.rgb for _, p in chunk],
                                          [p.dhash for _, p in chunk])
-    for (i, pr), p, d, ps, sim in zip(chunk, probs, dist, sets, similar):
+    concepts, scores = analyzer.checklist.scores_many(feats)
+    for (i, pr), p, d, ps, sim, cc, sc in zip(chunk, probs, dist, sets, similar, concepts, scores):
         checks = analyzer.gate.image_checks(pr.rgb, pr.original, d, True, pixels=pr.pixels)
         flags = analyzer.gate.with_mask_checks(checks, None)
         top = int(p.argmax())
@@ -91,4 +92,4 @@ def classify_chunk(analyzer, items, chunk: list[tuple[int, Prepared]], tta: bool
         out[i] = BatchPrediction(items[i][0], p, classes[top], float(p[top]),
                                  float(sum(q for c, q in zip(classes, p) if is_malignant(c))),
                                  entropy(p), flags, melanoma_flag=is_flagged(bundle.meta, classes, p),
-                                 notes=pr.notes, prediction_sets=ps, similar=sim)
+                                 notes=pr.notes, prediction_sets=ps, similar=sim, concepts=cc, seven_point_score=sc)

@@ -7,17 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# Reference RGB values of the six dermoscopic colours (white, red, light brown, dark brown,
-# blue-gray, black) as used in colour-variegation scoring of the ABCD rule.
-DERMOSCOPIC_COLOURS = {
-    "white": (197, 188, 217),
-    "red": (118, 21, 17),
-    "light brown": (163, 82, 16),
-    "dark brown": (135, 44, 5),
-    "blue-gray": (0, 134, 139),
-    "black": (41, 31, 30),
-}
-COLOUR_MIN_SHARE = 0.05  # a colour counts when at least 5% of lesion pixels are closest to it
+from model.inference.colours import lesion_colours   # the six dermoscopic colours (CIELAB rules)
 
 
 @dataclass
@@ -72,24 +62,16 @@ def longest_diameter(contour: np.ndarray) -> float:
     return float(np.sqrt((d ** 2).sum(-1)).max())
 
 
-_REFS = np.array(list(DERMOSCOPIC_COLOURS.values()), np.float32)
-# squared distances as |r|^2 - 2 p.r (|p|^2 is the same for every reference), as one affine map
-_DIST = np.hstack([-2 * _REFS, (_REFS ** 2).sum(1)[:, None]]).astype(np.float32)
-
-
 def colour_variegation(rgb: np.ndarray, mask: np.ndarray) -> tuple[list[str], float]:
-    """Dermoscopic colours covering >= COLOUR_MIN_SHARE of the lesion, and the mean per-channel
-    spread (0..1). OpenCV's single-pass transform and meanStdDev: a BLAS matmul over ~100k pixels
-    cost 50 ms on 2 busy cores (76 -> 7 ms for the whole function, same nearest colours)."""
+    """The dermoscopic colours present in the lesion (model.inference.colours: CIELAB reference
+    colours, distance thresholds, specular highlights left out, a minimum share per colour), and the
+    mean per-channel spread (0..1) of the lesion's pixels."""
     inside = np.flatnonzero(mask)
     if len(inside) == 0:
         return [], 0.0
     pixels = np.take(np.ascontiguousarray(rgb).reshape(-1, 3), inside, axis=0).reshape(-1, 1, 3)  # = rgb[mask], faster
-    nearest = cv2.transform(pixels.astype(np.float32), _DIST).reshape(len(pixels), -1).argmin(1)
-    shares = np.bincount(nearest, minlength=len(_REFS)) / len(pixels)
-    names = [n for n, s in zip(DERMOSCOPIC_COLOURS, shares) if s >= COLOUR_MIN_SHARE]
     _, std = cv2.meanStdDev(pixels)
-    return names, float(std.mean() / 255.0)
+    return lesion_colours(rgb, np.asarray(mask, bool)), float(std.mean() / 255.0)
 
 
 def measure_lesion(mask: np.ndarray, rgb: np.ndarray) -> Measurements | None:

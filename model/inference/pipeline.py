@@ -23,8 +23,10 @@ from model.data.preprocess import model_rgb, normalize_hwc, resize_map
 from model.explain.cam_forward import LastStageCam
 from model.explain.cams import CAM_METHODS, cam_at, forward_explain, scale_cam
 from model.inference.batch_review import classify_many
+from model.inference.checklist import Checklist, head_map
 from model.inference.gate import QualityGate
-from model.explain.attention import attention_shares
+from model.explain.attention import heat_shares, off_lesion_limits
+from model.inference.artefacts import detect_artefacts, outline_touches
 from model.inference.measurements import measure_lesion
 from model.inference.results import Analysis, BatchPrediction, FeatureMaps, WhatIf
 from model.inference.working import entropy, flip_views, uncertainty_reasons, working_image
@@ -36,7 +38,6 @@ from model.nets.forward import pick_device
 from model.nets.lanes import lanes_pool, submit_or_run
 from model.nets.segmenter import postprocess_mask
 
-ATTENTION_WARNING = 0.5          # heat share on the lesion under this gets a warning
 
 
 class _Clock:
@@ -103,6 +104,8 @@ class Analyzer:
         self.flag = flag_config(classifier.meta)
         self.gate = QualityGate(classifier)
         self.aids = CaseAids.from_bundle(classifier)   # similar cases and conformal sets (each may be absent)
+        self.checklist = Checklist.from_bundle(classifier)  # 7-point concept probes (may be absent: .error says why)
+        self.heat_limits = off_lesion_limits(classifier.meta)   # per CAM method; {} when not measured
 
     @classmethod
     def from_dir(cls, models_dir: str | Path, device: str = "auto", engine: str | None = None) -> "Analyzer":
@@ -156,8 +159,11 @@ class Analyzer:
         reasons = uncertainty_reasons(probs, tta_agreement)
         sets = self.aids.sets(probs)
         clock.lap("similar_and_sets")
-        mask, measures = self._segment_and_measure(img, req, helpers, runtime, clock)
-        attention = attention_shares(cams, mask)
+        checklist = self._checklist(fwd, img)
+        clock.lap("checklist")
+        mask, measures, artefacts = self._segment_and_measure(img, req, helpers, runtime, clock)
+        heat = heat_shares(cams, mask, artefacts.union if artefacts is not None else None)
+        attention = {m: None if h is None else h.lesion for m, h in heat.items()}
         warnings = self.gate.with_mask_checks(checks, mask)
         clock.lap("attention")
         return Analysis(
@@ -172,7 +178,9 @@ class Analyzer:
             cam_class=self.classes[fwd.cam_class], cam_layer=self.layers[fwd.cam_layer], cams=cams,
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
             notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
-            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets)
+            runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets,
+            checklist=checklist, checklist_error=self.checklist.error, artefacts=artefacts, heat=heat,
+            outline_touches=outline_touches(artefacts, mask) if artefacts is not None else [])
 
     def classify_many(self, items: Sequence[tuple[str, object]], tta: bool = False,
                       batch_size: int = 32) -> list[BatchPrediction]:
@@ -294,20 +302,35 @@ class Analyzer:
         top = int(probs.argmax())
         return probs, float(all_probs[:, top].std()), float((all_probs.argmax(1) == top).mean())
 
+    def _checklist(self, fwd, img: _Image):
+        """The 7-point checklist from the probes: presence from the pooled features, maps from the head's
+        last map (the last stage's map from this pass, or one forward-only pass when the CAM was elsewhere)."""
+        if not self.checklist.available:
+            return None
+        if not self.last_cam.supported:
+            return self.checklist.reading(fwd.features, None)
+        a = fwd.last_stage
+        if a is None:
+            name = f"stage{len(self.layers) - 1}"
+            a = self.engine(img.x, [name])[name][0]
+        return self.checklist.reading(fwd.features, head_map(self.last_cam.tail, a, self.device))
+
     def _segment_and_measure(self, img: _Image, req: _Request, h: _Helpers, runtime: dict, clock: _Clock):
         if h.segment is not None:
-            mask, measures = h.segment.result()
+            mask, measures, artefacts = h.segment.result()
             runtime["segmenter"] = self.seg_engine.label + " (beside the classifier)"
             clock.lap("segment_and_measure_wait")
-            return mask, measures
+            return mask, measures, artefacts
         if not (req.segment and self.segmenter is not None):
-            return None, None
+            return None, None, None
         mask = self._segment(img.rgb)
         runtime["segmenter"] = self.seg_engine.label
         clock.lap("segment")
         measures = self._measure(mask, img.rgb, img.scale)
         clock.lap("measure")
-        return mask, measures
+        artefacts = detect_artefacts(img.rgb)
+        clock.lap("artefacts")
+        return mask, measures, artefacts
 
     # ------------------------------------------------------------------ internals
     def _measure(self, mask: np.ndarray, rgb: np.ndarray, scale: float):
@@ -318,15 +341,18 @@ class Analyzer:
         return measures
 
     def _start_segment(self, rgb: np.ndarray, scale: float, timings: dict):
-        """Segmentation and measurements on a helper lane (model.nets.lanes) while the caller classifies;
-        returns a future of (mask, measurements). Its own durations go into `timings`."""
+        """Segmentation, measurements and the artefact masks on a helper lane (model.nets.lanes) while the
+        caller classifies; returns a future of (mask, measurements, artefacts). Its own durations go into `timings`."""
         def job():
             t0 = time.perf_counter()
             mask = self._segment(rgb)
             t1 = time.perf_counter()
             measures = self._measure(mask, rgb, scale)
-            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((time.perf_counter() - t1) * 1000, 2))
-            return mask, measures
+            t2 = time.perf_counter()
+            artefacts = detect_artefacts(rgb)
+            timings.update(segment=round((t1 - t0) * 1000, 2), measure=round((t2 - t1) * 1000, 2),
+                           artefacts=round((time.perf_counter() - t2) * 1000, 2))
+            return mask, measures, artefacts
         return submit_or_run(lanes_pool(self.engine.lanes), job)
 
     def _segment(self, rgb: np.ndarray) -> np.ndarray:

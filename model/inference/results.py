@@ -19,6 +19,27 @@ class FeatureMaps:
 
 
 @dataclass
+class ChecklistReading:
+    """The 7-point checklist read from the classifier's features by the bundle's concept probes."""
+    names: list[str]                         # model.data.checklist.NAMES order
+    labels: list[str]
+    weights: list[int]                       # 2 major, 1 minor
+    presence: np.ndarray                     # (7,) estimated probability each criterion is present
+    present: list[bool]                      # presence at or over model.data.checklist.PRESENT_AT
+    auroc: list[float | None]                # measured on Derm7pt report (meta.json); None: not measured
+    auroc_ci: list[list[float] | None]
+    reliable: list[bool]                     # AUROC at least model.data.checklist.RELIABLE_AUROC
+    score: int                               # sum of the weights of the criteria present
+    suggests_melanoma: bool                  # score >= 3
+    maps: np.ndarray | None                  # (7, h, w) float32 in [0, 1]: the probe's sigmoid at each position of the
+                                             # last feature map (views resize it bilinearly, as a CAM); None when
+                                             # the classifier's head cannot be followed from its last stage
+
+    def as_dict(self) -> dict[str, float]:
+        return {n: round(float(p), 5) for n, p in zip(self.names, self.presence)}
+
+
+@dataclass
 class Analysis:
     image: np.ndarray                        # RGB uint8 as analysed (downscaled if very large)
     scale_to_original: float                 # multiply pixel lengths by this for the uploaded image
@@ -51,6 +72,11 @@ class Analysis:
     similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
     runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.nets.engine)
+    checklist: ChecklistReading | None = None                # the 7-point checklist from the concept probes
+    checklist_error: str | None = None                       # why there is none (no or mismatched probes)
+    artefacts: Any = None                    # model.inference.artefacts.Artefacts: ink, ruler, vignette, hair masks
+    heat: dict[str, Any] = field(default_factory=dict)      # method -> model.explain.attention.HeatShares (or None)
+    outline_touches: list[str] = field(default_factory=list)  # artefact kinds the lesion outline runs into
 
     @property
     def top_index(self) -> int:
@@ -94,6 +120,8 @@ class BatchPrediction:
     notes: list[str] = field(default_factory=list)   # conversions made while decoding
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
     similar: Any = None                               # model.aids.similar.SimilarCases (no thumbnails)
+    concepts: dict[str, float] | None = None          # criterion -> estimated presence (concept probes)
+    seven_point_score: int | None = None              # from the probes' criteria present
 
     @property
     def gated(self) -> bool:

@@ -30,14 +30,23 @@ def uses_channels_last(bundle: Bundle) -> bool:
 
 def classifier_logits(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
     """Raw logits (before temperature) for RGB uint8 images of any size."""
+    out = classifier_outputs(bundle, images, ["logits"], batch_size)["logits"]
+    return out if len(images) else np.zeros((0, len(bundle.classes)), np.float32)
+
+
+def classifier_outputs(bundle: Bundle, images: Sequence[np.ndarray], names: Sequence[str],
+                       batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The engine's named outputs (`logits`, `features`, `stage{i}`) for RGB uint8 images of any size,
+    through the one input path; an empty dict of empty lists for no images."""
     dev = model_device(bundle.model)
-    outs = []
+    outs: dict[str, list] = {n: [] for n in names}
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = normalize(to_uint8_batch(images[i:i + batch_size], bundle.input_size, bundle.domain).to(dev),
                           bundle.mean, bundle.std, uses_channels_last(bundle))
-            outs.append(engine_for(bundle)(x, ["logits"])["logits"])
-    return np.concatenate(outs) if outs else np.zeros((0, len(bundle.classes)), np.float32)
+            for n, v in engine_for(bundle)(x, list(names)).items():
+                outs[n].append(v)
+    return {n: np.concatenate(v) if v else np.zeros(0, np.float32) for n, v in outs.items()}
 
 
 def calibrated_probs(bundle: Bundle, logits: np.ndarray) -> np.ndarray:

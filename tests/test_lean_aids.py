@@ -70,11 +70,11 @@ def test_attention_shares_are_the_float64_sums():
     assert attention_on_lesion(heats["a"], np.zeros_like(mask)) is None
 
 
-def _old_colorize(values, size_hw=None):
+def _old_colorize(values, size_hw=None):   # the reference, one map at a time (jet, as every map shown)
     v = np.uint8(255 * np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1))
     if size_hw is not None:
         v = cv2.resize(v, (int(size_hw[1]), int(size_hw[0])), interpolation=cv2.INTER_NEAREST)
-    return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
 def test_tiles_and_overlays_are_the_pixels_drawn_one_by_one():

@@ -27,7 +27,7 @@ import torch
 
 from model.cli.common import bundle_parser, fail
 from model.data.dataset import DatasetError, records_for_split
-from model.explain.baselines import BASELINES, N_BOOT, paired_differences, summarise
+from model.explain.baselines import N_BOOT, paired_differences, summarise
 from model.explain.road import PERCENTILES, SEED
 from model.explain.road_split import METRIC, ordered, read_cache, weights_key
 from model.nets.bundle import BundleError, load_bundle, update_meta

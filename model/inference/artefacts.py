@@ -156,7 +156,7 @@ def detect_artefacts(rgb: np.ndarray) -> Artefacts:
     """Ink, ruler, vignette and hair masks of an RGB uint8 image, and the kinds present."""
     h, w = rgb.shape[:2]
     scale = min(1.0, PROCESS_SIDE / max(h, w))
-    small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     side = max(gray.shape)
     masks = {"vignette": vignette_mask(gray), "ink": ink_mask(small)}

@@ -256,3 +256,26 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     road = [v for df in at.dataframe for v in df.value.get("ROAD (higher = more faithful)", [])]
     assert len(road) == 2 and all(v in report for v in road)
 
+
+
+def test_kept_display_choices_log_no_widget_warning(make_app):
+    """keep_choices sets the display widgets through the Session State API; a default passed beside
+    that made Streamlit log a warning with a stack trace on every new image (server-log noise that
+    reads like a traceback)."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("streamlit.elements.lib.policies")
+    logger.addHandler(handler)
+    try:
+        at = make_app()
+        at.radio(key="source_mode").set_value("Use an example").run()
+        at.multiselect(key="cam_methods").set_value(["gradcam", "hirescam"]).run()
+        at.selectbox(key="example").set_value(1).run()
+        no_exception(at)
+        assert at.multiselect(key="cam_methods").value == ["gradcam", "hirescam"]
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "default value" in r.getMessage()]

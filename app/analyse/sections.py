@@ -37,6 +37,13 @@ def keep_choices() -> None:
             st.session_state[key] = st.session_state[key]
 
 
+def first(key: str, value):
+    """A widget's default, given only while the session holds no value for it: a value kept by
+    keep_choices is set through the Session State API, and a default beside it makes Streamlit log a
+    warning with a stack on every new upload."""
+    return None if key in st.session_state else value
+
+
 REVEAL_LABEL = "Show the model's output anyway (not reliable)"
 
 
@@ -137,12 +144,12 @@ def cam_section(data: bytes, a: Analysis, layers: list[str], labels: dict[str, s
                        format_func=display_name, key=f"cam_class_{image_key}{'_hidden' if hidden else ''}",
                        placeholder="Choose a class")  # per image: the default follows its top class
     chosen = st.session_state.get("cam_layer", layers[-1])
-    methods = c2.multiselect("Methods", list(labels), default=["gradcam"], key="cam_methods",
+    methods = c2.multiselect("Methods", list(labels), default=first("cam_methods", ["gradcam"]), key="cam_methods",
                              format_func=lambda m: labels[m] + (f" ({FAILS} at {chosen})" if (m, chosen) in failing else ""))
-    layer = c3.selectbox("Layer", layers, index=len(layers) - 1, key="cam_layer",
+    layer = c3.selectbox("Layer", layers, index=first("cam_layer", len(layers) - 1) or 0, key="cam_layer",
                          help="Deeper layers are coarser but more class-specific.",
                          format_func=lambda l: l + (f" ({FAILS} for some methods)" if any(k[1] == l for k in failing) else ""))
-    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, first("opacity", 0.5), 0.05, key="opacity")
     if not methods or cls is None:
         st.info("Pick at least one method." if cls else "The model's output is hidden, so no class is chosen for "
                 "you: choose the class whose score the heatmaps should explain.")
@@ -201,7 +208,7 @@ def _heat_notes(a: Analysis, heat: dict, limits: dict[str, float], labels: dict[
 def feature_maps_section(data: bytes, a: Analysis, layers: list[str], image_key: str) -> None:
     """Most active channels of a chosen layer, and one enlarged over the image."""
     c1, c2 = st.columns([1, 2])
-    layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="fmap_layer")
+    layer = c1.selectbox("Layer", layers, index=first("fmap_layer", len(layers) - 1) or 0, key="fmap_layer")
     fm = (a.feature_maps if a.feature_maps is not None and a.feature_maps.layer == layer
           else analyse(data, cam_methods=(), feature_layer=layer, segment=False).feature_maps)
     if fm is None or not len(fm.channels):

@@ -7,6 +7,7 @@ skipped with the reason when either is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -61,14 +62,13 @@ def start_streamlit(port: int, env: dict[str, str], log: Path) -> subprocess.Pop
         time.sleep(0.5)
 
 
-@pytest.fixture
-def server(app_models_dir, tmp_path):
-    """A streamlit server on a free local port; yields its URL, stops it afterwards."""
+@contextlib.contextmanager
+def serving(models: Path, log: Path):
+    """A streamlit server on `models` at a free local port; yields its URL, stops it afterwards."""
     port = _free_port()
-    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(app_models_dir)}, tmp_path / "streamlit.log")
-    url = f"http://127.0.0.1:{port}"
+    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(models)}, log)
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
@@ -76,6 +76,12 @@ def server(app_models_dir, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def server(app_models_dir, tmp_path):
+    with serving(app_models_dir, tmp_path / "streamlit.log") as url:
+        yield url
 
 
 def test_upload_shows_probabilities_and_heatmap(server, tmp_path):
@@ -164,17 +170,8 @@ def test_a_gated_image_hides_the_answer_in_the_browser(server, tmp_path):
 @pytest.fixture
 def concept_server(concept_models_dir, tmp_path):
     """A streamlit server whose classifier has 7-point concept probes (conftest.concept_models_dir)."""
-    port = _free_port()
-    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(concept_models_dir)}, tmp_path / "streamlit.log")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(concept_models_dir, tmp_path / "streamlit.log") as url:
+        yield url
 
 
 def test_checklist_panel_switches_the_criterion_whose_map_is_shown(concept_server, tmp_path):

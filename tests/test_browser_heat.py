@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RESULT_TIMEOUT_MS, _free_port, start_streamlit
+from test_browser import CHROMIUM, CHROMIUM_ARGS, RESULT_TIMEOUT_MS, serving
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
@@ -27,17 +26,8 @@ def shipped_server(tmp_path):
     meta = json.loads(path.read_text())
     meta["interpretability"]["heat_warning"]["off_lesion_limit"]["gradcam"] = 0.0
     path.write_text(json.dumps(meta))
-    port = _free_port()
-    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(models)}, tmp_path / "streamlit.log")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(models, tmp_path / "streamlit.log") as url:
+        yield url
 
 
 def test_heat_shares_warning_and_colours_in_the_browser(shipped_server, tmp_path):

@@ -13,6 +13,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+# plotly looks optional libraries up in sys.modules (_plotly_utils.optional_imports.get_module), so a
+# session could get a half-imported pandas while another session's thread was still importing it:
+# sessions opened at once on a fresh server failed with "partially initialized module 'pandas'"
+# (tests/test_load.py::test_app_sessions_in_parallel). An import statement waits for an import in
+# progress, so every session imports them here, fully, before any page draws a chart.
+import pandas  # noqa: E402,F401
+import plotly.graph_objects  # noqa: E402,F401
 import streamlit as st  # noqa: E402
 
 from app.widgets.sidebar import render_sidebar  # noqa: E402

@@ -79,9 +79,27 @@ def _load(models: str, key: str) -> LoadedModel:
 
 def _load_quietly(models: str, key: str) -> None:
     try:
-        _load(models, key)
+        loaded = _load(models, key)
     except Exception:  # noqa: BLE001 - the page that needs the model loads it again and says what failed
         logging.getLogger(__name__).exception("loading the model in the background failed")
+        return
+    try:
+        warm_paths(loaded)
+    except Exception:  # noqa: BLE001 - only a head start: the first upload pays these costs instead
+        logging.getLogger(__name__).exception("warming the analysis paths failed")
+
+
+def warm_paths(loaded: LoadedModel) -> None:
+    """Pay the one-time costs of a process's first analysis and first chart here, in the background,
+    not in the first clinician's upload: plotly builds its template's validators (about 0.2 s), the
+    networks' first passes set themselves up (docs/page-latency.md)."""
+    import plotly.graph_objects as go
+
+    go.Figure(go.Bar(x=[0.5], y=["a"], orientation="h")).update_layout(template="plotly_white").to_json()
+    example = next(iter(sorted(EXAMPLES_DIR.glob("*.jpg"))), None)
+    if example is not None:
+        loaded.analyzer.analyze(example.read_bytes(), cam_methods=("gradcam",),
+                                feature_layer=loaded.analyzer.layers[-1])
 
 
 def warm_up() -> None:

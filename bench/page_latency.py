@@ -61,6 +61,7 @@ class Clock:
         self._msg = ForwardMsg
         self.started: list[float] = []
         self.finished: list[float] = []
+        self.running = False
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _frame(self, payload) -> None:
@@ -72,8 +73,11 @@ class Clock:
         except Exception:  # noqa: BLE001 - not every frame is a ForwardMsg we can read
             return
         kind = m.WhichOneof("type")
-        if kind == "new_session":
-            self.started.append(time.perf_counter())
+        if kind == "session_status_changed":  # a run's start and end, whole page or fragment alike
+            running = m.session_status_changed.script_is_running
+            if running and not self.running:
+                self.started.append(time.perf_counter())
+            self.running = running
         elif kind == "script_finished":
             self.finished.append(time.perf_counter())
 
@@ -94,7 +98,7 @@ def wait_done(page, clock: Clock, mark: tuple[int, int], t0: float, ready=None) 
     drawn_at = None
     while time.perf_counter() < deadline:
         page.wait_for_timeout(15)
-        running = len(clock.started) > len(clock.finished)
+        running = clock.running
         if len(clock.finished) <= mark[1] or running:
             drawn_at = None
             continue
@@ -117,7 +121,9 @@ def timed(page, clock: Clock, action, ready=None, name: str = "") -> float:
         page.screenshot(path=str(shot), full_page=True)
         log(f"  timed out; the page as it was: {shot}")
         raise
-    log(f"  {name or ready or 'step'}: {seconds:.2f} s ({len(clock.finished) - mark[1]} runs)")
+    runs = [(b - t0, e - t0) for b, e in zip(clock.started[mark[0]:], clock.finished[mark[1]:])]
+    log(f"  {name or ready or 'step'}: {seconds:.2f} s ({len(runs)} runs: "
+        + ", ".join(f"{b:.2f}-{e:.2f} s" for b, e in runs) + ")")
     return seconds
 
 
@@ -176,15 +182,19 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ------------------------------------------------------------------------------------------ actions
-def pick(page, widget: str, label: str, option: str, nth: int = 0) -> None:
+def pick(page, widget: str, label: str, option: str, nth: int = 0):
     """Choose `option` in the `nth` `widget` (stSelectbox / stMultiSelect) labelled `label`, as a
-    keyboard user does: focus it, type the option's name, Enter."""
+    keyboard user does: focus it and type the option's name now; returns the action that commits the
+    choice (Enter), which is what the step times: typing is the clinician's time, not the app's."""
     box = page.locator(f'[data-testid="{widget}"]').filter(has_text=label).nth(nth).locator("input")
     box.click()
     box.press_sequentially(option)
-    page.keyboard.press("Enter")
-    if widget == "stMultiSelect":  # its list stays open after a pick
-        page.keyboard.press("Escape")
+
+    def commit() -> None:
+        page.keyboard.press("Enter")
+        if widget == "stMultiSelect":  # its list stays open after a pick
+            page.keyboard.press("Escape")
+    return commit
 
 
 def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
@@ -194,14 +204,14 @@ def analyse_steps(page, clock: Clock, pics: list[Path]) -> dict[str, float]:
     upload = page.locator("input[type=file]").first
     t["upload → rendered, default view"] = timed(page, clock, lambda: upload.set_input_files(str(pics[0])),
                                                  "Details and report")   # ROAD is off until asked for
-    t["switch CAM layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", "blocks.4"), name="CAM layer")
-    t["switch method (add one)"] = timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", "HiResCAM"),
+    t["switch CAM layer"] = timed(page, clock, pick(page, "stSelectbox", "Layer", "blocks.4"), name="CAM layer")
+    t["switch method (add one)"] = timed(page, clock, pick(page, "stMultiSelect", "Methods", "HiResCAM"),
                                          name="add a method")
-    t["switch feature-map layer"] = timed(page, clock, lambda: pick(page, "stSelectbox", "Layer", "blocks.2", nth=1),
+    t["switch feature-map layer"] = timed(page, clock, pick(page, "stSelectbox", "Layer", "blocks.2", nth=1),
                                           name="feature-map layer")
     for name in METHODS:  # the rest of the six (untimed)
         if name != "HiResCAM":
-            timed(page, clock, lambda: pick(page, "stMultiSelect", "Methods", name))
+            timed(page, clock, pick(page, "stMultiSelect", "Methods", name))
     t["upload → rendered, all six methods"] = timed(page, clock, lambda: upload.set_input_files(str(pics[1])),
                                                     re.compile(r"^EigenCAM( — [^·]+)? · "))
     # a caption may say that the method fails the randomisation check at this layer (model.explain.verdicts)

@@ -36,8 +36,9 @@ def test_example_renders_every_section(make_app, fake_segmenter):
     assert [h.value for h in at.header] == SECTIONS
     assert at.get("plotly_chart"), "probability chart missing"
     assert len(at.image) >= 5  # image, heatmap, outline, feature-map grid, enlarged map
-    assert at.table, "measurements table missing"
-    assert at.table[0].value["Measure"].tolist()[:2] == ["Area", "Longest diameter"]
+    measured = [t.value for t in at.table if "Measure" in t.value.columns]
+    assert measured, "measurements table missing"
+    assert measured[0]["Measure"].tolist()[:2] == ["Area", "Longest diameter"]
     assert any("of heat on lesion" in str(img.proto) for img in at.image)
     shown = texts(at)
     assert "The model's top class" in shown
@@ -164,7 +165,7 @@ def test_no_lesion_found_withholds_measurements(make_app, fake_segmenter):
     at = _reveal(_example(make_app(), 1))
     no_exception(at)
     assert "found no clear lesion" in texts(at)
-    assert not at.table
+    assert not [t for t in at.table if "Measure" in t.value.columns]  # no measurements table
     assert any("no lesion to compare with" in str(img.proto) for img in at.image)
 
 
@@ -253,7 +254,7 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     assert [s for s in said if s.replace("Ground truth: ", "") not in report] == []
     for m in at.metric:
         assert m.value in report, m.label
-    road = [v for df in at.dataframe for v in df.value.get("ROAD (higher = more faithful)", [])]
+    road = [v for df in at.table for v in df.value.get("ROAD (higher = more faithful)", [])]
     assert len(road) == 2 and all(v in report for v in road)
 
 
@@ -279,3 +280,24 @@ def test_kept_display_choices_log_no_widget_warning(make_app):
     finally:
         logger.removeHandler(handler)
     assert not [r.getMessage() for r in records if "default value" in r.getMessage()]
+
+
+def test_before_an_image_the_page_shows_the_models_own_test_figures(make_app):
+    """The landing state: the classifier's measured test figures, one sensitivity bar per class with its
+    number of test images, read from meta.json (nothing typed in)."""
+    import json
+
+    from app.resources import bundle_metas
+
+    at = make_app()
+    no_exception(at)
+    test = bundle_metas()[0]["metrics"]["test"]
+    assert "The loaded model on its own test split" in [s.value for s in at.subheader]
+    values = {m.label: m.value for m in at.metric}
+    assert values["Balanced accuracy"] == f"{100 * test['balanced_accuracy']:.1f}%"
+    chart = next(c for c in at.get("plotly_chart") if "sensitivity on the test split" in c.proto.spec)
+    bars = [(y, x, t) for tr in json.loads(chart.proto.spec)["data"] for y, x, t in zip(tr["y"], tr["x"], tr["text"])]
+    assert len(bars) == len(test["per_class"])
+    for code, v in test["per_class"].items():
+        (x, t), = [(x, t) for y, x, t in bars if y.endswith(f"({code})")]
+        assert abs(x - v["recall"]) < 1e-9 and t.endswith(f"of {v['support']}")

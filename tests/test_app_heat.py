@@ -71,7 +71,7 @@ def test_card_shows_heat_warning_and_rule_agreement(make_app, app_models_dir, tm
     no_exception(at)
     shown = texts(at)
     assert "Artefacts and dermoscopic colours" in shown and "The heat warning." in shown
-    frames = [f.value for f in at.dataframe]
-    assert any("warns above (90th percentile)" in f.columns and "85.5%" in f.values for f in frames)
+    frames = [f.value for f in at.table]
+    assert any("warns above (90th percentile)" in f.columns and "85.5%" in f.values.ravel().tolist() for f in frames)
     assert any("colour" in f.columns and "balanced accuracy" in f.columns and "white" in list(f["colour"]) for f in frames)
     assert any("artefact" in f.columns and "recall" in f.columns and "ruler" in list(f["artefact"]) for f in frames)

@@ -234,7 +234,7 @@ def test_model_card_shows_the_checklist_figures_and_their_command(make_app, conc
     shown = texts(at)
     assert "The 7-point checklist in the classifier's features" in shown
     assert "python -m model.cli.concepts" in shown and "Bonferroni" in shown
-    assert "7-point score from the probes (≥ 3)" in " ".join(str(d.value) for d in at.dataframe)
+    assert "7-point score from the probes (≥ 3)" in " ".join(str(d.value) for d in at.table)
 
 
 @pytest.mark.slow

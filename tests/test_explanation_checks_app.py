@@ -47,9 +47,9 @@ def test_card_shows_the_checks_and_words_follow_the_intervals(make_app, app_mode
     assert "cover 50 of the" not in shown
     titles = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("Randomisation check" in t for t in titles)
-    stress = next(d.value for d in at.dataframe if "what-if" in d.value.columns)
+    stress = next(d.value for d in at.table if "what-if" in d.value.columns)
     assert list(stress["what-if"]) == ["surgical ink marking"] and "+0.017" in stress["Δ P(melanoma)"][0]
-    verdicts = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    verdicts = next(d.value for d in at.table if "verdict" in d.value.columns)
     assert list(verdicts["verdict"])[list(verdicts["method"]).index("Grad-CAM")] == "more faithful than the baselines"
     assert any("centred blob and the blurred lesion mask" in v for v in verdicts["verdict"])
     for cmd in ("X", "Y", "Z"):

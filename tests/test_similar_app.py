@@ -114,6 +114,6 @@ def test_model_card_shows_knn_and_conformal_figures(make_app):
     assert "Prediction sets and similar cases" in shown
     assert "kNN vote balanced accuracy (k=6)" in shown and "Softmax balanced accuracy" in shown
     assert "Prediction sets:" in shown and "mondrian split conformal" in shown
-    frames = [d.value for d in at.dataframe]
+    frames = [d.value for d in at.table]
     assert any("coverage (test)" in f.columns for f in frames)
     assert any(any(c.startswith("precision at") for c in f.columns) for f in frames)

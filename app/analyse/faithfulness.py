@@ -72,7 +72,7 @@ def panel(slot, data: bytes, cam: dict, labels: dict[str, str], key: str = "fait
                  "LeRF Δp": f"{s['lerf']:+.3f}",
                  "against the baselines (test split)": verdict_cell(verdicts, m, cam["cam_layer"])}
                 for m, s in scores.items()]
-        st.dataframe(rows, hide_index=True)
+        st.table(rows, border="horizontal")
         st.caption(EXPLAIN + " The last column: over the test split (Model card), this method at this layer "
                    "against maps that know nothing of the model (a centred blob, the blurred lesion mask, a random "
                    "map), from paired 95% intervals; one image's ROAD says little on its own.")

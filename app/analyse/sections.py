@@ -258,7 +258,7 @@ def details(a: Analysis, load_seconds: float, device: str) -> None:
     with st.expander("Timings per stage"):
         rows = [{"stage": k.replace("_", " "), "ms": v} for k, v in a.timings_ms.items()]
         rows.append({"stage": "total analysis", "ms": round(sum(a.timings_ms.values()), 1)})
-        st.dataframe(rows, hide_index=True)
+        st.table(rows, border="horizontal")
         st.caption(f"Device: {device}. Model loaded once per server in {load_seconds:.1f} s. Results are cached: "
                    "changing only display settings does not run the network again.")
     if getattr(a, "runtime", None):

@@ -33,12 +33,12 @@ def conformal_card(meta: dict) -> None:
              "mean set size": num(r.get("mean_set_size"), 2), "single-class sets": pct(r.get("singleton_share")),
              "empty sets": pct(r.get("empty_share")), "images": r.get("n", "?")}
             for c, r in sorted(test.items(), key=lambda kv: int(kv[0])) if isinstance(r, dict)]
-    st.dataframe(rows, hide_index=True)
+    st.table(rows, border="horizontal")
     at90 = test.get("90") or next(iter(test.values()))
     st.caption(f"Per class at {int(round(100 * at90.get('coverage_target', 0.9)))}% (test split):")
-    st.dataframe([{"class": display_name(c), "coverage": pct(v.get("coverage")),
+    st.table([{"class": display_name(c), "coverage": pct(v.get("coverage")),
                    "mean set size": num(v.get("mean_set_size"), 2), "images": v.get("n")}
-                  for c, v in at90.get("per_class", {}).items()], hide_index=True)
+                  for c, v in at90.get("per_class", {}).items()], border="horizontal")
 
 
 def similar_card(meta: dict) -> None:
@@ -64,8 +64,8 @@ def similar_card(meta: dict) -> None:
     st.caption(f"{t.get('n', '?')} test images; the vote agrees with the softmax's top class on "
                f"{pct(t.get('agreement'))} of them. Precision at {k}: the share of a test image's {k} neighbours "
                "with its own diagnosis, per class.")
-    st.dataframe([{"class": display_name(c), f"precision at {k}": pct(v)}
-                  for c, v in (t.get("precision_at_k") or {}).items()], hide_index=True)
+    st.table([{"class": display_name(c), f"precision at {k}": pct(v)}
+                  for c, v in (t.get("precision_at_k") or {}).items()], border="horizontal")
 
 
 def aids_card(meta: dict) -> None:

@@ -64,7 +64,7 @@ def checklist_card(meta: dict) -> None:
     st.markdown("**Criteria the features do not carry (AUROC under 0.70):** " + ", ".join(missing) if missing
                 else f"All {len(rec['criteria'])} criteria reach AUROC {RELIABLE_AUROC:.2f} on report images "
                      "(see the confidence intervals: a lower bound under 0.70 is not yet sure).")
-    st.dataframe(criteria_rows(rec), hide_index=True)
+    st.table(criteria_rows(rec), border="horizontal")
     t = rec.get("tcav") or {}
     st.markdown(f"**How much the melanoma output leans on each criterion (TCAV).** Share of the "
                 f"{t.get('n_images', '?')} report melanomas whose melanoma logit rises when the `{t.get('layer', '?')}` "
@@ -73,11 +73,11 @@ def checklist_card(meta: dict) -> None:
                 f"α = {t.get('alpha', 0.05)}). Significant means the criterion's direction differs from a random one. "
                 "Every criterion is far commoner in melanomas, so each direction shares a part with melanoma itself: "
                 "a score near 1 says the output rises along the criterion, not that the criterion alone drives it.")
-    st.dataframe(tcav_rows(rec), hide_index=True)
+    st.table(tcav_rows(rec), border="horizontal")
     cmp_ = rec.get("checklist_vs_classifier") or {}
     st.markdown(f"**The checklist against the classifier** on {cmp_.get('n', '?')} report images "
                 f"({cmp_.get('melanomas', '?')} melanomas): melanoma sensitivity and specificity.")
-    st.dataframe(rate_rows(rec), hide_index=True)
+    st.table(rate_rows(rec), border="horizontal")
     agree = cmp_.get("agreement") or {}
     st.markdown(f"Agreement of the probes' score with the dermatologists' on the same images: "
                 f"{pct(agree.get('suggests_melanoma_agreement'))} agree on ≥ 3 (Cohen's κ "

@@ -94,7 +94,7 @@ def baselines_block(meta: dict, labels: dict[str, str] = LABELS) -> None:
             row[f"− {b}"] = f"{r['difference']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r else "–"
         row["verdict"] = v["text"]
         rows.append(row)
-    st.dataframe(rows, hide_index=True)
+    st.table(rows, border="horizontal")
     wins = [f"{labels.get(m, m)} at `{l}`" for (m, l), v in verdicts.items() if v["losing_to"]]
     beat = [f"{labels.get(m, m)} at `{l}`" for (m, l), v in verdicts.items() if v["beats"]]
     st.markdown(("**More faithful than the baselines:** " + ", ".join(beat) + ". ") if beat else
@@ -119,7 +119,7 @@ def stress_section(meta: dict) -> None:
              if v.get("delta_mel") is not None else "–",
              "Δ balanced accuracy": f"{v['delta_bacc']:+.3f}" if v.get("delta_bacc") is not None else "–",
              "images": v.get("n")} for k, v in stress.items() if isinstance(v, dict)]
-    st.dataframe(rows, hide_index=True)
+    st.table(rows, border="horizontal")
     st.caption(f"Each what-if is drawn (seeded, the same every run) on every {stress.get('split', 'test')} image "
                f"(split of {stress.get('split_size', '?')}); flips: share whose top class changes; Δ P(melanoma): "
                "mean change of the calibrated melanoma probability, with a bootstrap 95% interval; Δ balanced "

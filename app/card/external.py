@@ -49,7 +49,7 @@ def external_section(meta: dict) -> None:
     for name, rep in ext.items():
         st.markdown(f"**{name}** — the `{rep.get('part', '?')}` images of `{rep.get('data', '?')}`, through the "
                     "app's own path (input path, gate, flag, sets):")
-        st.dataframe(external_rows(rep), hide_index=True, width="stretch")
+        st.table(external_rows(rep), border="horizontal")
         st.caption(f"Measured with `{rep.get('command', NOT_RECORDED)}`. {DERM7PT_CREDIT}")
 
 
@@ -62,7 +62,7 @@ def input_path_section(meta: dict) -> None:
     st.markdown(f"Every upload goes through one input path; this bundle uses **{ip.get('used') or 'its own'}**. "
                 "Each row runs the same full-resolution photographs and their 200x150 twins (the pipeline the "
                 "training images came through) through one candidate path:")
-    st.dataframe(input_path_rows(ip["pairs"], meta.get("classes", [])), hide_index=True, width="stretch")
+    st.table(input_path_rows(ip["pairs"], meta.get("classes", [])), border="horizontal")
     st.caption(f"Measured with `{ip.get('command', NOT_RECORDED)}`.")
 
 
@@ -84,5 +84,5 @@ def gate_section(meta: dict) -> None:
                                 f"when passed {pct(e.get('error_rate_passed'))}"})
     st.markdown(f"Each check's threshold sits at one common tail of the validation images, chosen so that all "
                 f"checks together flag at most {pct(g.get('budget'))} of them.")
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.table(rows, border="horizontal")
     st.caption(f"Measured with `{g.get('command', NOT_RECORDED)}`.")

@@ -61,4 +61,4 @@ def faithfulness_section(meta: dict) -> None:
               "MoRF Δp": f"{r['morf']:+.3f}", "LeRF Δp": f"{r['lerf']:+.3f}",
               "heat on lesion": f"{r['heat_in_lesion']:.1%}" if r.get("heat_in_lesion") is not None else "–",
               "images": r["n"]} for r in rows]
-    st.dataframe(table, hide_index=True)
+    st.table(table, border="horizontal")

@@ -72,7 +72,7 @@ def attention_section(meta: dict) -> None:
                f"{any_row.get('mask', 'reference masks')}, over the {any_row.get('split', '?')} split "
                "(`python -m model.cli.heat_in_lesion`). Heat outside the mask is not always wrong (the border and the "
                "surrounding skin carry information), but a model that mostly looks elsewhere deserves suspicion.")
-    st.dataframe(rows, hide_index=True)
+    st.table(rows, border="horizontal")
 
 
 def curves(history: list, groups: dict[str, list[str]]) -> None:
@@ -108,8 +108,8 @@ st.markdown(f"**Classifier** `{cls.get('arch', '?')}` · trained {str(cls.get('c
             f"{'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'} · "
             f"temperature {num(cls.get('temperature'), 2)} · weights {cls.get('weights_dtype', '?')}")
 st.markdown(f"**Starting weights:** {starting_weights(cls)}")
-st.dataframe([{"code": c, "class": display_name(c), "malignant": "yes" if is_malignant(c) else "no"}
-              for c in cls.get("classes", [])], hide_index=True)
+st.table([{"code": c, "class": display_name(c), "malignant": "yes" if is_malignant(c) else "no"}
+              for c in cls.get("classes", [])], border="horizontal")
 
 st.header("Intended use and limitations", divider="gray")
 st.markdown(f"""
@@ -162,7 +162,7 @@ else:
     ])
     rows = per_class_table(test)
     if rows:
-        st.dataframe(rows, hide_index=True, column_config={"name": st.column_config.TextColumn(width="large")})
+        st.table(rows, border="horizontal")
     left, right = st.columns(2)
     if isinstance(test.get("confusion_matrix"), list):
         left.plotly_chart(confusion_figure(test["confusion_matrix"], test.get("classes", cls.get("classes", [])),
@@ -214,7 +214,7 @@ st.markdown(f"Split: hash `{dig(cls, 'split', 'hash', default='?')}`, seed {dig(
             f"{sizes.get('val', '?')} / test {sizes.get('test', '?')} images · "
             f"{dig(cls, 'data', 'skipped_unreadable', default=0)} unreadable images skipped.")
 if counts:
-    st.dataframe([{"class": display_name(k), "code": k, "images": v} for k, v in counts.items()], hide_index=True)
+    st.table([{"class": display_name(k), "code": k, "images": v} for k, v in counts.items()], border="horizontal")
 
 st.header("Training recipe", divider="gray")
 recipe_facts(cls)

@@ -31,7 +31,7 @@ def heat_warning_section(meta: dict) -> None:
                 "because their heat spreads differently; the warning flags an unusual heatmap, not a wrong answer.")
     st.caption(f"Top class, layer `{fig.get('layer', '?')}`, {fig.get('mask', '?')}; {fig.get('split', '?')} split "
                f"(`{fig.get('command', 'python -m model.cli.heat_warning')}`).")
-    st.dataframe(rows, hide_index=True)
+    st.table(rows, border="horizontal")
 
 
 def agreement_rows(fig: dict, what: str, part: str) -> list[dict]:
@@ -59,9 +59,9 @@ def rule_agreement_section(meta: dict) -> None:
     part = st.radio("Images", list(PARTS), format_func=PARTS.get, horizontal=True, key="rule_part")
     left, right = st.columns(2)
     left.markdown("**Artefacts** (image-level call)")
-    left.dataframe(agreement_rows(fig, "artefacts", part), hide_index=True)
+    left.table(agreement_rows(fig, "artefacts", part), border="horizontal")
     right.markdown("**Dermoscopic colours**")
-    right.dataframe(agreement_rows(fig, "colours", part), hide_index=True)
+    right.table(agreement_rows(fig, "colours", part), border="horizontal")
     st.caption(f"`{fig.get('command', 'python -m model.cli.label_agreement')}` · labels {fig.get('labels', '?')} "
                f"(sha256 {fig.get('labels_sha256', '?')}) · docs/artefacts-and-colours.md. A small set labelled by "
                "one non-dermatologist: a check of the rules, not a validation.")

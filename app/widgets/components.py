@@ -59,6 +59,35 @@ def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -
     return fig
 
 
+def recall_figure(recall: dict[str, float | None], support: dict[str, int | None]) -> go.Figure:
+    """Per-class sensitivity (share of a class's images whose top class was right), one horizontal bar
+    per class in the order given, malignant classes red and hatched as in probability_figure."""
+    classes = list(recall)[::-1]  # plotly draws bottom-up: the first class on top
+    fig = go.Figure()
+    for malignant in (False, True):
+        shown = [c for c in classes if is_malignant(c) == malignant and isinstance(recall[c], (int, float))]
+        if not shown:
+            continue
+        colour = MALIGNANT_COLOUR if malignant else BENIGN_COLOUR
+        fig.add_trace(go.Bar(
+            y=[class_label(c) for c in shown], x=[float(recall[c]) for c in shown], orientation="h",
+            name="malignant class" if malignant else "benign class",
+            marker=dict(color=colour, line=dict(color=colour, width=1),
+                        pattern=dict(shape="/" if malignant else "", fillmode="overlay",
+                                     fgcolor="rgba(255,255,255,0.55)", size=7)),
+            text=[f"{100 * float(recall[c]):.0f}% of {support.get(c) or '?'}" for c in shown], textposition="outside",
+            cliponaxis=False, hovertemplate="%{y}: %{x:.1%} of its test images answered right<extra></extra>"))
+    fig.update_layout(
+        template="plotly_white", barmode="overlay", height=70 + 34 * len(classes),
+        margin=dict(l=10, r=90, t=30, b=40),
+        font=dict(size=13, color="#1b2631", family="Source Sans Pro, Source Sans 3, sans-serif"),
+        xaxis=dict(range=[0, 1], tickformat=".0%", title="sensitivity on the test split", fixedrange=True),
+        yaxis=dict(categoryorder="array", categoryarray=[class_label(c) for c in classes], fixedrange=True,
+                   automargin=True),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    return fig
+
+
 # ----------------------------------------------------------------------------- images
 def unit_map(values: np.ndarray) -> np.ndarray:
     """float32 copy of a map clipped to [0, 1], NaN as 0 (infinities clip): what np.clip(np.nan_to_num(v), 0, 1)

@@ -59,6 +59,14 @@ def texts(at) -> str:
     return "\n".join(parts).replace("\\", "")
 
 
+def card_tab(at, label: str):
+    """Open the Model card's tab `label` (a tab's sections run only while it is open) and return `at`."""
+    at.session_state["card_tab"] = label
+    at.run()
+    no_exception(at)
+    return at
+
+
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)

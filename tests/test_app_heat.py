@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from app_fixtures import app_models_dir, fake_segmenter, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import app_models_dir, card_tab, fake_segmenter, make_app, no_exception, texts  # noqa: F401
 
 INK = Path(__file__).resolve().parent / "data" / "labelled" / "images" / "ISIC_0030006.jpg"
 
@@ -67,11 +67,11 @@ def test_card_shows_heat_warning_and_rule_agreement(make_app, app_models_dir, tm
         rule_agreement={"artefacts": artefact_agreement(cases), "colours": colour_agreement(cases),
                         "n_images": len(cases), "n_colour_labelled": 77, "labels": "tests/data/labelled",
                         "labels_sha256": "0" * 16, "command": "python -m model.cli.label_agreement B"})
-    at = make_app(models=models, page="card/page.py")
-    no_exception(at)
-    shown = texts(at)
+    at = card_tab(make_app(models=models, page="card/page.py"), "Heatmaps")
+    shown, frames = texts(at), [f.value for f in at.table]
+    at = card_tab(at, "Artefacts and colours")
+    shown, frames = shown + texts(at), frames + [f.value for f in at.table]
     assert "Artefacts and dermoscopic colours" in shown and "The heat warning." in shown
-    frames = [f.value for f in at.table]
     assert any("warns above (90th percentile)" in f.columns and "85.5%" in f.values.ravel().tolist() for f in frames)
     assert any("colour" in f.columns and "balanced accuracy" in f.columns and "white" in list(f["colour"]) for f in frames)
     assert any("artefact" in f.columns and "recall" in f.columns and "ruler" in list(f["artefact"]) for f in frames)

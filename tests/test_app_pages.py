@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import SMALL, app_models_dir, card_tab, make_app, no_exception, texts  # noqa: F401
 
 
 def _images(n: int = 8):
@@ -75,10 +75,15 @@ def test_model_card_renders_measured_figures(make_app, app_models_dir):
     shown = texts(at)
     bacc = meta["metrics"]["test"]["balanced_accuracy"]
     assert f"Balanced accuracy {bacc:.1%}" in shown
+    assert len(at.get("plotly_chart")) >= 3  # confusion, reliability, ROC
+    assert "Mean Dice" not in shown  # the segmenter is on another tab, not run until opened
+    at = card_tab(at, "Data and training")
+    shown = texts(at)
     assert meta["split"]["hash"] in shown
     assert "Mean Dice" in shown
-    assert len(at.get("plotly_chart")) >= 3  # confusion, reliability, training curves
+    assert f"Balanced accuracy {bacc:.1%}" not in shown
     assert any(meta["command"] == c.value for c in at.code)
+    assert len(at.get("plotly_chart")) >= 2  # training curves
 
 
 def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
@@ -91,6 +96,9 @@ def test_model_card_survives_sparse_meta(make_app, app_models_dir, tmp_path):
     at = make_app(models=tmp_path, page="card/page.py")
     no_exception(at)
     shown = texts(at)
+    for tab in ("Prediction sets and similar cases", "Other dermatoscopes and the gate", "Heatmaps",
+                "7-point checklist", "Artefacts and colours", "Data and training"):
+        shown += texts(card_tab(at, tab))
     assert "No test metrics recorded" in shown and "No segmenter bundle" in shown
 
 

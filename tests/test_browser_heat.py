@@ -58,7 +58,9 @@ def test_heat_shares_warning_and_colours_in_the_browser(shipped_server, tmp_path
             assert page.locator("[data-testid=stException]").count() == 0
             page.screenshot(path=str(shots / "analyse-heat-warning.png"), full_page=True)
             page.goto(shipped_server + "/model_card", timeout=60_000)
+            page.get_by_role("tab", name="Artefacts and colours").click(timeout=RESULT_TIMEOUT_MS)
             page.get_by_text("Artefacts and dermoscopic colours").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_role("tab", name="Heatmaps").click(timeout=RESULT_TIMEOUT_MS)
             page.get_by_text("The heat warning.", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
             assert page.locator("[data-testid=stException]").count() == 0
         finally:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app_fixtures import app_models_dir, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import app_models_dir, card_tab, make_app, no_exception, texts  # noqa: F401
 from conftest import derm7pt_copy, subprocess_env
 from model.data.checklist import CRITERIA, NAMES, PRESENT_AT, WEIGHTS, readings, seven_point_score
 from model.data.dataset import load_dataset
@@ -229,8 +229,7 @@ def test_analyse_page_shows_the_panel_and_switches_the_criterion_map(make_app, c
 
 
 def test_model_card_shows_the_checklist_figures_and_their_command(make_app, concept_models_dir):
-    at = make_app(models=concept_models_dir, page="card/page.py")
-    no_exception(at)
+    at = card_tab(make_app(models=concept_models_dir, page="card/page.py"), "7-point checklist")
     shown = texts(at)
     assert "The 7-point checklist in the classifier's features" in shown
     assert "python -m model.cli.concepts" in shown and "Bonferroni" in shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from app_fixtures import app_models_dir, fake_segmenter, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import app_models_dir, card_tab, fake_segmenter, make_app, no_exception, texts  # noqa: F401
 
 
 def _row(method, baseline, lo, hi, n=50):
@@ -38,8 +38,7 @@ def test_card_shows_the_checks_and_words_follow_the_intervals(make_app, app_mode
     meta = json.loads(path.read_text())
     meta["interpretability"] = _checks(split_size=50)
     path.write_text(json.dumps(meta))
-    at = make_app(models=tmp_path, page="card/page.py")
-    no_exception(at)
+    at = card_tab(make_app(models=tmp_path, page="card/page.py"), "Heatmaps")
     shown = texts(at)
     assert "More faithful than the baselines:** Grad-CAM at `L`" in shown
     assert "A baseline wins" in shown and "EigenCAM at `L`" in shown
@@ -62,8 +61,7 @@ def test_card_says_when_the_baselines_cover_part_of_the_split(make_app, app_mode
     meta = json.loads(path.read_text())
     meta["interpretability"] = _checks(split_size=1279)
     path.write_text(json.dumps(meta))
-    at = make_app(models=tmp_path, page="card/page.py")
-    no_exception(at)
+    at = card_tab(make_app(models=tmp_path, page="card/page.py"), "Heatmaps")
     assert "cover 50 of the 1279 test images so far" in texts(at)
 
 

@@ -7,7 +7,7 @@ import shutil
 
 from safetensors.numpy import load_file, save_file
 
-from app_fixtures import SMALL, app_models_dir, make_app, no_exception, texts  # noqa: F401
+from app_fixtures import SMALL, app_models_dir, card_tab, make_app, no_exception, texts  # noqa: F401
 
 
 def _example(at, index: int = 0):
@@ -108,8 +108,7 @@ def test_batch_exports_carry_sets_and_coverage():
 
 
 def test_model_card_shows_knn_and_conformal_figures(make_app):
-    at = make_app(page="card/page.py")
-    no_exception(at)
+    at = card_tab(make_app(page="card/page.py"), "Prediction sets and similar cases")
     shown = texts(at)
     assert "Prediction sets and similar cases" in shown
     assert "kNN vote balanced accuracy (k=6)" in shown and "Softmax balanced accuracy" in shown

@@ -27,6 +27,12 @@ def test_create_read_resume_and_results(app_models_dir, tmp_path, monkeypatch):
     shown = texts(at)
     assert "Where the model looked" in shown and "Truth:" in shown  # reveal + teaching mode
     assert "Decision aids" in shown  # the study's aids (both by default) at the reveal
+    # the outline and the feature maps run only once their expander is opened (the reveal does not wait)
+    assert "Lesion found by the segmentation model" not in [i.proto.imgs[0].caption for i in at.image]
+    outline = next(k for k in at.session_state.keys() if str(k).startswith("rv_outline_"))
+    at.session_state[outline] = True
+    at.run()
+    assert "Lesion found by the segmentation model" in [i.proto.imgs[0].caption for i in at.image]
     after(at, "mel", rating="on an artefact", artefact="ruler", note="=HYPERLINK(\"x\")")
     blind(at, "unsure")
 

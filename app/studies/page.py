@@ -126,10 +126,15 @@ cam = view.cam_section(data, base, loaded.analyzer.layers, labels, sha256(data)[
                        loaded.analyzer.heat_limits,
                        failing=randomisation_failures(loaded.analyzer.classifier.meta.get("interpretability")))
 faith_slot = st.container()
-with st.expander("Lesion outline and measurements"):
-    view.lesion_section(base, has_lesion)
-with st.expander("Feature maps"):
-    view.feature_maps_section(data, base, loaded.analyzer.layers, sha256(data)[:12])
+# run and drawn only once opened (on_change="rerun"): the reveal does not wait for their images
+outline = st.expander("Lesion outline and measurements", key=f"rv_outline_{key}", on_change="rerun")
+if outline.open:
+    with outline:
+        view.lesion_section(base, has_lesion)
+fmaps = st.expander("Feature maps", key=f"rv_fmaps_{key}", on_change="rerun")
+if fmaps.open:
+    with fmaps:
+        view.feature_maps_section(data, base, loaded.analyzer.layers, sha256(data)[:12])
 aids = study.get("aids") or []
 coverage = int(st.session_state.get(COVERAGE_KEY, DEFAULT_COVERAGE))
 if aids:

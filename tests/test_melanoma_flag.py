@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from model.aids.melanoma_flag import choose_threshold, flag_config, flag_rates, is_flagged
+from model.aids.melanoma_flag import (choose_threshold, flag_config, flag_rates, is_flagged, raise_for_other_devices,
+                                      restate_validation)
 
 
 def test_threshold_is_the_highest_that_reaches_the_target_sensitivity():
@@ -24,6 +25,35 @@ def test_threshold_is_the_highest_that_reaches_the_target_sensitivity():
     higher = np.sort(p[is_mel])[np.sort(p[is_mel]) > cfg["threshold"]][0]
     assert flag_rates(p, is_mel, higher)[0] < 0.9
     assert cfg["val_melanomas"] == 50
+
+
+def test_raised_for_another_clinic_to_the_lowest_threshold_that_keeps_its_specificity():
+    """Another dermatoscope shifts P(mel) up for benign lesions: the validation threshold flags most of
+    them; the raised one is the lowest that leaves at least the asked share unflagged, never lower
+    than the validation one, and the validation rates are restated at it."""
+    rng = np.random.default_rng(1)
+    val_mel = np.r_[np.ones(60, bool), np.zeros(540, bool)]
+    p_val = np.where(val_mel, rng.beta(5, 2, 600), rng.beta(1.5, 8, 600))
+    ext_mel = np.r_[np.ones(40, bool), np.zeros(160, bool)]
+    p_ext = np.where(ext_mel, rng.beta(8, 2, 200), rng.beta(5, 3, 200))   # benign lesions look more like melanoma
+    cfg = choose_threshold(p_val, val_mel, 0.9)
+    assert flag_rates(p_ext, ext_mel, cfg["threshold"])[1] < 0.6            # the validation threshold fails there
+    raised = restate_validation(raise_for_other_devices(cfg, p_ext, ext_mel, 0.6, "elsewhere"), p_val, val_mel)
+    sens, spec = flag_rates(p_ext, ext_mel, raised["threshold"])
+    assert spec >= 0.6 and raised["external"]["specificity"] == pytest.approx(spec, abs=1e-4)
+    assert raised["external"]["sensitivity"] == pytest.approx(sens, abs=1e-4)
+    below = np.sort(p_ext[~ext_mel])[np.sort(p_ext[~ext_mel]) < raised["threshold"]][-1]
+    assert flag_rates(p_ext, ext_mel, below)[1] < 0.6                      # any lower threshold misses it
+    assert raised["validation_threshold"] == cfg["threshold"] < raised["threshold"]
+    assert (raised["val_sensitivity"], raised["val_specificity"]) == pytest.approx(
+        flag_rates(p_val, val_mel, raised["threshold"]), abs=1e-4)
+    assert raised["external"]["at_validation_threshold"]["specificity"] < 0.6
+    assert "raised" in raised["chosen_on"]
+    # a clinic where the validation threshold already keeps the specificity leaves it where it was
+    easy = raise_for_other_devices(cfg, np.where(ext_mel, 0.9, 0.01), ext_mel, 0.6, "elsewhere")
+    assert easy["threshold"] == cfg["threshold"] and easy["chosen_on"] == cfg["chosen_on"]
+    with pytest.raises(ValueError):
+        raise_for_other_devices(cfg, p_ext[ext_mel], ext_mel[ext_mel], 0.6, "only melanomas")
 
 
 def test_threshold_edge_cases():
@@ -92,6 +122,23 @@ def test_melanoma_flag_cli_rechooses_on_validation(tiny_classifier_dir, ham_smal
     assert flag["target_sensitivity"] == 0.95 and flag["val_sensitivity"] >= 0.95
     assert main([str(tmp_path / "nothing"), "--data", str(ham_small)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_melanoma_flag_cli_keeps_the_specificity_on_another_clinics_select_part(tiny_classifier_dir, ham_small,
+                                                                                tiny_derm7pt, tmp_path, capsys):
+    from model.cli.melanoma_flag import main
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(tiny_classifier_dir, bundle_dir)
+    assert main([str(bundle_dir), "--data", str(ham_small), "--external", str(tiny_derm7pt),
+                 "--min-specificity", "0.9"]) == 0
+    flag = json.loads((bundle_dir / "meta.json").read_text())["melanoma_flag"]
+    ext = flag["external"]
+    assert ext["specificity"] >= 0.9 and flag["threshold"] >= flag["validation_threshold"]
+    assert ext["melanomas"] + ext["others"] == sum(1 for line in (tiny_derm7pt / "metadata.csv").open()
+                                                   if ",select," in line)
+    assert "--external" in flag["command"] and "d7 select" in ext["where"]
+    assert "on d7 select" in capsys.readouterr().out
 
 
 def test_heat_in_lesion_measures_and_records_both_classifiers(tiny_classifier_dir, ham_small, tmp_path):

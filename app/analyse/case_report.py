@@ -12,7 +12,7 @@ import numpy as np
 
 from app.analyse.checklist import checklist_html
 from app.analyse.heat_notes import HEAT_WARNING_MEANING, heat_caption
-from app.widgets.components import (MAP_COLOURS, feature_tiles, fit_within, heatmap_overlay, measurement_rows,
+from app.widgets.components import (MAP_COLOURS, feature_tiles, fit_within, heatmap_overlay, measurement_rows, melanoma_flag_text,
                                     outline_image, percent, png_bytes, runtime_line)
 from model.labels import display_name, is_malignant
 from model.inference.results import Analysis
@@ -105,12 +105,9 @@ def _answer(a: Analysis, v: Shown) -> list[str]:
     heading = "Class probabilities (not reliable: quality check failed)" if a.gated else "Class probabilities"
     parts.append(f"<h2>{heading}</h2>" + _probabilities(a))
     if a.melanoma_flag is not None:  # the page's sentences (app/analyse/sections.py)
-        mel = percent(float(a.probabilities[a.classes.index("mel")]))
-        parts.append(f"<p><b>Melanoma flag raised:</b> P(melanoma) {mel} is at or over the flag threshold "
-                     f"{percent(a.melanoma_threshold)}, chosen on validation images to catch 90% of melanomas, so "
-                     "many flagged images are not melanoma.</p>" if a.melanoma_flag else
-                     f"<p>Melanoma flag not raised: P(melanoma) is under the threshold {percent(a.melanoma_threshold)}."
-                     f" P(melanoma): {mel}.</p>")
+        text = html.escape(melanoma_flag_text(a.melanoma_flag, float(a.probabilities[a.classes.index("mel")]),
+                                              a.melanoma_threshold))
+        parts.append(f"<p><b>Melanoma flag raised:</b> {text}</p>" if a.melanoma_flag else f"<p>{text}</p>")
     summary = {"Top class": f"{display_name(a.top_class)} ({percent(a.top_probability)})",
                "Malignant classes summed (mel + bcc + akiec)": percent(a.malignant_probability),
                "Uncertainty (normalised entropy, 0–1)": f"{a.entropy:.2f}"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.widgets.components import (MAP_COLOURS, colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows,
+from app.widgets.components import (MAP_COLOURS, colorize, runtime_line, feature_tiles, heatmap_overlay, mask_image, measurement_rows, melanoma_flag_text,
                             outline_image, percent, probability_figure)
 from app.resources import analyse
 from model.labels import GT_SOURCES, display_name
@@ -78,14 +78,12 @@ def summary(a: Analysis, name: str, key: str = "") -> bool:
 
 
 def _probabilities(a: Analysis) -> None:
-    if a.melanoma_flag:
-        st.markdown(f":red-badge[:material/flag: Melanoma flag] P(melanoma) "
-                    f"{percent(float(a.probabilities[a.classes.index('mel')]))} is at or over the flag threshold "
-                    f"{percent(a.melanoma_threshold)}, chosen on validation images to catch 90% of melanomas, so "
-                    "many flagged images are not melanoma (the Model card gives its measured sensitivity and "
-                    "specificity).")
-    elif a.melanoma_flag is False:
-        st.caption(f"Melanoma flag not raised: P(melanoma) is under the threshold {percent(a.melanoma_threshold)}.")
+    if a.melanoma_flag is not None:
+        text = melanoma_flag_text(a.melanoma_flag, float(a.probabilities[a.classes.index("mel")]), a.melanoma_threshold)
+        if a.melanoma_flag:
+            st.markdown(":red-badge[:material/flag: Melanoma flag] " + text)
+        else:
+            st.caption(text)
     if a.low_confidence:
         st.markdown(":orange-badge[:material/help: Low confidence] " + "; ".join(a.uncertainty_reasons) + ".")
     st.plotly_chart(probability_figure(a.classes, a.probabilities), config={"displayModeBar": False},

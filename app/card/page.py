@@ -43,10 +43,21 @@ def melanoma_flag_section(meta: dict, test: dict) -> None:
     if not isinstance(flag, dict) or not isinstance(flag.get("threshold"), (int, float)):
         st.info("This classifier has no melanoma flag (`python -m model.cli.melanoma_flag BUNDLE --data DIR` adds one).")
         return
-    st.markdown(f"The app flags an image when the calibrated P(melanoma) is at least **{flag['threshold']:.3f}**, "
-                f"the threshold that catches {pct(flag.get('target_sensitivity'))} of the "
-                f"{flag.get('val_melanomas', '?')} validation melanomas. A screening aid: it accepts many false "
-                "alarms to miss few melanomas.")
+    ext = flag.get("external") if isinstance(flag.get("external"), dict) else None
+    how = (f"the threshold that catches {pct(flag.get('target_sensitivity'))} of the "
+           f"{flag.get('val_melanomas', '?')} validation melanomas")
+    if ext and isinstance(flag.get("validation_threshold"), (int, float)) \
+            and flag["threshold"] > flag["validation_threshold"]:
+        how = (f"raised from {flag['validation_threshold']:.3f} ({how}) until at least "
+               f"{pct(ext.get('min_specificity'))} of the other lesions of {ext.get('where', 'another clinic')} stay "
+               f"unflagged: there it catches {pct(ext.get('sensitivity'))} of {ext.get('melanomas', '?')} melanomas "
+               f"and leaves {pct(ext.get('specificity'))} of {ext.get('others', '?')} other lesions alone (at the "
+               f"validation threshold: {pct(dig(ext, 'at_validation_threshold', 'sensitivity'))} and "
+               f"{pct(dig(ext, 'at_validation_threshold', 'specificity'))}, a flag on most benign lesions from "
+               "another dermatoscope, which tells a clinician little). The price is a lower sensitivity on this "
+               "model's own images (below)")
+    st.markdown(f"The app flags an image when the calibrated P(melanoma) is at least **{flag['threshold']:.3f}**: "
+                f"{how}. A screening aid: it accepts false alarms, and it misses some melanomas.")
     metric_grid([
         ("Flag sensitivity (test)", pct(test.get("melanoma_flag_sensitivity")), "Share of test melanomas flagged."),
         ("Flag specificity (test)", pct(test.get("melanoma_flag_specificity")),
@@ -86,6 +97,41 @@ def curves(history: list, groups: dict[str, list[str]]) -> None:
             fig = history_figure(history, present)
             fig.update_layout(title=title)
             col.plotly_chart(fig, key=f"hist_{title}")
+
+
+def test_results(cls: dict, test: dict) -> None:
+    """The held-out test split's figures, per-class table, confusion matrix, reliability and ROC curves."""
+    st.header("Held-out test results", divider="gray")
+    if not test:
+        st.info("No test metrics recorded in meta.json.")
+    else:
+        st.caption(f"{test.get('n', '?')} test images never used for training or model selection "
+                   "(lesion-disjoint split). Probabilities calibrated by temperature scaling.")
+        metric_grid([
+            ("Balanced accuracy", pct(test.get("balanced_accuracy")), "Mean of per-class recall."),
+            ("Macro AUC", num(test.get("macro_auc")), "One-vs-rest ROC AUC averaged over classes."),
+            ("Accuracy", pct(test.get("accuracy")), "Dominated by the common nevus class."),
+            ("Macro F1", num(test.get("macro_f1")), ""),
+            ("Melanoma sensitivity", pct(test.get("melanoma_sensitivity")), "Share of melanomas called melanoma."),
+            ("Melanoma specificity", pct(test.get("melanoma_specificity")), "Share of non-melanomas not called melanoma."),
+            ("ECE before calibration", num(test.get("ece_before_temperature")), "Expected calibration error."),
+            ("ECE after calibration", num(test.get("ece_after_temperature")), "Lower is better calibrated."),
+        ])
+        rows = per_class_table(test)
+        if rows:
+            st.table(rows, border="horizontal")
+        left, right = st.columns(2)
+        if isinstance(test.get("confusion_matrix"), list):
+            left.plotly_chart(confusion_figure(test["confusion_matrix"], test.get("classes", cls.get("classes", [])),
+                                               title="Confusion matrix (test)"), key="card_cm")
+        if isinstance(test.get("reliability"), dict):
+            right.plotly_chart(reliability_figure(test["reliability"]), key="card_rel")
+        roc = test.get("roc")
+        if isinstance(roc, dict) and roc:
+            per_class = test.get("per_class", {})
+            st.plotly_chart(roc_figure({c: (v["fpr"], v["tpr"], dig(per_class, c, "auc", default=None))
+                                        for c, v in roc.items() if isinstance(v, dict) and "fpr" in v and "tpr" in v}),
+                            key="card_roc")
 
 
 def overview_tab(cls: dict) -> None:
@@ -136,37 +182,7 @@ def overview_tab(cls: dict) -> None:
   (`python -m bench.calibration_check` measures how much of the calibration error it accounts for).
     """)
 
-    st.header("Held-out test results", divider="gray")
-    if not test:
-        st.info("No test metrics recorded in meta.json.")
-    else:
-        st.caption(f"{test.get('n', '?')} test images never used for training or model selection "
-                   "(lesion-disjoint split). Probabilities calibrated by temperature scaling.")
-        metric_grid([
-            ("Balanced accuracy", pct(test.get("balanced_accuracy")), "Mean of per-class recall."),
-            ("Macro AUC", num(test.get("macro_auc")), "One-vs-rest ROC AUC averaged over classes."),
-            ("Accuracy", pct(test.get("accuracy")), "Dominated by the common nevus class."),
-            ("Macro F1", num(test.get("macro_f1")), ""),
-            ("Melanoma sensitivity", pct(test.get("melanoma_sensitivity")), "Share of melanomas called melanoma."),
-            ("Melanoma specificity", pct(test.get("melanoma_specificity")), "Share of non-melanomas not called melanoma."),
-            ("ECE before calibration", num(test.get("ece_before_temperature")), "Expected calibration error."),
-            ("ECE after calibration", num(test.get("ece_after_temperature")), "Lower is better calibrated."),
-        ])
-        rows = per_class_table(test)
-        if rows:
-            st.table(rows, border="horizontal")
-        left, right = st.columns(2)
-        if isinstance(test.get("confusion_matrix"), list):
-            left.plotly_chart(confusion_figure(test["confusion_matrix"], test.get("classes", cls.get("classes", [])),
-                                               title="Confusion matrix (test)"), key="card_cm")
-        if isinstance(test.get("reliability"), dict):
-            right.plotly_chart(reliability_figure(test["reliability"]), key="card_rel")
-        roc = test.get("roc")
-        if isinstance(roc, dict) and roc:
-            per_class = test.get("per_class", {})
-            st.plotly_chart(roc_figure({c: (v["fpr"], v["tpr"], dig(per_class, c, "auc", default=None))
-                                        for c, v in roc.items() if isinstance(v, dict) and "fpr" in v and "tpr" in v}),
-                            key="card_roc")
+    test_results(cls, test)
 
     st.header("Melanoma flag", divider="gray")
     melanoma_flag_section(cls, test)

@@ -31,6 +31,17 @@ def class_label(code: str, wrap: int = 30) -> str:
     return f"{name} ({code})"
 
 
+def melanoma_flag_text(raised: bool, p_mel: float, threshold: float) -> str:
+    """What the melanoma flag means, beside its state (the Analyse page and the case report say the same)."""
+    if raised:
+        return (f"P(melanoma) {100 * p_mel:.1f}% is at or over the flag threshold {100 * threshold:.1f}%. A screening "
+                "aid: many flagged images are not melanoma (the Model card says how the threshold was chosen and "
+                "gives its measured sensitivity and specificity, on this model's test images and on another "
+                "clinic's dermatoscope).")
+    return (f"Melanoma flag not raised: P(melanoma) {100 * p_mel:.1f}% is under the threshold {100 * threshold:.1f}%. "
+            "An unflagged lesion can still be a melanoma: the Model card gives the share of melanomas the flag misses.")
+
+
 def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -> go.Figure:
     """Horizontal bars, most likely class on top; malignant classes red, hatched and marked."""
     order = np.argsort(np.asarray(probabilities, float))  # ascending: plotly draws bottom-up

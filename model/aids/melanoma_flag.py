@@ -39,6 +39,40 @@ def choose_threshold(p_mel: np.ndarray, is_mel: np.ndarray, target: float = TARG
             "chosen_on": "validation split, calibrated probabilities"}
 
 
+def raise_for_other_devices(cfg: dict, p_mel: np.ndarray, is_mel: np.ndarray, min_specificity: float,
+                            where: str) -> dict:
+    """`cfg` (chosen on validation) with its threshold raised, if need be, to the lowest one whose
+    specificity on another clinic's images (`p_mel`, `is_mel`: e.g. Derm7pt's select part) is at least
+    `min_specificity`: a flag that fires on most benign lesions from another dermatoscope tells a
+    clinician little. The threshold never goes down; the validation rates are restated at the new one
+    and the other clinic's rates are recorded beside them."""
+    p_mel, is_mel = np.asarray(p_mel, float), np.asarray(is_mel, bool)
+    negatives = np.sort(p_mel[~is_mel])
+    if len(negatives) == 0 or not is_mel.any():
+        raise ValueError(f"{where} needs melanomas and other lesions to set the flag's specificity.")
+    k = max(1, math.ceil(min_specificity * len(negatives) - 1e-9))   # leave at least k of them unflagged
+    floor = float(np.nextafter(negatives[k - 1], np.inf))             # flagged: p >= threshold
+    out = dict(cfg)
+    out["validation_threshold"] = cfg["threshold"]
+    if floor > cfg["threshold"]:
+        out["threshold"] = floor
+    sens, spec = flag_rates(p_mel, is_mel, out["threshold"])
+    sens_v, spec_v = flag_rates(p_mel, is_mel, cfg["threshold"])
+    out.update(external={"where": where, "min_specificity": min_specificity, "sensitivity": round(sens, 4),
+                         "specificity": round(spec, 4), "melanomas": int(is_mel.sum()), "others": int((~is_mel).sum()),
+                         "at_validation_threshold": {"sensitivity": round(sens_v, 4), "specificity": round(spec_v, 4)}},
+               chosen_on=(f"validation split for {cfg['target_sensitivity']:.0%} sensitivity, raised to keep "
+                          f"specificity at least {min_specificity:.0%} on {where}"
+                          if floor > cfg["threshold"] else cfg["chosen_on"]))
+    return out
+
+
+def restate_validation(cfg: dict, p_val: np.ndarray, mel_val: np.ndarray) -> dict:
+    """The validation rates of `cfg` at its (possibly raised) threshold."""
+    sens, spec = flag_rates(p_val, mel_val, cfg["threshold"])
+    return {**cfg, "val_sensitivity": round(sens, 4), "val_specificity": round(spec, 4)}
+
+
 def flag_config(meta: dict) -> dict | None:
     """The bundle's flag settings, if it has them and knows the flag's class."""
     cfg = meta.get("melanoma_flag")

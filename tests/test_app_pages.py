@@ -76,6 +76,7 @@ def test_model_card_renders_measured_figures(make_app, app_models_dir):
     bacc = meta["metrics"]["test"]["balanced_accuracy"]
     assert f"Balanced accuracy {bacc:.1%}" in shown
     assert len(at.get("plotly_chart")) >= 3  # confusion, reliability, ROC
+    assert "`None`" not in [m.value for m in at.markdown]  # no stray value written by Streamlit's magic
     assert "Mean Dice" not in shown  # the segmenter is on another tab, not run until opened
     at = card_tab(at, "Data and training")
     shown = texts(at)

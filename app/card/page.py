@@ -296,4 +296,7 @@ TAB_KEY = "card_tab"
 for (label, draw), tab in zip(TABS.items(), st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")):
     if tab.open:
         with tab:
-            draw(cls, seg) if draw is data_tab else draw(cls)
+            if draw is data_tab:
+                draw(cls, seg)
+            else:
+                draw(cls)

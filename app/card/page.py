@@ -2,6 +2,8 @@
 read from their meta.json (measured by train.py / model.evaluation.evaluate; nothing typed in here)."""
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from app.card.external import external_section, gate_section, input_path_section
@@ -289,14 +291,13 @@ if cls is None:
 # One tab at a time: a tab's sections run and are drawn only while it is open (st.tabs with
 # on_change="rerun"), so opening the card costs its first tab, not all of its tables and charts
 # (docs/page-latency.md). The open tab is kept in the URL (?tab=...), so a link opens it.
-TABS = {"Overview and test results": overview_tab, "Prediction sets and similar cases": aids_tab,
-        "Other dermatoscopes and the gate": other_devices_tab, "Heatmaps": heatmaps_tab,
-        "7-point checklist": checklist_tab, "Artefacts and colours": rules_tab, "Data and training": data_tab}
+TABS = {"Overview and test results": partial(overview_tab, cls),
+        "Prediction sets and similar cases": partial(aids_tab, cls),
+        "Other dermatoscopes and the gate": partial(other_devices_tab, cls), "Heatmaps": partial(heatmaps_tab, cls),
+        "7-point checklist": partial(checklist_tab, cls), "Artefacts and colours": partial(rules_tab, cls),
+        "Data and training": partial(data_tab, cls, seg)}
 TAB_KEY = "card_tab"
-for (label, draw), tab in zip(TABS.items(), st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")):
+for draw, tab in zip(TABS.values(), st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")):
     if tab.open:
         with tab:
-            if draw is data_tab:
-                draw(cls, seg)
-            else:
-                draw(cls)
+            draw()

@@ -42,61 +42,50 @@ def melanoma_flag_text(raised: bool, p_mel: float, threshold: float) -> str:
             "An unflagged lesion can still be a melanoma: the Model card gives the share of melanomas the flag misses.")
 
 
-def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -> go.Figure:
-    """Horizontal bars, most likely class on top; malignant classes red, hatched and marked."""
-    order = np.argsort(np.asarray(probabilities, float))  # ascending: plotly draws bottom-up
+def class_bar_figure(rows: Sequence[tuple[str, float | None, str]], x_title: str, hover: str, *, row_px: int = 42,
+                     base_px: int = 90, font_size: int = 14, right: int = 60, top: int = 40) -> go.Figure:
+    """Horizontal bars on a 0-100% axis, one per (class code, value, text) of `rows`, the first on top;
+    malignant classes red, hatched and marked. A row whose value is None keeps its place, without a bar."""
+    order = list(rows)[::-1]  # plotly draws bottom-up
     fig = go.Figure()
     for malignant in (False, True):
-        idx = [i for i in order if is_malignant(classes[i]) == malignant]
-        if not idx:
+        part = [(c, v, t) for c, v, t in order if is_malignant(c) == malignant and isinstance(v, (int, float))]
+        if not part:
             continue
         colour = MALIGNANT_COLOUR if malignant else BENIGN_COLOUR
         fig.add_trace(go.Bar(
-            y=[class_label(classes[i]) for i in idx], x=[float(probabilities[i]) for i in idx],
+            y=[class_label(c) for c, _, _ in part], x=[float(v) for _, v, _ in part],
             orientation="h", name="malignant class" if malignant else "benign class",
             marker=dict(color=colour, line=dict(color=colour, width=1),
                         pattern=dict(shape="/" if malignant else "", fillmode="overlay",
                                      fgcolor="rgba(255,255,255,0.55)", size=7)),
-            text=[f"{100 * float(probabilities[i]):.1f}%" for i in idx], textposition="outside",
-            cliponaxis=False, hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+            text=[t for _, _, t in part], textposition="outside", cliponaxis=False, hovertemplate=hover))
     fig.update_layout(
-        template="plotly_white", barmode="overlay", height=90 + 42 * len(classes),
-        margin=dict(l=10, r=60, t=40, b=40),
-        font=dict(size=14, color="#1b2631", family="Source Sans Pro, Source Sans 3, sans-serif"),
-        xaxis=dict(range=[0, 1], tickformat=".0%", title="probability (calibrated)", fixedrange=True),
-        yaxis=dict(categoryorder="array", categoryarray=[class_label(classes[i]) for i in order],
+        template="plotly_white", barmode="overlay", height=base_px + row_px * len(order),
+        margin=dict(l=10, r=right, t=top, b=40),
+        font=dict(size=font_size, color="#1b2631", family="Source Sans Pro, Source Sans 3, sans-serif"),
+        xaxis=dict(range=[0, 1], tickformat=".0%", title=x_title, fixedrange=True),
+        yaxis=dict(categoryorder="array", categoryarray=[class_label(c) for c, _, _ in order],
                    fixedrange=True, automargin=True),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
     return fig
 
 
+def probability_figure(classes: Sequence[str], probabilities: Sequence[float]) -> go.Figure:
+    """Horizontal bars, most likely class on top; malignant classes red, hatched and marked."""
+    order = np.argsort(np.asarray(probabilities, float))[::-1]
+    return class_bar_figure([(classes[i], float(probabilities[i]), f"{100 * float(probabilities[i]):.1f}%")
+                             for i in order], "probability (calibrated)", "%{y}: %{x:.1%}<extra></extra>")
+
+
 def recall_figure(recall: dict[str, float | None], support: dict[str, int | None]) -> go.Figure:
     """Per-class sensitivity (share of a class's images whose top class was right), one horizontal bar
     per class in the order given, malignant classes red and hatched as in probability_figure."""
-    classes = list(recall)[::-1]  # plotly draws bottom-up: the first class on top
-    fig = go.Figure()
-    for malignant in (False, True):
-        shown = [c for c in classes if is_malignant(c) == malignant and isinstance(recall[c], (int, float))]
-        if not shown:
-            continue
-        colour = MALIGNANT_COLOUR if malignant else BENIGN_COLOUR
-        fig.add_trace(go.Bar(
-            y=[class_label(c) for c in shown], x=[float(recall[c]) for c in shown], orientation="h",
-            name="malignant class" if malignant else "benign class",
-            marker=dict(color=colour, line=dict(color=colour, width=1),
-                        pattern=dict(shape="/" if malignant else "", fillmode="overlay",
-                                     fgcolor="rgba(255,255,255,0.55)", size=7)),
-            text=[f"{100 * float(recall[c]):.0f}% of {support.get(c) or '?'}" for c in shown], textposition="outside",
-            cliponaxis=False, hovertemplate="%{y}: %{x:.1%} of its test images answered right<extra></extra>"))
-    fig.update_layout(
-        template="plotly_white", barmode="overlay", height=70 + 34 * len(classes),
-        margin=dict(l=10, r=90, t=30, b=40),
-        font=dict(size=13, color="#1b2631", family="Source Sans Pro, Source Sans 3, sans-serif"),
-        xaxis=dict(range=[0, 1], tickformat=".0%", title="sensitivity on the test split", fixedrange=True),
-        yaxis=dict(categoryorder="array", categoryarray=[class_label(c) for c in classes], fixedrange=True,
-                   automargin=True),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
-    return fig
+    rows = [(c, v, f"{100 * float(v):.0f}% of {support.get(c) or '?'}" if isinstance(v, (int, float)) else "")
+            for c, v in recall.items()]
+    return class_bar_figure(rows, "sensitivity on the test split",
+                            "%{y}: %{x:.1%} of its test images answered right<extra></extra>",
+                            row_px=34, base_px=70, font_size=13, right=90, top=30)
 
 
 # ----------------------------------------------------------------------------- images

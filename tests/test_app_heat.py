@@ -66,7 +66,10 @@ def test_card_shows_heat_warning_and_rule_agreement(make_app, app_models_dir, tm
                                    "artefacts_mean": 0.004, "images_with_heat_on_artefacts_over_10pct": 0.01}}},
         rule_agreement={"artefacts": artefact_agreement(cases), "colours": colour_agreement(cases),
                         "n_images": len(cases), "n_colour_labelled": 77, "labels": "tests/data/labelled",
-                        "labels_sha256": "0" * 16, "command": "python -m model.cli.label_agreement B"})
+                        "labels_sha256": "0" * 16, "command": "python -m model.cli.label_agreement B",
+                        "derm7pt": {"n": 489, "parts": {"report": {
+                            "white": {"n": 489, "labelled_present": 62, "said_present": 121, "sensitivity": 0.339,
+                                      "specificity": 0.787, "balanced_accuracy": 0.563}}}}})
     at = card_tab(make_app(models=models, page="card/page.py"), "Heatmaps")
     shown, frames = texts(at), [f.value for f in at.table]
     at = card_tab(at, "Artefacts and colours")
@@ -75,3 +78,6 @@ def test_card_shows_heat_warning_and_rule_agreement(make_app, app_models_dir, tm
     assert any("warns above (90th percentile)" in f.columns and "85.5%" in f.values.ravel().tolist() for f in frames)
     assert any("colour" in f.columns and "balanced accuracy" in f.columns and "white" in list(f["colour"]) for f in frames)
     assert any("artefact" in f.columns and "recall" in f.columns and "ruler" in list(f["artefact"]) for f in frames)
+    assert "Against dermatologists' labels from another clinic" in shown
+    assert any("said present" in f.columns and list(f["labelled present"]) == ["62 of 489"]
+               and list(f["balanced accuracy"]) == ["0.56"] for f in frames)

@@ -118,3 +118,49 @@ def test_agreement_command_records_precision_and_recall(tiny_classifier_dir, tmp
         assert 0 <= row["precision"] <= 1 and 0 <= row["sensitivity"] <= 1
     assert "label_agreement" in fig["command"] and len(fig["labels_sha256"]) == 16
     assert read_mask(LABELLED / "masks" / "ISIC_0030006_segmentation.png").any()
+
+
+def test_derm7pt_structures_name_white_and_blue_gray():
+    from model.evaluation.label_agreement import external_colour_truth
+
+    cols = ("regression_structures", "blue_whitish_veil")
+    read = lambda reg, veil: external_colour_truth(tuple(zip(cols, (reg, veil))))   # noqa: E731
+    assert read("white areas", "absent") == {"white": True, "blue-gray": False}
+    assert read("combinations", "absent") == {"white": True, "blue-gray": True}
+    assert read("blue areas", "absent") == {"white": False, "blue-gray": True}
+    assert read("absent", "present") == {"white": False, "blue-gray": True}
+    assert read("Absent ", "absent") == {"white": False, "blue-gray": False}
+    assert external_colour_truth((("regression_structures", "white areas"),)) is None   # the veil unscored
+
+
+def test_agreement_command_scores_the_app_colours_against_derm7pt(tiny_models_dir, tiny_derm7pt, tmp_path, monkeypatch):
+    """The colours come from the app's own analysis of each image, per part; the labelled counts follow the
+    structure labels (tiny_derm7pt: bcc white areas, vasc combinations, mel blue areas, mel and vasc a veil)."""
+    import csv
+    import shutil
+
+    from model.cli import label_agreement
+    from model.inference.pipeline import Analyzer
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    seen = []
+    real = Analyzer.analyze
+
+    def spy(self, source, **kw):
+        seen.append(Path(source).stem)
+        return real(self, source, **kw)
+
+    monkeypatch.setattr(Analyzer, "analyze", spy)
+    assert label_agreement.main([str(models / "classifier"), "--labels", str(LABELLED), "--derm7pt", str(tiny_derm7pt)]) == 0
+    ext = json.loads((models / "classifier" / "meta.json").read_text())["rule_agreement"]["derm7pt"]
+    rows = list(csv.DictReader((tiny_derm7pt / "metadata.csv").open()))
+    assert sorted(seen) == sorted(r["image_id"] for r in rows)
+    for part in ("select", "report"):
+        mine = [r for r in rows if r["part"] == part]
+        white, blue = ext["parts"][part]["white"], ext["parts"][part]["blue-gray"]
+        assert white["n"] == len(mine) == blue["n"]
+        assert white["labelled_present"] == sum(r["dx"] in ("bcc", "vasc") for r in mine)
+        assert blue["labelled_present"] == sum(r["dx"] in ("mel", "vasc") for r in mine)
+        assert 0 <= white["specificity"] <= 1 and 0 <= white["balanced_accuracy"] <= 1
+    assert ext["parts"]["all"]["white"]["n"] == len(rows) == ext["n"]

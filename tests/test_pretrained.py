@@ -16,7 +16,7 @@ from model.nets.pretrained import (ConversionError, PretrainedUnavailable, conve
 from model.nets.segmenter import build_segmenter
 from model.training.loop import BodyControl, body_parameters, make_optimizer
 
-from conftest import train_bundle
+from conftest import HAM_SMALL, train_bundle
 
 LITE0 = "tf_efficientnet_lite0"
 
@@ -265,3 +265,28 @@ def test_frozen_body_does_not_move_in_a_training_step():
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and moved <= head
     assert np.isfinite(float(after[next(iter(head))].sum()))
+
+
+def test_train_init_starts_from_a_bundle_and_says_so(tiny_classifier_dir, tiny_segmenter_dir, tmp_path, capsys):
+    """--init: the run starts from the bundle's weights (at another input size too), meta.json names the bundle
+    and its weights' sha256; a bundle that cannot fit is refused with a message, not a traceback."""
+    import train
+    from model.nets.bundle import load_bundle
+    from model.nets.weights_hash import weights_sha256
+
+    start = load_bundle(tiny_classifier_dir).model.state_dict()
+    out = train_bundle("classify", tmp_path / "cls", ["--init", str(tiny_classifier_dir), "--epochs", "1",
+                                                      "--lr", "1e-9", "--img-size", "96", "128"])
+    bundle = load_bundle(out)
+    assert bundle.meta["init"]["weights_sha256"] == weights_sha256(tiny_classifier_dir)
+    assert bundle.meta["init"]["input_size"] == load_bundle(tiny_classifier_dir).meta["input_size"]
+    assert bundle.meta["input_size"] == [96, 128]
+    conv = next(k for k, v in start.items() if v.ndim == 4)
+    assert torch.allclose(bundle.model.state_dict()[conv].float(), start[conv].float(), atol=1e-3)
+    fresh = load_bundle(train_bundle("classify", tmp_path / "fresh", ["--epochs", "1", "--lr", "1e-9"])).model
+    assert not torch.allclose(fresh.state_dict()[conv].float(), start[conv].float(), atol=1e-3)
+
+    rc = train.main(["classify", "--data", str(HAM_SMALL), "--out", str(tmp_path / "bad"), "--init",
+                     str(tiny_segmenter_dir), "--arch", "test_resnet", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a segment bundle, not classify" in err and "Traceback" not in err

@@ -65,3 +65,26 @@ def rule_agreement_section(meta: dict) -> None:
     st.caption(f"`{fig.get('command', 'python -m model.cli.label_agreement')}` · labels {fig.get('labels', '?')} "
                f"(sha256 {fig.get('labels_sha256', '?')}) · docs/artefacts-and-colours.md. A small set labelled by "
                "one non-dermatologist: a check of the rules, not a validation.")
+    external_colour_section(fig.get("derm7pt"))
+
+
+def external_colour_rows(external: dict, part: str = "report") -> list[dict]:
+    return [{"colour": name, "labelled present": f"{r.get('labelled_present', '?')} of {r.get('n', '?')}",
+             "said present": r.get("said_present"), "sensitivity": num(r.get("sensitivity"), 2),
+             "specificity": num(r.get("specificity"), 2), "balanced accuracy": num(r.get("balanced_accuracy"), 2)}
+            for name, r in (dig(external, "parts", part, default={}) or {}).items() if isinstance(r, dict)]
+
+
+def external_colour_section(external) -> None:
+    """White and blue-gray against dermatologists' structure labels from another clinic (Derm7pt)."""
+    if not isinstance(external, dict):
+        return
+    st.markdown("**Against dermatologists' labels from another clinic** (Derm7pt, its `report` images; the colour "
+                "rules were never set on Derm7pt). Derm7pt scores structures, not colours, and two of them name a "
+                "colour: white is labelled present where regression shows white scar-like areas (alone or with "
+                "blue areas), blue-gray where regression shows blue areas or the lesion has a blue-whitish veil. "
+                "Here the colours are read inside the app's own outline, as the Analyse page shows them.")
+    st.table(external_colour_rows(external), border="horizontal")
+    st.caption("Low sensitivity means the page often leaves out a white or blue-gray area a dermatologist sees: "
+               "do not read a missing colour as its absence. Derm7pt: Kawahara et al., IEEE JBHI 2019 "
+               "(CC BY-NC-ND 4.0).")

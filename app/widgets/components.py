@@ -185,7 +185,9 @@ MEASURE_NOTES = {
     "colours": ("The six colours of the ABCD rule (white, red, light brown, dark brown, blue-gray, black): each lesion "
                 "pixel, white-balanced on the skin around it and with specular highlights left out, counts for the "
                 "nearest CIELAB reference colour within a distance; a colour is listed when it covers its minimum "
-                "share of the lesion. Agreement with labels set by eye: model card."),
+                "share of the lesion. It misses most white (regression) and blue-gray areas that dermatologists see, so a colour "
+                "not listed may still be there; agreement with labels set by eye and with dermatologists' labels: "
+                "model card."),
     "colour_std": "Mean RGB standard deviation inside the lesion (0–1): colour variegation.",
 }
 

@@ -4,7 +4,11 @@ images in tests/data/labelled (labels.csv; docs/artefacts-and-colours.md says ho
 
 Colours are read inside the dataset's own lesion mask, so the segmenter is not scored here; the
 artefact detector sees the image alone, at the size it is stored (200x150, the app's working size
-for such an upload)."""
+for such an upload).
+
+Dermatologists' labels from another clinic: Derm7pt scores regression structures (white areas, blue
+areas, or both) and the blue-whitish veil, which name two of the six colours. `external_colour_agreement`
+reads the colours the app shows for such an image (its own outline, its own path) against them."""
 from __future__ import annotations
 
 import csv
@@ -88,6 +92,43 @@ def artefact_agreement(cases: list[LabelledCase]) -> dict[str, dict[str, dict]]:
     return {part: {k: _row(np.array([k in said[c.image_id] for c in sel]), np.array([k in c.artefacts for c in sel]))
                    for k in ARTEFACT_KINDS}
             for part, sel in _parts(cases)}
+
+
+# Derm7pt columns and values that say a colour is present (Kawahara et al. 2019 scoring of the 7-point
+# checklist): "white areas" are the white scar-like areas of regression, "combinations" hold white and
+# blue areas; blue-gray is the blue areas of regression or the blue-whitish veil.
+EXTERNAL_COLOUR_LABELS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "white": (("regression_structures", ("white areas", "combinations")),),
+    "blue-gray": (("regression_structures", ("blue areas", "combinations")), ("blue_whitish_veil", ("present",))),
+}
+
+
+def external_colour_truth(criteria) -> dict[str, bool] | None:
+    """Colour -> labelled present, from a record's Derm7pt (column, value) pairs; None when unscored."""
+    values = {col: val.strip().lower() for col, val in criteria}
+    if any(col not in values for rules in EXTERNAL_COLOUR_LABELS.values() for col, _ in rules):
+        return None
+    return {name: any(values[col] in positive for col, positive in rules)
+            for name, rules in EXTERNAL_COLOUR_LABELS.items()}
+
+
+def external_colour_agreement(records, colours_of, progress=None) -> dict[str, dict[str, dict]]:
+    """Per part of the external set (and all) and labelled colour: the colours the app shows for the
+    image (`colours_of(record)`, a set) against the dermatologists' structure labels."""
+    scored = [(r, external_colour_truth(r.criteria)) for r in records]
+    scored = [(r, t) for r, t in scored if t is not None]
+    said = {}
+    for k, (r, _) in enumerate(scored):
+        said[r.image_id] = colours_of(r)
+        if progress:
+            progress(k + 1, len(scored))
+    parts = sorted({r.part for r, _ in scored})
+    out = {}
+    for part in [*parts, "all"]:
+        sel = [(r, t) for r, t in scored if part in (r.part, "all")]
+        out[part] = {name: _row(np.array([name in said[r.image_id] for r, _ in sel]), np.array([t[name] for _, t in sel]))
+                     for name in EXTERNAL_COLOUR_LABELS}
+    return out
 
 
 def _parts(cases: list[LabelledCase]):

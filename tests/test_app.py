@@ -247,6 +247,7 @@ def test_the_case_report_carries_everything_the_page_shows(make_app, fake_segmen
     in_set = re.findall(r"-badge\[([^\]]+)\]", shown_set)
     assert in_set and re.search("Prediction set at 90%: " + ", ".join(f"{re.escape(c)} \\([a-z]+\\)" for c in in_set),
                                 report)
+    assert "The true diagnosis is in such a set 90% of the time for each class on its own (melanoma: 95%)" in report
     said += [line for c in at.caption for line in _lines(c.value) if "Melanoma flag" in line]
     said = [re.sub(r":[a-z]+-badge\[(?::material/[a-z_]+: )?([^\]]*)\]", r"\1", s) for s in said]
     said = [re.sub(r"\s+", " ", s) for s in said if s != "Ground truth:"]

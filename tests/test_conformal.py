@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model.aids.conformal import (COVERAGES, SCORES, all_sets, calibrate, choose, conformal_config,
+from model.aids.conformal import (COVERAGES, SCORES, all_sets, calibrate, choose, class_level, conformal_config,
                                   conformal_quantile, conformity_scores, evaluate_sets, set_masks, set_notes, sets_many)
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -66,9 +66,31 @@ def test_class_conditional_coverage_within_the_finite_sample_bound(score, always
             cover[c].append(r["per_class"][c]["coverage"])
             n_cal[c].append(cfg["n_per_class"][c])
     for c in CLASSES:
-        upper = 0.9 + 1 / (np.mean(n_cal[c]) + 1) if not always_top else 1.0
-        assert 0.9 - 0.01 <= np.mean(cover[c]) <= upper + 0.01, (c, np.mean(cover[c]), upper)
-    assert 0.9 - 0.005 <= np.mean(marginal) <= (0.93 if not always_top else 1.0)
+        level = class_level(90, c) / 100          # melanoma is calibrated stricter (STRICTER)
+        upper = level + 1 / (np.mean(n_cal[c]) + 1) if not always_top else 1.0
+        assert level - 0.01 <= np.mean(cover[c]) <= upper + 0.01, (c, np.mean(cover[c]), upper)
+    assert 0.9 - 0.005 <= np.mean(marginal) <= (0.935 if not always_top else 1.0)
+
+
+def test_melanoma_is_calibrated_stricter_than_the_stated_coverage():
+    """At a stated 90%, melanoma's threshold is the one for 95% (capped at 99%); the others keep 90%; the
+    stricter classes are stored and said in words."""
+    from model.aids.conformal import STRICTER, coverage_phrase
+
+    assert STRICTER == {"mel": 5} and class_level(90, "mel") == 95 and class_level(97, "mel") == 99
+    assert class_level(99, "mel") == 99 and class_level(90, "nv") == 90 and class_level(90, "mel", {}) == 90
+    probs, labels = synthetic(3000, np.random.default_rng(5))
+    cfg = calibrate(probs, labels, CLASSES, coverages=(90, 95))
+    plain = calibrate(probs, labels, CLASSES, coverages=(90, 95), stricter={})
+    assert cfg["stricter"] == {"mel": 5} and plain["stricter"] == {}
+    assert cfg["thresholds"]["90"]["mel"] == pytest.approx(plain["thresholds"]["95"]["mel"])
+    assert cfg["thresholds"]["90"]["mel"] > plain["thresholds"]["90"]["mel"]
+    assert all(cfg["thresholds"]["90"][c] == plain["thresholds"]["90"][c] for c in CLASSES if c != "mel")
+    hit = lambda c: evaluate_sets(probs, labels, c, CLASSES, 90)["per_class"]["mel"]["coverage"]   # noqa: E731
+    assert hit(cfg) >= 0.95 > hit(plain)
+    assert calibrate(probs, labels, CLASSES, coverages=(90,), mondrian=False)["stricter"] == {}
+    assert coverage_phrase(90, cfg["stricter"]) == "90% of the time for each class on its own (melanoma: 95%)"
+    assert coverage_phrase(90, {}) == "90% of the time for each class on its own"
 
 
 def test_marginal_variant_misses_rare_classes_that_mondrian_covers():

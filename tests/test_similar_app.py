@@ -38,12 +38,13 @@ def test_analyse_shows_the_set_and_similar_cases_and_follows_the_slider(make_app
     no_exception(at)
     shown = texts(at)
     assert "Prediction set at 90%" in shown
+    assert "90% of the time for each class on its own (melanoma: 95%)" in shown   # melanoma calibrated stricter
     assert "Similar confirmed cases" in shown and "kNN vote of the 6 most similar training cases" in shown
     assert shown.count("similarity 0.") + shown.count("similarity 1.") + shown.count("similarity -") >= 6
     assert sum(b.label == "Enlarge" for b in at.button) == 6
     at.slider(key="coverage").set_value(99).run()
     no_exception(at)
-    assert "Prediction set at 99%" in texts(at)
+    assert "Prediction set at 99%" in texts(at) and "(melanoma: " not in texts(at)
     next(b for b in at.button if b.label == "Enlarge").click().run()
     no_exception(at)
 
@@ -113,6 +114,7 @@ def test_model_card_shows_knn_and_conformal_figures(make_app):
     assert "Prediction sets and similar cases" in shown
     assert "kNN vote balanced accuracy (k=6)" in shown and "Softmax balanced accuracy" in shown
     assert "Prediction sets:" in shown and "mondrian split conformal" in shown
+    assert "Melanoma is calibrated 5 points stricter than the stated coverage (at 90%, its threshold is its 95% one)" in shown
     frames = [d.value for d in at.table]
     assert any("coverage (test)" in f.columns for f in frames)
     assert any(any(c.startswith("precision at") for c in f.columns) for f in frames)

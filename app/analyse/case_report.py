@@ -121,7 +121,7 @@ def _answer(a: Analysis, v: Shown) -> list[str]:
 def _aids(a: Analysis, v: Shown) -> list[str]:
     """The prediction set with its notes; the similar cases, their vote and whether it disagrees."""
     from app.widgets.aids import HIDDEN_AIDS, neighbour_caption, set_at, vote_note
-    from model.aids.conformal import set_notes
+    from model.aids.conformal import coverage_phrase, set_notes
 
     e = html.escape
     parts = [f"<h2>{SETS}</h2>"]
@@ -134,7 +134,9 @@ def _aids(a: Analysis, v: Shown) -> list[str]:
         parts.append("<p>No prediction set: this classifier has no conformal calibration.</p>")
     else:
         names = ", ".join(f"{display_name(c)} ({c})" for c in codes) or "(empty)"
-        parts.append(f"<p><b>Prediction set at {v.coverage}%:</b> {e(names)}</p><ul>"
+        parts.append(f"<p><b>Prediction set at {v.coverage}%:</b> {e(names)}</p>"
+                     f"<p>The true diagnosis is in such a set {e(coverage_phrase(v.coverage, a.set_stricter))}, on "
+                     "images like the validation split.</p><ul>"
                      + "".join(f"<li>{e(n)}</li>" for n in set_notes(codes, a.top_class, v.coverage)) + "</ul>")
     parts.append("<h3>Similar confirmed cases</h3>")
     if a.similar is None:

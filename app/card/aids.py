@@ -20,7 +20,10 @@ def conformal_card(meta: dict) -> None:
                 f"({', '.join(f'{c} {v}' for c, v in n.items())}). Each class gets its own threshold, so each class "
                 "is covered at the stated rate on its own, not only on average."
                 + (" The top class always joins the set, so a set is never empty and never leaves out the most "
-                   "probable diagnosis (which keeps the coverage guarantee)." if cfg.get("always_top") else ""))
+                   "probable diagnosis (which keeps the coverage guarantee)." if cfg.get("always_top") else "")
+                + "".join(f" {display_name(c)} is calibrated {v} points stricter than the stated coverage (at 90%, "
+                          f"its threshold is its {min(90 + v, 99)}% one), since missing it costs most."
+                          for c, v in (cfg.get("stricter") or {}).items()))
     never = [c for c, v in (cfg["thresholds"].get("99") or {}).items() if v is None]
     if never:
         st.caption(f"At 99% the validation split has too few images of {', '.join(never)} for a finite threshold: "

@@ -34,6 +34,10 @@ DEFAULT_COVERAGE = 90
 UNCERTAIN_SIZE = 3                    # a set this large or larger is called uncertain
 RAPS_LAMBDA, RAPS_KREG = 0.01, 1      # RAPS penalty per rank beyond k_reg (only with score="raps")
 DEFAULT_SCORE = "lac"                 # chosen on the validation split (docs/similar-and-conformal.md)
+# Classes calibrated stricter than the set's stated coverage, in points (capped at MAX_LEVEL): a missed
+# melanoma costs most, so at 90% melanoma's own threshold is set for 95% (docs/real-uploads.md, sets).
+STRICTER = {"mel": 5}
+MAX_LEVEL = 99
 SCORES = ("lac", "aps", "raps")
 
 
@@ -69,22 +73,32 @@ def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
     return float(scores[rank - 1]) if 1 <= rank <= len(scores) else math.inf
 
 
+def class_level(coverage: int, cls: str, stricter: dict[str, int] | None = None) -> int:
+    """The coverage (percent) class `cls` is calibrated for when a set states `coverage`."""
+    extra = (STRICTER if stricter is None else stricter).get(cls, 0)
+    return max(coverage, min(coverage + extra, MAX_LEVEL)) if extra else coverage
+
+
 def calibrate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], score: str = DEFAULT_SCORE,
               coverages: Sequence[int] = COVERAGES, mondrian: bool = True, lam: float = RAPS_LAMBDA,
-              k_reg: int = RAPS_KREG, always_top: bool = True) -> dict:
+              k_reg: int = RAPS_KREG, always_top: bool = True, stricter: dict[str, int] | None = None) -> dict:
     """The `conformal` entry of meta.json from calibrated probabilities of labelled images
-    (the validation split): thresholds per coverage (percent) and class; null = always included."""
+    (the validation split): thresholds per coverage (percent) and class; null = always included.
+    A class in `stricter` (default STRICTER; with mondrian only) gets its threshold for that many
+    points more coverage."""
     labels = np.asarray(labels)
+    stricter = dict(STRICTER if stricter is None else stricter) if mondrian else {}
     s = conformity_scores(probs, score, lam, k_reg)
     true_s = s[np.arange(len(labels)), labels]
     thresholds = {}
     for cov in coverages:
-        alpha = 1 - cov / 100
-        pooled = conformal_quantile(true_s, alpha)
-        q = {c: conformal_quantile(true_s[labels == k], alpha) if mondrian else pooled for k, c in enumerate(classes)}
+        pooled = conformal_quantile(true_s, 1 - cov / 100)
+        q = {c: conformal_quantile(true_s[labels == k], 1 - class_level(cov, c, stricter) / 100) if mondrian else pooled
+             for k, c in enumerate(classes)}
         thresholds[str(cov)] = {c: (None if math.isinf(v) else v) for c, v in q.items()}
     return {"method": "mondrian split conformal" if mondrian else "split conformal", "score": score,
             **({"raps_lambda": lam, "raps_k_reg": k_reg} if score == "raps" else {}), "always_top": always_top,
+            "stricter": {c: v for c, v in stricter.items() if c in classes},
             "calibrated_on": "validation split, calibrated probabilities (after temperature)",
             "n_per_class": {c: int((labels == k).sum()) for k, c in enumerate(classes)},
             "default_coverage": DEFAULT_COVERAGE, "thresholds": thresholds}
@@ -152,6 +166,14 @@ def sets_many(probs: np.ndarray, cfg: dict, classes: Sequence[str],
 def all_sets(probs: np.ndarray, cfg: dict, classes: Sequence[str]) -> dict[int, list[str]]:
     """For one image: coverage percent -> its set (class codes, most probable first)."""
     return sets_many(np.asarray(probs)[None], cfg, classes)[0]
+
+
+def coverage_phrase(coverage: int, stricter: dict[str, int] | None) -> str:
+    """How often a set holds the true diagnosis, in words: '90% of the time for each class on its own
+    (melanoma: 95%)'."""
+    extra = [f"{display_name(c).lower()}: {class_level(coverage, c, stricter)}%" for c in (stricter or {})
+             if class_level(coverage, c, stricter) > coverage]
+    return f"{coverage}% of the time for each class on its own" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def set_notes(codes: Sequence[str], top_class: str, coverage: int) -> list[str]:

@@ -179,6 +179,7 @@ class Analyzer:
             attention_on_lesion=attention, feature_maps=fmaps, lesion_mask=mask, measurements=measures,
             notes=img.notes, timings_ms=clock.t, parallel_ms=clock.parallel, model_info=self.model_info(),
             runtime=runtime, similar=similar, similar_error=self.aids.index_error, prediction_sets=sets,
+            set_stricter=dict((self.aids.conformal or {}).get("stricter") or {}),
             checklist=checklist, checklist_error=self.checklist.error, artefacts=artefacts, heat=heat,
             outline_touches=outline_touches(artefacts, mask) if artefacts is not None else [])
 

@@ -71,6 +71,7 @@ class Analysis:
     similar: Any = None                      # model.aids.similar.SimilarCases: k nearest training cases, kNN vote
     similar_error: str | None = None         # why there are no similar cases (no or mismatched reference set)
     prediction_sets: dict[int, list[str]] = field(default_factory=dict)  # coverage % -> conformal set
+    set_stricter: dict[str, int] = field(default_factory=dict)  # classes calibrated stricter, points (conformal)
     runtime: dict[str, str] = field(default_factory=dict)   # stage -> what ran it (model.nets.engine)
     checklist: ChecklistReading | None = None                # the 7-point checklist from the concept probes
     checklist_error: str | None = None                       # why there is none (no or mismatched probes)

@@ -20,15 +20,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bench.common import REPO, cpu_busy_share, log, summarize
+from tools.streamlit_server import serving
 from model.nets.machine import cpu_model
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -147,40 +145,6 @@ def images(tmp: Path, n: int, salt: int) -> list[Path]:
         img.save(dest, quality=95 - (salt + i // len(src)) % 5)
         out.append(dest)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env: dict[str, str], log_file: Path) -> subprocess.Popen:
-    with open(log_file, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=REPO, env={**os.environ, **env}, stdout=out,
-            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"streamlit did not start: {log_file.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # ------------------------------------------------------------------------------------------ actions
@@ -311,12 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         for r in range(args.repeats):
             env["DERMO_REVIEW_DB"] = str(tmp / f"review{r}.sqlite3")
-            port = free_port()
-            proc = start_server(port, env, tmp / "streamlit.log")
-            try:
-                runs.append(one_repeat(sync_api, f"http://127.0.0.1:{port}", tmp, r, args.batch_images))
-            finally:
-                stop(proc)
+            with serving(env, tmp / "streamlit.log") as url:
+                runs.append(one_repeat(sync_api, url, tmp, r, args.batch_images))
             log(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1].items()))
     load["after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     steps = {k: summarize([run[k] for run in runs]) for k in runs[0]}

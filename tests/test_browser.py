@@ -11,16 +11,13 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app_fixtures import FULLRES, app_models_dir  # noqa: F401
+from tools import streamlit_server
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
@@ -31,51 +28,14 @@ START_TIMEOUT_S = 120
 RESULT_TIMEOUT_MS = 180_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_streamlit(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`streamlit run app/main.py` on a local port with `env` added, its output appended to `log`;
-    returns once it answers its health check (fails the test if it exits or never does)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    with open(log, "a") as out:  # the child keeps its own copy of the file descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("streamlit did not become healthy in time")
-        time.sleep(0.5)
+    """The app (tools.streamlit_server) on `port` with one OpenMP thread and `env`, once it is healthy."""
+    return streamlit_server.start(port, {"OMP_NUM_THREADS": "1", **env}, log, START_TIMEOUT_S)
 
 
-@contextlib.contextmanager
 def serving(models: Path, log: Path):
-    """A streamlit server on `models` at a free local port; yields its URL, stops it afterwards."""
-    port = _free_port()
-    proc = start_streamlit(port, {"DERMO_MODELS_DIR": str(models)}, log)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """A server on `models` at a free local port for a `with` block; yields its URL."""
+    return streamlit_server.serving({"OMP_NUM_THREADS": "1", "DERMO_MODELS_DIR": str(models)}, log, START_TIMEOUT_S)
 
 
 @contextlib.contextmanager

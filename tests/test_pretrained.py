@@ -281,6 +281,11 @@ def test_train_init_starts_from_a_bundle_and_says_so(tiny_classifier_dir, tiny_s
     assert bundle.meta["init"]["weights_sha256"] == weights_sha256(tiny_classifier_dir)
     assert bundle.meta["init"]["input_size"] == load_bundle(tiny_classifier_dir).meta["input_size"]
     assert bundle.meta["input_size"] == [96, 128]
+    from app.meta import starting_weights   # the model card's words
+
+    said = starting_weights(bundle.meta)
+    assert "started from a trained bundle's weights" in said and weights_sha256(tiny_classifier_dir)[:12] in said
+    assert "started from" not in starting_weights(load_bundle(tiny_classifier_dir).meta)
     conv = next(k for k, v in start.items() if v.ndim == 4)
     assert torch.allclose(bundle.model.state_dict()[conv].float(), start[conv].float(), atol=1e-3)
     fresh = load_bundle(train_bundle("classify", tmp_path / "fresh", ["--epochs", "1", "--lr", "1e-9"])).model

@@ -145,7 +145,7 @@ def overview_tab(cls: dict) -> None:
     st.header("Overview", divider="gray")
     st.markdown(f"**Classifier** `{cls.get('arch', '?')}` · trained {str(cls.get('created', '?'))[:10]} · "
                 f"input {f'{size[1]}×{size[0]} px' if size else '?'} · "
-                f"{'ImageNet-pretrained' if cfg.get('pretrained') else 'trained from scratch'} · "
+                f"{'ImageNet-pretrained' if cfg.get('pretrained') or cls.get('pretrained') else 'trained from scratch'} · "
                 f"temperature {num(cls.get('temperature'), 2)} · weights {cls.get('weights_dtype', '?')}")
     st.markdown(f"**Starting weights:** {starting_weights(cls)}")
     st.table([{"code": c, "class": display_name(c), "malignant": "yes" if is_malignant(c) else "no"}

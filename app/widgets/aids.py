@@ -41,11 +41,12 @@ def _set_block(a: Analysis, coverage: int) -> None:
         return
     badges = " ".join(f":{'red' if is_malignant(c) else 'blue'}-badge[{display_name(c)}]" for c in codes)
     st.markdown(f"**Prediction set at {coverage}%:** {badges or '(empty)'}")
-    stricter = "; the class in brackets is calibrated stricter, since missing it costs most" if any(
+    stricter = " The class in brackets is calibrated stricter, since missing it costs most." if any(
         class_level(coverage, c, a.set_stricter) > coverage for c in a.set_stricter) else ""
     st.caption(f"On images like the validation split, the true diagnosis is in this set "
-               f"{coverage_phrase(coverage, a.set_stricter)} (class-conditional split conformal prediction; the "
-               f"sidebar sets the coverage{stricter}). A guarantee on average over such images, not for this one image.")
+               f"{coverage_phrase(coverage, a.set_stricter)}.{stricter} Class-conditional split conformal "
+               "prediction; the sidebar sets the coverage. A guarantee on average over such images, not for this "
+               "one image.")
     for note in set_notes(codes, a.top_class, coverage):
         if "ruled out" in note:
             st.warning(note, icon=":material/priority_high:")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from model.nets import tv_compat  # noqa: F401  (before timm)
-from model.nets.bundle import save_bundle, update_meta, load_bundle
+from model.nets.bundle import load_bundle, read_meta, save_bundle, update_meta
 from model.nets.machine import hardware_summary
 from model.nets.weights_hash import weights_sha256
 from model.nets.pretrained import offline_architectures, pretrained_mean_std, weights_info
@@ -293,7 +293,7 @@ def start_from_bundle(model, bundle_dir: Path, task: str, classes) -> None:
 
 def init_info(bundle_dir: Path) -> dict:
     """meta.json `init`: the bundle a --init run started from, so its origin stays traceable."""
-    meta = json.loads((bundle_dir / "meta.json").read_text())
+    meta = read_meta(bundle_dir)
     return {"bundle": str(bundle_dir), "weights_sha256": weights_sha256(bundle_dir), "arch": meta["arch"],
             "input_size": meta["input_size"], "command": meta.get("command"), "pretrained": meta.get("pretrained")}
 
@@ -382,12 +382,13 @@ def train_network(args, setup: Setup, loss_fn, validate, dist, device):
 def describe(args, setup: Setup, state, command, commands, dist, device, started) -> dict:
     """meta.json: how to rebuild and feed the network, and how it was made."""
     train, val = setup.train, setup.val
+    init = init_info(args.init) if args.init else None
     meta = {
         "task": args.task, "arch": args.arch, "arch_kwargs": setup.arch_kwargs,
         "input_size": list(setup.size_hw), "mean": setup.mean, "std": setup.std, "preprocessing": input_domain(args),
         "pretrained": weights_info(args.arch, args.pretrained_source) if args.pretrained else (
-            init_info(args.init)["pretrained"] if args.init else None),
-        "init": init_info(args.init) if args.init else None,
+            init["pretrained"] if init else None),
+        "init": init,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command, "commands": commands,
         "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.meta import dig, num, pct
+from model.aids.conformal import DEFAULT_COVERAGE, raised_levels
 from model.labels import display_name
 
 
@@ -21,9 +22,9 @@ def conformal_card(meta: dict) -> None:
                 "is covered at the stated rate on its own, not only on average."
                 + (" The top class always joins the set, so a set is never empty and never leaves out the most "
                    "probable diagnosis (which keeps the coverage guarantee)." if cfg.get("always_top") else "")
-                + "".join(f" {display_name(c)} is calibrated {v} points stricter than the stated coverage (at 90%, "
-                          f"its threshold is its {min(90 + v, 99)}% one), since missing it costs most."
-                          for c, v in (cfg.get("stricter") or {}).items()))
+                + "".join(f" {display_name(c)} is calibrated {cfg['stricter'][c]} points stricter than the stated "
+                          f"coverage (at {DEFAULT_COVERAGE}%, its threshold is its {level}% one), since missing it "
+                          "costs most." for c, level in raised_levels(DEFAULT_COVERAGE, cfg.get("stricter")).items()))
     never = [c for c, v in (cfg["thresholds"].get("99") or {}).items() if v is None]
     if never:
         st.caption(f"At 99% the validation split has too few images of {', '.join(never)} for a finite threshold: "
@@ -40,8 +41,8 @@ def conformal_card(meta: dict) -> None:
     at90 = test.get("90") or next(iter(test.values()))
     st.caption(f"Per class at {int(round(100 * at90.get('coverage_target', 0.9)))}% (test split):")
     st.table([{"class": display_name(c), "coverage": pct(v.get("coverage")),
-                   "mean set size": num(v.get("mean_set_size"), 2), "images": v.get("n")}
-                  for c, v in at90.get("per_class", {}).items()], border="horizontal")
+              "mean set size": num(v.get("mean_set_size"), 2), "images": v.get("n")}
+             for c, v in at90.get("per_class", {}).items()], border="horizontal")
 
 
 def similar_card(meta: dict) -> None:
@@ -68,7 +69,7 @@ def similar_card(meta: dict) -> None:
                f"{pct(t.get('agreement'))} of them. Precision at {k}: the share of a test image's {k} neighbours "
                "with its own diagnosis, per class.")
     st.table([{"class": display_name(c), f"precision at {k}": pct(v)}
-                  for c, v in (t.get("precision_at_k") or {}).items()], border="horizontal")
+              for c, v in (t.get("precision_at_k") or {}).items()], border="horizontal")
 
 
 def aids_card(meta: dict) -> None:

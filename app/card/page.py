@@ -290,7 +290,7 @@ if cls is None:
 
 # One tab at a time: a tab's sections run and are drawn only while it is open (st.tabs with
 # on_change="rerun"), so opening the card costs its first tab, not all of its tables and charts
-# (docs/page-latency.md). The open tab is kept in the URL (?tab=...), so a link opens it.
+# (docs/page-latency.md).
 TABS = {"Overview and test results": partial(overview_tab, cls),
         "Prediction sets and similar cases": partial(aids_tab, cls),
         "Other dermatoscopes and the gate": partial(other_devices_tab, cls), "Heatmaps": partial(heatmaps_tab, cls),

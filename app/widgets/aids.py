@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.widgets.components import percent
-from model.aids.conformal import class_level, coverage_phrase, set_notes
+from model.aids.conformal import coverage_phrase, raised_levels, set_notes
 from model.labels import GT_SOURCES, display_name, is_malignant
 from model.inference.results import Analysis
 
@@ -41,8 +41,8 @@ def _set_block(a: Analysis, coverage: int) -> None:
         return
     badges = " ".join(f":{'red' if is_malignant(c) else 'blue'}-badge[{display_name(c)}]" for c in codes)
     st.markdown(f"**Prediction set at {coverage}%:** {badges or '(empty)'}")
-    stricter = " The class in brackets is calibrated stricter, since missing it costs most." if any(
-        class_level(coverage, c, a.set_stricter) > coverage for c in a.set_stricter) else ""
+    stricter = (" The class in brackets is calibrated stricter, since missing it costs most."
+                if raised_levels(coverage, a.set_stricter) else "")
     st.caption(f"On images like the validation split, the true diagnosis is in this set "
                f"{coverage_phrase(coverage, a.set_stricter)}.{stricter} Class-conditional split conformal "
                "prediction; the sidebar sets the coverage. A guarantee on average over such images, not for this "

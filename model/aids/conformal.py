@@ -168,11 +168,16 @@ def all_sets(probs: np.ndarray, cfg: dict, classes: Sequence[str]) -> dict[int, 
     return sets_many(np.asarray(probs)[None], cfg, classes)[0]
 
 
+def raised_levels(coverage: int, stricter: dict[str, int] | None) -> dict[str, int]:
+    """The classes of `stricter` calibrated above a stated `coverage`, with their own level (none at 99%)."""
+    return {c: class_level(coverage, c, stricter) for c in (stricter or {})
+            if class_level(coverage, c, stricter) > coverage}
+
+
 def coverage_phrase(coverage: int, stricter: dict[str, int] | None) -> str:
     """How often a set holds the true diagnosis, in words: '90% of the time for each class on its own
     (melanoma: 95%)'."""
-    extra = [f"{display_name(c).lower()}: {class_level(coverage, c, stricter)}%" for c in (stricter or {})
-             if class_level(coverage, c, stricter) > coverage]
+    extra = [f"{display_name(c).lower()}: {level}%" for c, level in raised_levels(coverage, stricter).items()]
     return f"{coverage}% of the time for each class on its own" + (f" ({', '.join(extra)})" if extra else "")
 
 
